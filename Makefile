@@ -1,0 +1,72 @@
+# Entry points named in the README. Everything installs what it needs first, idempotently:
+# a Python virtualenv in .venv, and the local platform's binaries and jars in ~/.cache/wml-stream-operator.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+export PYTHONPATH := $(CURDIR)/hack
+PYTEST_ARGS ?=
+
+.PHONY: help venv platform-build platform-up platform-down platform-env platform-status \
+        lint test test-unit test-integration test-e2e demo demo-down bench clean
+
+help:
+	@echo "make demo            the whole scenario on the local platform"
+	@echo "make test            every suite (what CI runs): lint, unit, integration, e2e"
+	@echo "make test-unit | test-integration | test-e2e | lint | bench"
+	@echo "make platform-up | platform-down | platform-env | platform-status"
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed: set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[server,dev]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+platform-build:
+	@hack/setup-platform.sh
+
+platform-up: venv platform-build
+	@$(PY) -m localplatform up
+
+platform-down: venv
+	@$(PY) -m localplatform down
+
+platform-env: venv
+	@$(PY) -m localplatform env
+
+platform-status: venv
+	@$(PY) -m localplatform status
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy operator/wml_api operator/wml_operator server/wml_server hack/localplatform
+
+# One pytest session for every suite, so the platform starts once. pytest's exit code 5 (nothing
+# collected) fails the target like any other failure.
+test: venv platform-build lint
+	$(PYTEST) tests $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PYTEST) tests/unit $(PYTEST_ARGS)
+
+test-integration: venv platform-build
+	$(PYTEST) tests/integration $(PYTEST_ARGS)
+
+test-e2e: venv platform-build
+	$(PYTEST) tests/e2e $(PYTEST_ARGS)
+
+demo:
+	@echo "make demo: not implemented yet (issue 5)" >&2; exit 2
+
+demo-down:
+	@echo "make demo-down: not implemented yet (issue 5)" >&2; exit 2
+
+bench:
+	@echo "make bench: not implemented yet (issues 3 and 7)" >&2; exit 2
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

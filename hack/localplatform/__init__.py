@@ -1,0 +1,11 @@
+"""The local platform: a real kube-apiserver with etcd, and a real Kafka broker, on 127.0.0.1.
+
+Used by the test fixtures (tests/conftest.py), `make platform-up` / `make platform-down` and `make demo`.
+Binaries and jars come from the cache filled by hack/setup-platform.sh; nothing here downloads.
+"""
+
+from localplatform.config import PlatformConfig
+from localplatform.kafka import KafkaBroker, KafkaInfo, KafkaUser
+from localplatform.kube import KubeControlPlane, KubeInfo
+
+__all__ = ["KafkaBroker", "KafkaInfo", "KafkaUser", "KubeControlPlane", "KubeInfo", "PlatformConfig"]

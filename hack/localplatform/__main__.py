@@ -1,0 +1,100 @@
+"""`python -m localplatform up|down|status|env` (with hack/ on PYTHONPATH; the Makefile does that)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from localplatform.config import MissingPrerequisite, PlatformConfig
+from localplatform.kafka import KafkaBroker
+from localplatform.kube import KubeControlPlane
+from localplatform.process import StartFailed
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("WSO_PLATFORM_DIR") or "/tmp/wml-stream-operator/platform")  # noqa: S108
+
+
+def parts(root: Path) -> tuple[KubeControlPlane, KafkaBroker]:
+    config = PlatformConfig.load()
+    return KubeControlPlane(config, root / "kube"), KafkaBroker(config, root / "kafka")
+
+
+def env_lines(root: Path) -> list[str]:
+    kube, kafka = parts(root)
+    lines = []
+    if kube.info_path.is_file():
+        lines.append(f"export KUBECONFIG={shlex.quote(kube.info().kubeconfig)}")
+    if kafka.info_path.is_file():
+        info = kafka.info()
+        user = info.user("wml")
+        lines += [f"export WSO_KAFKA_BOOTSTRAP={info.bootstrap}",
+                  f"export WSO_KAFKA_SECURITY_PROTOCOL={info.security_protocol}",
+                  f"export WSO_KAFKA_SASL_MECHANISM={info.sasl_mechanism}",
+                  f"export WSO_KAFKA_USERNAME={user.name}",
+                  f"export WSO_KAFKA_PASSWORD={shlex.quote(user.password)}"]
+    return lines
+
+
+def up(root: Path) -> None:
+    kube, kafka = parts(root)
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"Starting the local platform in {root}", flush=True)
+    k = kube.start()
+    print(f"  Kubernetes {k.version}: {k.server} ready ({k.ready_seconds:.1f} s from launch to /readyz; "
+          f"apiserver alone {k.apiserver_ready_seconds:.1f} s)", flush=True)
+    print(f"    kubeconfig: {k.kubeconfig}")
+    info = kafka.start()
+    print(f"  Kafka {info.version}: {info.bootstrap} ready ({info.ready_seconds:.1f} s), "
+          f"{info.security_protocol} {info.sasl_mechanism}")
+    for user in info.users:
+        print(f"    user {user.name} password {user.password}")
+    print("\nTo use it from this shell:\n  eval \"$(make -s platform-env)\"")
+
+
+def down(root: Path) -> None:
+    kube, kafka = parts(root)
+    kafka.destroy()
+    kube.destroy()
+    if root.is_dir() and not any(root.iterdir()):
+        root.rmdir()
+    print(f"Local platform stopped; {root} removed")
+
+
+def status(root: Path) -> int:
+    kube, kafka = parts(root)
+    print(f"platform dir: {root}")
+    print(f"  kubernetes: {'running' if kube.running() else 'stopped'}")
+    print(f"  kafka:      {'running' if kafka.running() else 'stopped'}")
+    return 0 if kube.running() and kafka.running() else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="localplatform", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    parser.add_argument("--dir", type=Path, default=default_dir(),
+                        help="where run-time files live (default $WSO_PLATFORM_DIR or %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            up(args.dir)
+        elif args.command == "down":
+            down(args.dir)
+        elif args.command == "status":
+            return status(args.dir)
+        else:
+            print("\n".join(env_lines(args.dir)))
+    except (MissingPrerequisite, StartFailed) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        down(args.dir)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

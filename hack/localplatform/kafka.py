@@ -1,0 +1,184 @@
+"""A real Apache Kafka broker on 127.0.0.1: KRaft mode, one node, SASL/PLAIN, no topic auto-creation."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localplatform import process
+from localplatform.config import PlatformConfig
+
+# The broker authenticates itself as the first user; the second is what the WML service and the demo use,
+# so a test can tell one identity's credentials from another's.
+USER_NAMES = ("admin", "wml")
+
+_LOG4J2 = """\
+Configuration:
+  status: warn
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Root:
+      level: INFO
+      AppenderRef:
+        - ref: STDOUT
+    Logger:
+      - name: kafka.request.logger
+        level: WARN
+      - name: org.apache.kafka.controller
+        level: WARN
+"""
+
+
+@dataclass(frozen=True)
+class KafkaUser:
+    name: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class KafkaInfo:
+    bootstrap: str
+    users: list[KafkaUser]
+    version: str
+    ready_seconds: float
+    security_protocol: str = "SASL_PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+
+    def user(self, name: str) -> KafkaUser:
+        return next(u for u in self.users if u.name == name)
+
+    def client_config(self, user: str | None = None, **extra: Any) -> dict[str, Any]:
+        """A confluent-kafka (librdkafka) configuration for one of the broker's users (default: the first)."""
+        creds = self.user(user) if user else self.users[0]
+        return {"bootstrap.servers": self.bootstrap, "security.protocol": self.security_protocol,
+                "sasl.mechanism": self.sasl_mechanism, "sasl.username": creds.name,
+                "sasl.password": creds.password, **extra}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> KafkaInfo:
+        data = json.loads(text)
+        data["users"] = [KafkaUser(**u) for u in data["users"]]
+        return cls(**data)
+
+
+def _jaas(users: list[KafkaUser]) -> str:
+    admin = users[0]
+    entries = " ".join(f'user_{u.name}="{u.password}"' for u in users)
+    return (f'org.apache.kafka.common.security.plain.PlainLoginModule required '
+            f'username="{admin.name}" password="{admin.password}" {entries};')
+
+
+def server_properties(data_dir: Path, port: int, controller_port: int, users: list[KafkaUser]) -> str:
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "listeners": f"SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{port}",
+        "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
+        "controller.listener.names": "CONTROLLER",
+        "sasl.enabled.mechanisms": "PLAIN",
+        "sasl.mechanism.inter.broker.protocol": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": _jaas(users),
+        "auto.create.topics.enable": "false",
+        "num.partitions": "1",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "3",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "3",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "log.dirs": str(data_dir),
+        "log.retention.hours": "24",
+    }
+    return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+class KafkaBroker:
+    def __init__(self, config: PlatformConfig, directory: Path) -> None:
+        self.config = config
+        self.dir = directory
+        self.pid_file = directory / "kafka.pid"
+        self.info_path = directory / "info.json"
+        self.log = directory / "logs" / "kafka.log"
+
+    def running(self) -> bool:
+        return process.is_running(self.pid_file)
+
+    def info(self) -> KafkaInfo:
+        return KafkaInfo.from_json(self.info_path.read_text())
+
+    def start(self, timeout: float = 120.0) -> KafkaInfo:
+        if self.running() and self.info_path.is_file():
+            return self.info()
+        self.stop()
+        libs = self.config.kafka_libs()
+        java = self.config.java()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o700)
+        users = [KafkaUser(name, secrets.token_urlsafe(18)) for name in USER_NAMES]
+        port, controller_port = process.free_port(), process.free_port()
+        props = self.dir / "server.properties"
+        props.write_text(server_properties(self.dir / "data", port, controller_port, users))
+        props.chmod(0o600)
+        log4j = self.dir / "log4j2.yaml"
+        log4j.write_text(_LOG4J2)
+        classpath = f"{libs}/*"
+        jvm: list[str | os.PathLike[str]] = [java, "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+               f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+        started = time.monotonic()
+        fmt_log = self.dir / "logs" / "format.log"
+        fmt = process.start("kafka.tools.StorageTool",
+                            [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", props],
+                            fmt_log, self.dir / "format.pid")
+        if fmt.wait(timeout=120) != 0:
+            raise process.StartFailed(f"formatting Kafka storage failed:\n{process.log_tail(fmt_log)}")
+        (self.dir / "format.pid").unlink(missing_ok=True)
+
+        broker = process.start("kafka.Kafka", [*jvm, "kafka.Kafka", props], self.log, self.pid_file)
+        info = KafkaInfo(bootstrap=f"127.0.0.1:{port}", users=users, version=self.config.kafka_version,
+                         ready_seconds=0.0)
+        process.wait_ready("Kafka broker", lambda: _metadata_ok(info), broker, self.log, timeout)
+        info = KafkaInfo(bootstrap=info.bootstrap, users=users, version=info.version,
+                         ready_seconds=round(time.monotonic() - started, 2))
+        self.info_path.write_text(info.to_json())
+        self.info_path.chmod(0o600)
+        return info
+
+    def stop(self) -> None:
+        process.stop_pid_file(self.pid_file, timeout=20.0)
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _metadata_ok(info: KafkaInfo) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    # librdkafka logs every refused connection to stderr: ask it only once the port is open.
+    if not process.port_open(int(info.bootstrap.rsplit(":", 1)[1])):
+        return False
+    admin = AdminClient(info.client_config("admin", **{"socket.timeout.ms": 2000}))
+    metadata = admin.list_topics(timeout=2)
+    return bool(metadata.brokers)

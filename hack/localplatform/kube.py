@@ -1,0 +1,158 @@
+"""A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver and kube-controller-manager.
+
+No nodes and no kubelet: operators run as local processes. The controller manager runs only the
+controllers that give namespaces and ownerReferences their real meaning (namespace deletion and garbage
+collection) and the ServiceAccount controller, so a deleted test namespace really goes away.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import ssl
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from localplatform import process
+from localplatform.certs import CertificateAuthority, service_account_keys
+from localplatform.config import PlatformConfig
+
+CONTROLLERS = "namespace-controller,garbage-collector-controller,serviceaccount-controller"
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"  # a setting the apiserver requires; nothing routes to it
+
+
+@dataclass(frozen=True)
+class KubeInfo:
+    kubeconfig: str
+    server: str
+    version: str
+    ready_seconds: float  # from launching etcd to the apiserver's /readyz answering 200
+    apiserver_ready_seconds: float  # from launching kube-apiserver alone
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def kubeconfig_yaml(server: str, ca_pem: bytes, user: str, *, cert_pem: bytes | None = None,
+                    key_pem: bytes | None = None, token: str | None = None) -> str:
+    """A kubeconfig with everything embedded, so it can be copied anywhere."""
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    creds: dict[str, str] = {}
+    if cert_pem and key_pem:
+        creds = {"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)}
+    if token:
+        creds["token"] = token
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "preferences": {},
+        "clusters": [{"name": "wso-local", "cluster": {"server": server,
+                                                       "certificate-authority-data": b64(ca_pem)}}],
+        "users": [{"name": user, "user": creds}],
+        "contexts": [{"name": f"{user}@wso-local", "context": {"cluster": "wso-local", "user": user}}],
+        "current-context": f"{user}@wso-local",
+    }, sort_keys=False)
+
+
+class KubeControlPlane:
+    def __init__(self, config: PlatformConfig, directory: Path) -> None:
+        self.config = config
+        self.dir = directory
+        self.pki = directory / "pki"
+        self.logs = directory / "logs"
+        self.info_path = directory / "info.json"
+
+    def _pid(self, name: str) -> Path:
+        return self.dir / f"{name}.pid"
+
+    def running(self) -> bool:
+        return all(process.is_running(self._pid(n)) for n in ("etcd", "kube-apiserver"))
+
+    def info(self) -> KubeInfo:
+        return KubeInfo(**json.loads(self.info_path.read_text()))
+
+    def start(self, timeout: float = 90.0) -> KubeInfo:
+        if self.running() and self.info_path.is_file():
+            return self.info()
+        self.stop()  # whatever half of a previous start is left
+        apiserver_bin = self.config.k8s_binary("kube-apiserver")
+        kcm_bin = self.config.k8s_binary("kube-controller-manager")
+        etcd_bin = self.config.etcd()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o700)
+        ca = CertificateAuthority(self.pki)
+        etcd_server = ca.issue("etcd-server", "etcd", server=True)
+        etcd_client = ca.issue("etcd-client", "kube-apiserver-etcd-client", client=True)
+        serving = ca.issue("apiserver", "kube-apiserver", server=True)
+        admin = ca.issue("admin", "wso-admin", organization="system:masters", client=True)
+        sa = service_account_keys(self.pki)
+
+        started = time.monotonic()
+        etcd_port, etcd_peer, api_port, kcm_port = (process.free_port() for _ in range(4))
+        etcd_url = f"https://127.0.0.1:{etcd_port}"
+        etcd_log = self.logs / "etcd.log"
+        etcd = process.start("etcd", [
+            etcd_bin, "--name", "wso", "--data-dir", self.dir / "etcd-data",
+            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
+            "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
+            "--initial-cluster", f"wso=http://127.0.0.1:{etcd_peer}",
+            "--cert-file", etcd_server.cert, "--key-file", etcd_server.key,
+            "--client-cert-auth", "--trusted-ca-file", ca.cert_path,
+            "--listen-metrics-urls", f"http://127.0.0.1:{process.free_port()}",
+        ], etcd_log, self._pid("etcd"))
+        process.wait_ready("etcd", lambda: process.port_open(etcd_port), etcd, etcd_log, timeout)
+
+        server = f"https://127.0.0.1:{api_port}"
+        api_log = self.logs / "kube-apiserver.log"
+        apiserver = process.start("kube-apiserver", [
+            apiserver_bin,
+            f"--etcd-servers={etcd_url}", f"--etcd-cafile={ca.cert_path}",
+            f"--etcd-certfile={etcd_client.cert}", f"--etcd-keyfile={etcd_client.key}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
+            f"--tls-cert-file={serving.cert}", f"--tls-private-key-file={serving.key}",
+            f"--client-ca-file={ca.cert_path}", f"--cert-dir={self.pki}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={sa.cert}", f"--service-account-signing-key-file={sa.key}",
+            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            "--authorization-mode=RBAC", "--endpoint-reconciler-type=none", "--profiling=false",
+        ], api_log, self._pid("kube-apiserver"))
+        ctx = ssl.create_default_context(cafile=str(ca.cert_path))
+        ctx.load_cert_chain(str(admin.cert), str(admin.key))
+        api_ready = process.wait_ready("kube-apiserver", lambda: _readyz(server, ctx), apiserver, api_log,
+                                       timeout)
+
+        kubeconfig = self.dir / "admin.kubeconfig"
+        kubeconfig.write_text(kubeconfig_yaml(server, ca.cert_pem, "wso-admin",
+                                              cert_pem=admin.cert.read_bytes(), key_pem=admin.key.read_bytes()))
+        kubeconfig.chmod(0o600)
+        kcm_log = self.logs / "kube-controller-manager.log"
+        process.start("kube-controller-manager", [
+            kcm_bin, f"--kubeconfig={kubeconfig}", f"--controllers={CONTROLLERS}",
+            "--leader-elect=false", "--use-service-account-credentials=false",
+            "--bind-address=127.0.0.1", f"--secure-port={kcm_port}", f"--cert-dir={self.pki / 'kcm'}",
+        ], kcm_log, self._pid("kube-controller-manager"))
+
+        info = KubeInfo(kubeconfig=str(kubeconfig), server=server, version=self.config.k8s_version,
+                        ready_seconds=round(time.monotonic() - started, 2),
+                        apiserver_ready_seconds=round(api_ready, 2))
+        self.info_path.write_text(info.to_json())
+        return info
+
+    def stop(self) -> None:
+        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+            process.stop_pid_file(self._pid(name))
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _readyz(server: str, ctx: ssl.SSLContext) -> bool:
+    with urllib.request.urlopen(f"{server}/readyz", context=ctx, timeout=2) as resp:  # noqa: S310
+        return bool(resp.status == 200)

@@ -1,0 +1,1 @@
+"""The kopf operator that turns StreamingDeployment resources into WML stream deployments."""
