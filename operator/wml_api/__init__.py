@@ -1,1 +1,70 @@
 """The WML v3 contract shared by the operator and the service: wire models, errors, HTTP client."""
+
+from wml_api.auth import TOKEN_CACHE, TokenCache
+from wml_api.client import WMLClient
+from wml_api.credentials import WMLCredentials
+from wml_api.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidResponse,
+    NotFound,
+    RateLimited,
+    TLSError,
+    Unauthorized,
+    Unavailable,
+    WMLError,
+    error_from_response,
+)
+from wml_api.models import (
+    MASK,
+    SPARK_HEADER,
+    Author,
+    CountedLink,
+    DeployedVersion,
+    Deployment,
+    DeploymentCreate,
+    DeploymentEntity,
+    DeploymentList,
+    DeploymentMetadata,
+    DeploymentStatus,
+    ErrorBody,
+    ErrorItem,
+    Failure,
+    InstanceEntity,
+    KafkaConnection,
+    KafkaSource,
+    KafkaTarget,
+    Link,
+    PatchOperation,
+    PublishedModel,
+    PublishedModelEntity,
+    PublishedModelList,
+    PublishedModelRef,
+    ResourceList,
+    ResourceMetadata,
+    SparkCredentials,
+    SparkHeaderError,
+    SparkService,
+    SparkServiceInstance,
+    StatusDetails,
+    StreamInput,
+    StreamOutput,
+    TokenRefreshRequest,
+    TokenResponse,
+    WMLInstance,
+    status_patch,
+)
+from wml_api.transport import OnResponse
+
+__all__ = [
+    "MASK", "SPARK_HEADER", "TOKEN_CACHE", "Author", "BadRequest", "Conflict", "CountedLink", "DeployedVersion",
+    "Deployment", "DeploymentCreate", "DeploymentEntity", "DeploymentList", "DeploymentMetadata",
+    "DeploymentStatus", "ErrorBody", "ErrorItem", "Failure", "Forbidden", "InstanceEntity", "InvalidResponse",
+    "KafkaConnection", "KafkaSource", "KafkaTarget", "Link", "NotFound", "OnResponse", "PatchOperation",
+    "PublishedModel", "PublishedModelEntity", "PublishedModelList", "PublishedModelRef", "RateLimited",
+    "ResourceList", "ResourceMetadata", "SparkCredentials", "SparkHeaderError", "SparkService",
+    "SparkServiceInstance", "StatusDetails", "StreamInput", "StreamOutput", "TLSError", "TokenCache",
+    "TokenRefreshRequest", "TokenResponse", "Unauthorized", "Unavailable", "WMLClient", "WMLCredentials",
+    "WMLError", "WMLInstance", "error_from_response", "status_patch",
+]

@@ -1,0 +1,41 @@
+"""The base every wire model shares: unknown fields kept, secrets masked in repr() but intact in model_dump()."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+MASK = "********"
+# Keys whose values are masked wherever a free-form dict of credentials is printed.
+SECRET_KEYS = frozenset({"password", "api_key", "apikey", "tenant_secret", "secret", "token"})
+
+
+def mask_secrets(value: Any) -> Any:
+    """A copy of a JSON-like value with every secret-named entry replaced by the mask."""
+    if isinstance(value, dict):
+        return {k: (MASK if str(k).lower() in SECRET_KEYS and v else mask_secrets(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v) for v in value]
+    return value
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    # Field names printed as the mask by repr()/str() when they hold a value.
+    _secret_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            secret = name is not None and (name in self._secret_fields or name.lower() in SECRET_KEYS)
+            yield name, (MASK if secret and value else mask_secrets(value))
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Where and what, without the offending input (it may be a password)."""
+    first = exc.errors(include_input=False, include_url=False)
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in first[:3]]
+    more = f" (and {len(first) - 3} more)" if len(first) > 3 else ""
+    return "; ".join(parts) + more
