@@ -17,10 +17,11 @@ run_with_progress() {
   local start=$SECONDS
   log "$what (log: $logfile)"
   "$@" >"$logfile" 2>&1 &
-  local pid=$!
+  local pid=$! last=$SECONDS
   while kill -0 "$pid" 2>/dev/null; do
-    sleep 5
-    if (( (SECONDS - start) % 30 < 5 )) && kill -0 "$pid" 2>/dev/null; then
+    sleep 2
+    if (( SECONDS - last >= 30 )) && kill -0 "$pid" 2>/dev/null; then
+      last=$SECONDS
       log "  $what: $((SECONDS - start)) s elapsed"
     fi
   done

@@ -149,7 +149,7 @@ class KafkaBroker:
         started = time.monotonic()
         fmt_log = self.dir / "logs" / "format.log"
         fmt = process.start("kafka.tools.StorageTool",
-                            [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", props],
+                            [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", props],
                             fmt_log, self.dir / "format.pid")
         if fmt.wait(timeout=120) != 0:
             raise process.StartFailed(f"formatting Kafka storage failed:\n{process.log_tail(fmt_log)}")
