@@ -1,0 +1,22 @@
+"""How a stream runs: batch size, timeouts. One StreamOptions per engine (a service setting)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    batch_size: int = 500
+    """Records per transaction at most; each transaction costs a few broker round trips (~30 ms here)."""
+    batch_timeout: float = 0.1
+    """Seconds to wait for a batch to fill: the latency a lone record may add."""
+    unreachable_timeout: float = 30.0
+    """Seconds the brokers may stay unreachable (or a transaction keep failing to commit) before FAILED."""
+    attempt_timeout: float = 1.0
+    """One metadata or init attempt; also how long a stop may wait on a connecting stream."""
+    lag_interval: float = 5.0
+    partition_refresh_interval: float = 30.0
+    transaction_timeout_ms: int = 60_000
+    """How long the broker keeps a transaction of a vanished process open before aborting it."""
+    max_consecutive_aborts: int = 5

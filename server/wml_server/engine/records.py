@@ -1,0 +1,132 @@
+"""From input records to output records: pure functions, no Kafka.
+
+The topic format (the original never documented one, so this is ours):
+- input: a JSON object, UTF-8; the text to score is its `tweet` field, else its `text` field.
+- output: the input's fields plus `prediction` ("POSITIVE" / "NEGATIVE") and `probability` (the probability
+  of that prediction, 4 decimals).
+- a record that cannot be scored does not stop the stream: it goes out with an `error` code instead:
+  `invalid_json` (not UTF-8 JSON; `raw` holds its first 200 characters, lossy-decoded), `not_an_object`
+  (valid JSON but not an object; `raw` as before), `missing_text` (the input object, no string `tweet` or
+  `text`), `record_too_large` (input over 1 MB, or an output that would exceed it; `size` and `raw`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from wml_server.models.base import Model
+
+# 1 MB: what Kafka accepts by default (message.max.bytes). Outputs stay within it too, so producing a
+# scored record never fails on size with a topic left at the default limit.
+MAX_RECORD_BYTES = 1_000_000
+MAX_OUTPUT_BYTES = 1_000_000
+RAW_PREVIEW_CHARS = 200
+TEXT_FIELDS = ("tweet", "text")
+
+INVALID_JSON = "invalid_json"
+NOT_AN_OBJECT = "not_an_object"
+MISSING_TEXT = "missing_text"
+RECORD_TOO_LARGE = "record_too_large"
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """Output values in input order (one per input record) and how many of them carry an `error`."""
+
+    values: list[bytes]
+    errored: int
+
+
+class _NotJSON(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; accepting them would make us write invalid JSON downstream.
+    raise _NotJSON(name)
+
+
+def preview(value: bytes) -> str:
+    """The first characters of a record, readable whatever its bytes are (4 bytes at most per character)."""
+    return value[: RAW_PREVIEW_CHARS * 4].decode("utf-8", errors="replace")[:RAW_PREVIEW_CHARS]
+
+
+def _dump(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _too_large(value: bytes, size: int) -> bytes:
+    return _dump({"error": RECORD_TOO_LARGE, "size": size, "raw": preview(value)})
+
+
+def parse(value: bytes | None) -> dict[str, Any] | bytes:
+    """The input object, or the error record to send instead."""
+    if value is None:
+        return _dump({"error": INVALID_JSON, "raw": ""})
+    if len(value) > MAX_RECORD_BYTES:
+        return _too_large(value, len(value))
+    try:
+        obj = json.loads(value.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return _dump({"error": INVALID_JSON, "raw": preview(value)})
+    if not isinstance(obj, dict):
+        return _dump({"error": NOT_AN_OBJECT, "raw": preview(value)})
+    return obj
+
+
+def text_of(record: dict[str, Any]) -> str | None:
+    for name in TEXT_FIELDS:
+        text = record.get(name)
+        if isinstance(text, str):
+            return text
+    return None
+
+
+def score_batch(model: Model, messages: Sequence[bytes | None], *,
+                max_output_bytes: int = MAX_OUTPUT_BYTES) -> ScoredBatch:
+    """Scores a batch of input values with one `model.predict` call; never raises for a bad record."""
+    objects: list[dict[str, Any] | None] = []
+    values: list[bytes] = []
+    errored: set[int] = set()
+    to_score: list[int] = []
+    texts: list[str] = []
+    for index, value in enumerate(messages):
+        parsed = parse(value)
+        if isinstance(parsed, bytes):
+            objects.append(None)
+            values.append(parsed)
+            errored.add(index)
+            continue
+        text = text_of(parsed)
+        if text is None:
+            parsed = {**parsed, "error": MISSING_TEXT}
+            errored.add(index)
+        else:
+            to_score.append(index)
+            texts.append(text)
+        objects.append(parsed)
+        values.append(b"")
+
+    labels, probabilities = model.predict(texts) if texts else ([], [])
+    for index, label, probability in zip(to_score, labels, probabilities, strict=True):
+        record = objects[index]
+        assert record is not None
+        objects[index] = {**record, "prediction": label, "probability": round(float(probability), 4)}
+
+    for index, obj in enumerate(objects):
+        if obj is None:
+            continue
+        value = messages[index] or b""
+        try:
+            encoded = _dump(obj)
+        except (ValueError, RecursionError):  # nesting json.loads took but json.dumps will not
+            encoded = _dump({"error": INVALID_JSON, "raw": preview(value)})
+            errored.add(index)
+        if len(encoded) > max_output_bytes:
+            encoded = _too_large(value, len(value))
+            errored.add(index)
+        values[index] = encoded
+    return ScoredBatch(values, len(errored))

@@ -1,0 +1,90 @@
+"""The thread that runs one stream deployment, from INITIALIZING to STOPPED or FAILED."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from wml_server.engine.clients import ClientFactory
+from wml_server.engine.connection import Stopped
+from wml_server.engine.failures import StreamFailure
+from wml_server.engine.metrics import EngineMetrics
+from wml_server.engine.options import StreamOptions
+from wml_server.engine.session import StreamSession
+from wml_server.engine.spec import StreamSpec
+from wml_server.engine.state import FAILED, INTERNAL_ERROR, RUNNING, STOPPED, Errors, StreamCounts
+
+log = logging.getLogger(__name__)
+
+
+class StreamRunner:
+    """Runs a StreamSession in a daemon thread and reports each status change through `report`.
+
+    `predecessor`: an earlier runner of the same deployment that is still shutting down. This one waits for
+    it to finish before connecting, so two runners never compete for the deployment's transactional id.
+    """
+
+    def __init__(self, spec: StreamSpec, report: Callable[[StreamRunner, str, Errors], None], *,
+                 metrics: EngineMetrics, counts: StreamCounts, options: StreamOptions, clients: ClientFactory,
+                 predecessor: StreamRunner | None = None) -> None:
+        self.spec = spec
+        self._report = report
+        self._metrics = metrics
+        self._counts = counts
+        self._options = options
+        self._clients = clients
+        self._predecessor = predecessor
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"wml-stream-{spec.deployment_id[:8]}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        """Asks the runner to stop after committing the batch in flight; returns at once."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float | None) -> bool:
+        """True when the runner has finished (its clients closed) within `timeout` seconds."""
+        if self._thread.ident is None:  # never started
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        # INITIALIZING was announced by Engine.start, before this thread existed.
+        while self._predecessor is not None and not self._predecessor.join(0.1):
+            if self._stopping.is_set():
+                break
+        if self._stopping.is_set():
+            self._report(self, STOPPED, [])
+            return
+        session = StreamSession(self.spec, self._options, self._clients, self._stopping, self._metrics,
+                                self._counts)
+        status, errors = STOPPED, []
+        try:
+            session.connect()
+            self._report(self, RUNNING, [])
+            session.run()
+        except Stopped:
+            pass
+        except StreamFailure as failure:
+            status, errors = FAILED, [(failure.code, failure.message)]
+            log.warning("stream %s FAILED: %s", self.spec.deployment_id, failure.message)
+        except Exception:
+            log.exception("stream %s stopped on an unexpected error", self.spec.deployment_id)
+            status, errors = FAILED, [(INTERNAL_ERROR, "The stream stopped on an unexpected error of the service; "
+                                                       "its log has the details.")]
+        finally:
+            # Closed before STOPPED is reported: whoever starts the deployment again finds the clients gone.
+            session.close(clean=status == STOPPED)
+        self._report(self, status, errors)

@@ -1,0 +1,437 @@
+"""The runner's transaction logic against fake Kafka clients: commit, abort and rewind, retry, fencing,
+authentication errors. The same paths against the real broker are in tests/integration/test_engine_streams.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from confluent_kafka import OFFSET_STORED, KafkaError, KafkaException, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from wml_server.engine import FAILED, RUNNING, STOPPED, Engine, KafkaEndpoint, KafkaTopic, StreamOptions, StreamSpec
+from wml_server.engine.clients import ConsumerLike, ProducerLike
+from wml_server.models.sentiment import SentimentModel
+
+PASSWORD = "hunter2-password"
+MODEL = SentimentModel()
+
+
+@dataclass
+class FakeMessage:
+    _key: bytes | None
+    _value: bytes | None
+    _partition: int
+    _offset: int
+    _error: KafkaError | None = None
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def error(self) -> KafkaError | None:
+        return self._error
+
+
+@dataclass
+class FakeCluster:
+    """What the broker keeps: input records, committed output, the group's committed offsets."""
+
+    topics: dict[str, int] = field(default_factory=dict)  # name -> partitions
+    input: dict[int, list[FakeMessage]] = field(default_factory=dict)
+    output: list[tuple[bytes | None, bytes | None]] = field(default_factory=list)
+    committed: dict[int, int] = field(default_factory=dict)
+    commit_errors: list[KafkaError] = field(default_factory=list)
+    delivery_errors: list[KafkaError] = field(default_factory=list)
+    init_errors: list[KafkaError] = field(default_factory=list)
+    aborts: int = 0
+    commits: int = 0
+    assigns: list[list[tuple[int, int]]] = field(default_factory=list)
+    error_cbs: list[Callable[[KafkaError], None]] = field(default_factory=list)
+    reachable: bool = True
+
+    def add(self, partition: int, *values: bytes) -> None:
+        log = self.input.setdefault(partition, [])
+        for value in values:
+            log.append(FakeMessage(f"k{partition}-{len(log)}".encode(), value, partition, len(log)))
+
+    def metadata(self, topic: str | None) -> Any:
+        if not self.reachable:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "Failed to get metadata"))
+        name = topic or ""
+        if name in self.topics:
+            meta = SimpleNamespace(partitions={p: None for p in range(self.topics[name])}, error=None)
+        else:
+            meta = SimpleNamespace(partitions={}, error=KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
+        return SimpleNamespace(topics={name: meta})
+
+
+class FakeConsumer:
+    def __init__(self, cluster: FakeCluster, topic: str) -> None:
+        self.cluster, self.topic = cluster, topic
+        self.positions: dict[int, int] = {}
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.positions = {}
+        self.incremental_assign(partitions)
+
+    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
+        self.cluster.assigns.append([(tp.partition, tp.offset) for tp in partitions])
+        for tp in partitions:
+            assert tp.offset == OFFSET_STORED
+            self.positions[tp.partition] = self.cluster.committed.get(tp.partition, 0)
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(self.topic, p) for p in self.positions]
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
+        batch: list[Any] = []
+        for p, position in self.positions.items():
+            taken = self.cluster.input.get(p, [])[position:position + num_messages - len(batch)]
+            batch += taken
+            self.positions[p] = position + len(taken)
+        if not batch:
+            time.sleep(min(timeout, 0.01))
+        return batch
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return [TopicPartition(self.topic, tp.partition, self.positions[tp.partition]) for tp in partitions]
+
+    def consumer_group_metadata(self) -> Any:
+        return "group-metadata"
+
+    def get_watermark_offsets(self, partition: TopicPartition, timeout: float = -1,
+                              cached: bool = False) -> tuple[int, int]:
+        return 0, len(self.cluster.input.get(partition.partition, []))
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        return self.cluster.metadata(topic)
+
+    def poll(self, timeout: float = -1) -> Any:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class FakeProducer:
+    def __init__(self, cluster: FakeCluster) -> None:
+        self.cluster = cluster
+        self.pending: list[tuple[bytes | None, bytes | None]] = []
+        self.offsets: dict[int, int] = {}
+        self.deliveries: list[Callable[..., None]] = []
+
+    def init_transactions(self, timeout: float = -1) -> None:
+        if self.cluster.init_errors:
+            raise KafkaException(self.cluster.init_errors.pop(0))
+
+    def begin_transaction(self) -> None:
+        self.pending, self.offsets = [], {}
+
+    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None, *,
+                on_delivery: Any = None) -> None:
+        self.pending.append((key, value))
+        if self.cluster.delivery_errors and on_delivery is not None:
+            on_delivery(self.cluster.delivery_errors[0], None)
+
+    def send_offsets_to_transaction(self, positions: list[TopicPartition], group_metadata: Any,
+                                    timeout: float = -1) -> None:
+        assert group_metadata == "group-metadata"
+        self.offsets = {tp.partition: tp.offset for tp in positions}
+
+    def commit_transaction(self, timeout: float = -1) -> None:
+        if self.cluster.commit_errors:
+            raise KafkaException(self.cluster.commit_errors.pop(0))
+        self.cluster.output += self.pending
+        self.cluster.committed.update(self.offsets)
+        self.cluster.commits += 1
+        self.pending, self.offsets = [], {}
+
+    def abort_transaction(self, timeout: float = -1) -> None:
+        self.cluster.aborts += 1
+        self.pending, self.offsets = [], {}
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        return self.cluster.metadata(topic)
+
+    def poll(self, timeout: float = -1) -> int:
+        return 0
+
+    def flush(self, timeout: float = -1) -> int:
+        return 0
+
+    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
+        self.pending = []
+
+    def close(self) -> bool:
+        return True
+
+
+class FakeClients:
+    def __init__(self, cluster: FakeCluster) -> None:
+        self.cluster = cluster
+
+    def consumer(self, config: dict[str, Any]) -> ConsumerLike:
+        self.cluster.error_cbs.append(config["error_cb"])
+        assert config["isolation.level"] == "read_committed"
+        assert config["enable.auto.commit"] is False
+        return FakeConsumer(self.cluster, "in")
+
+    def producer(self, config: dict[str, Any]) -> ProducerLike:
+        self.cluster.error_cbs.append(config["error_cb"])
+        assert config["transactional.id"].startswith("wml-")
+        return FakeProducer(self.cluster)
+
+
+@pytest.fixture
+def cluster() -> FakeCluster:
+    return FakeCluster(topics={"in": 1, "out": 1})
+
+
+@pytest.fixture
+def changes() -> list[tuple[str, str, list[tuple[str, str]]]]:
+    return []
+
+
+@pytest.fixture
+def engine(cluster: FakeCluster, changes: list[tuple[str, str, list[tuple[str, str]]]]) -> Any:
+    eng = Engine(on_status_change=lambda d, s, e: changes.append((d, s, e)), registry=CollectorRegistry(),
+                 options=StreamOptions(batch_size=10, batch_timeout=0.01, unreachable_timeout=2.0),
+                 clients=FakeClients(cluster))
+    yield eng
+    eng.shutdown(timeout=10)
+
+
+def spec() -> StreamSpec:
+    conn = KafkaEndpoint(["fake:9093"], user="wml", password=PASSWORD, security_protocol="SASL_PLAINTEXT")
+    return StreamSpec(str(uuid.uuid4()), MODEL, KafkaTopic("in", conn), KafkaTopic("out", conn))
+
+
+def tweets(n: int) -> list[bytes]:
+    return [b'{"tweet": "I love it"}'] * n
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
+def run_until_output(engine: Engine, cluster: FakeCluster, count: int) -> StreamSpec:
+    s = spec()
+    engine.start(s)
+    wait_until(lambda: len(cluster.output) >= count)
+    assert engine.stop(s.deployment_id, timeout=10)
+    return s
+
+
+def test_records_go_out_with_their_keys_and_offsets_commit_with_them(engine: Engine, cluster: FakeCluster,
+                                                                    changes: list[Any]) -> None:
+    cluster.add(0, *tweets(25), b"not json")
+    s = run_until_output(engine, cluster, 26)
+    assert [k for k, _ in cluster.output] == [f"k0-{i}".encode() for i in range(26)]
+    assert cluster.committed == {0: 26}
+    state = engine.status(s.deployment_id)
+    assert state is not None
+    assert state.status == STOPPED
+    assert (state.records_in, state.records_out, state.records_errored) == (26, 26, 1)
+    assert [c[1] for c in changes] == ["INITIALIZING", "RUNNING", "STOPPED"]
+    assert engine.registry.get_sample_value("wml_stream_records_errored_total",
+                                            {"deployment_id": s.deployment_id}) == 1
+
+
+def test_an_abortable_error_rewinds_to_the_committed_offsets(engine: Engine, cluster: FakeCluster) -> None:
+    cluster.add(0, *tweets(30))
+    cluster.commit_errors = [KafkaError(KafkaError._INCONSISTENT, "abortable", txn_requires_abort=True)]
+    s = run_until_output(engine, cluster, 30)
+    assert cluster.aborts == 1
+    assert [k for k, _ in cluster.output] == [f"k0-{i}".encode() for i in range(30)]  # nothing lost or doubled
+    assert cluster.assigns[1] == [(0, OFFSET_STORED)]  # the rewind: back to the group's committed offset
+    state = engine.status(s.deployment_id)
+    assert state is not None
+    assert state.records_in == 30
+    assert engine.registry.get_sample_value("wml_stream_transactions_aborted_total",
+                                            {"deployment_id": s.deployment_id}) == 1
+
+
+def test_a_retriable_commit_is_called_again(engine: Engine, cluster: FakeCluster) -> None:
+    cluster.add(0, *tweets(5))
+    cluster.commit_errors = [KafkaError(KafkaError._TIMED_OUT, "timed out", retriable=True)] * 2
+    run_until_output(engine, cluster, 5)
+    assert cluster.aborts == 0
+    assert len(cluster.output) == 5
+    assert cluster.committed == {0: 5}
+
+
+def test_fencing_is_fatal(engine: Engine, cluster: FakeCluster) -> None:
+    cluster.add(0, *tweets(5))
+    cluster.commit_errors = [KafkaError(KafkaError._FENCED, "fenced", fatal=True)]
+    s = spec()
+    engine.start(s)
+    state = engine.wait_for(s.deployment_id, [FAILED], timeout=10)
+    assert state is not None
+    assert state.status == FAILED
+    assert state.errors[0][0] == "kafka_producer_fenced"
+    assert cluster.output == []
+    assert cluster.committed == {}
+
+
+def test_aborts_in_a_row_end_in_failed(engine: Engine, cluster: FakeCluster) -> None:
+    cluster.add(0, *tweets(5))
+    cluster.commit_errors = [KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large", txn_requires_abort=True)] * 9
+    s = spec()
+    engine.start(s)
+    state = engine.wait_for(s.deployment_id, [FAILED], timeout=10)
+    assert state is not None
+    assert state.errors[0][0] == "kafka_transaction_failed", state
+    assert cluster.aborts == StreamOptions.max_consecutive_aborts
+    assert cluster.output == []
+
+
+def test_a_deleted_output_topic_is_named(engine: Engine, cluster: FakeCluster) -> None:
+    cluster.add(0, *tweets(5))
+    cluster.delivery_errors = [KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, "unknown topic")]
+    cluster.commit_errors = [KafkaError(KafkaError._INCONSISTENT, "abortable", txn_requires_abort=True)]
+    s = spec()
+    engine.start(s)
+    state = engine.wait_for(s.deployment_id, [FAILED], timeout=10)
+    assert state is not None
+    assert state.errors[0][0] == "kafka_unknown_topic"
+    assert "'out'" in state.errors[0][1]
+
+
+def test_an_authentication_error_fails_without_the_password(engine: Engine, cluster: FakeCluster,
+                                                            changes: list[Any]) -> None:
+    s = spec()
+    engine.start(s)
+    wait_until(lambda: len(cluster.error_cbs) == 2)
+    state = engine.wait_for(s.deployment_id, [RUNNING], timeout=10)
+    cluster.error_cbs[0](KafkaError(KafkaError._AUTHENTICATION, f"SASL authentication error: {PASSWORD} refused"))
+    state = engine.wait_for(s.deployment_id, [FAILED], timeout=10)
+    assert state is not None
+    assert state.errors[0][0] == "kafka_authentication_failed"
+    assert PASSWORD not in state.errors[0][1]
+    assert "fake:9093" in state.errors[0][1]
+    assert PASSWORD not in repr(changes)
+
+
+def test_init_transactions_is_retried_while_retriable(engine: Engine, cluster: FakeCluster) -> None:
+    cluster.add(0, *tweets(3))
+    cluster.init_errors = [KafkaError(KafkaError._TIMED_OUT, "coordinator loading", retriable=True)] * 3
+    run_until_output(engine, cluster, 3)
+    assert cluster.init_errors == []
+
+
+def test_stop_then_start_resumes_where_it_stopped(engine: Engine, cluster: FakeCluster) -> None:
+    cluster.add(0, *tweets(10))
+    s = run_until_output(engine, cluster, 10)
+    cluster.add(0, *tweets(10))
+    engine.start(s)
+    wait_until(lambda: len(cluster.output) >= 20)
+    assert engine.stop(s.deployment_id, timeout=10)
+    assert [k for k, _ in cluster.output] == [f"k0-{i}".encode() for i in range(20)]
+    state = engine.status(s.deployment_id)
+    assert state is not None
+    assert state.records_in == 20
+
+
+def test_start_is_idempotent_and_remove_is_silent(engine: Engine, cluster: FakeCluster, changes: list[Any]) -> None:
+    s = spec()
+    engine.start(s)
+    engine.start(s)
+    assert engine.wait_for(s.deployment_id, [RUNNING], timeout=10) is not None
+    threads = [t for t in threading.enumerate() if t.name.startswith("wml-stream-")]
+    assert len(threads) == 1
+    assert engine.remove(s.deployment_id, timeout=10)
+    assert engine.status(s.deployment_id) is None
+    assert [c[1] for c in changes] == ["INITIALIZING", "RUNNING"]  # no STOPPED after remove
+    assert engine.registry.get_sample_value("wml_stream_records_in_total", {"deployment_id": s.deployment_id}) is None
+
+
+def test_a_restart_waits_for_the_runner_still_stopping(engine: Engine, cluster: FakeCluster) -> None:
+    cluster.add(0, *tweets(50))
+    s = spec()
+    engine.start(s)
+    engine.wait_for(s.deployment_id, [RUNNING], timeout=10)
+    assert engine.stop(s.deployment_id, timeout=0) in (True, False)  # do not wait for it
+    engine.start(s)
+    wait_until(lambda: len(cluster.output) >= 50)
+    assert engine.stop(s.deployment_id, timeout=10)
+    assert len(cluster.output) == 50
+    assert len({k for k, _ in cluster.output}) == 50
+
+
+def test_brokers_down_for_longer_than_the_timeout_fail_the_stream(engine: Engine, cluster: FakeCluster) -> None:
+    s = spec()
+    engine.start(s)
+    engine.wait_for(s.deployment_id, [RUNNING], timeout=10)
+    cluster.reachable = False
+    cluster.error_cbs[0](KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    started = time.monotonic()
+    state = engine.wait_for(s.deployment_id, [FAILED], timeout=10)
+    assert state is not None
+    assert state.status == FAILED, state
+    assert state.errors[0][0] == "kafka_unreachable"
+    assert 1.5 < time.monotonic() - started < 5  # unreachable_timeout is 2 s here
+    assert "fake:9093" in state.errors[0][1]
+
+
+def test_brokers_back_within_the_timeout_keep_the_stream_running(engine: Engine, cluster: FakeCluster) -> None:
+    s = spec()
+    engine.start(s)
+    engine.wait_for(s.deployment_id, [RUNNING], timeout=10)
+    cluster.reachable = False
+    cluster.error_cbs[1](KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    time.sleep(0.5)
+    cluster.reachable = True
+    time.sleep(2.5)
+    state = engine.status(s.deployment_id)
+    assert state is not None
+    assert state.status == RUNNING, state
+    cluster.add(0, *tweets(3))
+    wait_until(lambda: len(cluster.output) == 3)
+
+
+def test_stopping_a_failed_deployment_makes_it_stopped(engine: Engine, cluster: FakeCluster) -> None:
+    cluster.topics.pop("out")
+    s = spec()
+    engine.start(s)
+    state = engine.wait_for(s.deployment_id, [FAILED], timeout=10)
+    assert state is not None
+    assert state.errors[0][0] == "kafka_unknown_topic"
+    assert engine.stop(s.deployment_id)
+    state = engine.status(s.deployment_id)
+    assert state is not None
+    assert state.status == STOPPED
+    assert state.errors == []
+
+
+def test_lag_is_the_high_watermark_minus_the_position(cluster: FakeCluster) -> None:
+    from wml_server.engine.metrics import EngineMetrics
+    from wml_server.engine.session import StreamSession
+    from wml_server.engine.state import StreamCounts
+
+    cluster.add(0, *tweets(30))
+    metrics = EngineMetrics()
+    s = spec()
+    session = StreamSession(s, StreamOptions(), FakeClients(cluster), threading.Event(), metrics, StreamCounts())
+    session.connect()
+    assert len(session.consumer.consume(10, 0)) == 10
+    session._refresh_lag()
+    assert metrics.registry.get_sample_value("wml_stream_consumer_lag", {"deployment_id": s.deployment_id}) == 20
+    session.close(clean=True)
