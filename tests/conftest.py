@@ -23,6 +23,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from localplatform import KafkaBroker, KafkaInfo, KafkaUser, KubeControlPlane, KubeInfo, PlatformConfig
+from localplatform.wmlservice import WMLService, WMLUser
 
 TESTS = Path(__file__).resolve().parent
 SUITES = ("unit", "integration", "e2e")
@@ -121,3 +122,47 @@ def kafka_topic(kafka: KafkaInfo) -> Iterator[Callable[..., str]]:
     if made:
         for future in admin.delete_topics(made).values():
             future.result(30)
+
+
+def _wml_service(directory: Path, **env: str) -> Iterator[WMLService]:
+    service = WMLService(directory, env={"WML_SERVER_KAFKA_UNREACHABLE_TIMEOUT": "15", **env})
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def wml_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WMLService]:
+    """One WML service process running real streams; tests isolate themselves with a user of a fresh instance."""
+    yield from _wml_service(tmp_path_factory.mktemp("wml"))
+
+
+@pytest.fixture(scope="session")
+def wml_api_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WMLService]:
+    """A WML service in accept-only mode (no Kafka clients): for tests of the API itself."""
+    yield from _wml_service(tmp_path_factory.mktemp("wml-api"), WML_SERVER_RUN_STREAMS="false",
+                            WML_SERVER_DEPLOYMENT_LIMIT="5")
+
+
+@pytest.fixture
+def make_wml_service(tmp_path: Path) -> Iterator[Callable[..., WMLService]]:
+    """Starts services with given settings (environment variables) for one test; stops them after."""
+    started: list[WMLService] = []
+
+    def make(**env: str) -> WMLService:
+        service = WMLService(tmp_path / f"wml-{len(started)}", env=env)
+        service.start()
+        started.append(service)
+        return service
+
+    yield make
+    for service in started:
+        service.stop()
+
+
+@pytest.fixture
+def wml_user(wml_api_service: WMLService) -> WMLUser:
+    """A user of the accept-only service, bound to an instance of its own."""
+    return wml_api_service.add_user()

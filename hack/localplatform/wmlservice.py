@@ -1,0 +1,75 @@
+"""The WML service as a process on 127.0.0.1, for the tests and the demo: start, stop, kill -9, users."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from localplatform import process
+
+
+@dataclass(frozen=True)
+class WMLUser:
+    username: str
+    password: str = field(repr=False)
+    instance_id: str
+
+
+class WMLService:
+    def __init__(self, directory: Path, *, port: int | None = None, env: dict[str, str] | None = None) -> None:
+        self.dir = directory
+        self.port = port or process.free_port()
+        self.env = env or {}
+        self.pid_file = directory / "wml-server.pid"
+        self.log = directory / "logs" / "wml-server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _cli(self, *args: str, stdin: str | None = None) -> str:
+        result = subprocess.run([sys.executable, "-m", "wml_server", *args, "--data-dir", str(self.dir / "data")],
+                                input=stdin, capture_output=True, text=True, timeout=60, check=False,
+                                env={**os.environ, **self.env})
+        if result.returncode != 0:
+            raise process.StartFailed(f"wml-server {args[0]} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def add_user(self, username: str | None = None, instance_id: str | None = None) -> WMLUser:
+        user = WMLUser(username or f"user-{uuid.uuid4().hex[:6]}", secrets.token_urlsafe(16),
+                       instance_id or str(uuid.uuid4()))
+        self._cli("add-user", user.username, "--instance-id", user.instance_id, "--password-stdin",
+                  stdin=user.password + "\n")
+        return user
+
+    def start(self, timeout: float = 30.0) -> float:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc = process.start("wml_server", [sys.executable, "-m", "wml_server", "serve",
+                                                 "--host", "127.0.0.1", "--port", str(self.port),
+                                                 "--data-dir", str(self.dir / "data")],
+                                  self.log, self.pid_file, env=self.env)
+        return process.wait_ready("WML service", self._healthy, self.proc, self.log, timeout)
+
+    def _healthy(self) -> bool:
+        with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as resp:  # noqa: S310 - loopback
+            return bool(json.load(resp).get("status") == "ok")
+
+    def stop(self) -> None:
+        process.stop_pid_file(self.pid_file, timeout=20.0)
+        self.proc = None
+
+    def kill(self) -> None:
+        """kill -9: no shutdown handler runs, as in a crash."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.pid_file.unlink(missing_ok=True)
+            self.proc = None

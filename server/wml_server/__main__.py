@@ -1,0 +1,90 @@
+"""`python -m wml_server` (or `wml-server`): serve the API, or manage users.
+
+  wml-server serve [settings]                     run the service (the default command)
+  wml-server add-user USERNAME --instance-id ID   add or update a user (password from stdin or prompt)
+  wml-server delete-user USERNAME
+  wml-server list-users
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+import uuid
+
+from wml_server import settings as settings_mod
+
+
+def _serve(s: settings_mod.Settings) -> int:
+    import uvicorn
+
+    from wml_server.app import create_app
+
+    logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(s)
+    uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level,
+                ssl_certfile=str(s.tls_cert) if s.tls_cert else None,
+                ssl_keyfile=str(s.tls_key) if s.tls_key else None)
+    return 0
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password: ")
+    if len(password) < 8:
+        raise SystemExit("error: the password must have at least 8 characters")
+    return password
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wml-server", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the service")
+    settings_mod.add_arguments(serve)
+    add = sub.add_parser("add-user", help="add or update a user bound to one instance")
+    add.add_argument("username")
+    add.add_argument("--instance-id", required=True, help="the instance (a UUID) this user's tokens open")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    settings_mod.add_arguments(add)
+    delete = sub.add_parser("delete-user", help="remove a user (its tokens stop working at once)")
+    delete.add_argument("username")
+    settings_mod.add_arguments(delete)
+    users = sub.add_parser("list-users", help="list users and their instances")
+    settings_mod.add_arguments(users)
+
+    args = parser.parse_args(argv if argv is not None else (sys.argv[1:] or ["serve"]))
+    s = settings_mod.from_namespace(args)
+    if args.command == "serve":
+        return _serve(s)
+
+    from wml_server.auth import hash_password
+    from wml_server.db import Database
+
+    db = Database(s.database)
+    try:
+        if args.command == "add-user":
+            try:
+                instance = str(uuid.UUID(args.instance_id))
+            except ValueError:
+                raise SystemExit(f"error: --instance-id must be a UUID, got {args.instance_id!r}") from None
+            db.upsert_user(args.username, hash_password(_read_password(args.password_stdin)), instance)
+            print(f"user {args.username} can now get tokens for instance {instance}")
+        elif args.command == "delete-user":
+            if not db.delete_user(args.username):
+                print(f"error: no user {args.username}", file=sys.stderr)
+                return 1
+        else:
+            for user in db.users():
+                print(f"{user.username}\t{user.instance_id}")
+    finally:
+        db.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The v3 REST API: identity, instances and published models, deployments."""

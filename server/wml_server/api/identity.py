@@ -1,0 +1,54 @@
+"""Tokens: GET with basic auth (v3, and v2 as the 2017 page used), PUT to refresh."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+from fastapi import APIRouter, Header
+
+from wml_api.models import TokenRefreshRequest, TokenResponse
+from wml_server.api.deps import State
+from wml_server.errors import APIError
+
+router = APIRouter(tags=["identity"])
+_CHALLENGE = {"WWW-Authenticate": 'Basic realm="wml"'}
+
+
+def _basic(authorization: str | None) -> tuple[str, str]:
+    if not authorization:
+        raise APIError(401, "missing_authorization", "Basic authentication is required.", _CHALLENGE)
+    scheme, _, encoded = authorization.partition(" ")
+    try:
+        if scheme.lower() != "basic":
+            raise ValueError
+        username, sep, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+        if not sep:
+            raise ValueError
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise APIError(401, "invalid_authorization", "The `Authorization` header is not valid basic auth.",
+                       _CHALLENGE) from None
+    return username, password
+
+
+def _token(app: State, authorization: str | None) -> TokenResponse:
+    username, password = _basic(authorization)
+    return TokenResponse(token=app.issuer.issue(app.issuer.authenticate(username, password)))
+
+
+@router.get("/v3/identity/token", response_model=TokenResponse, summary="Get a token (basic auth)")
+def get_token_v3(app: State,
+                 authorization: Annotated[str | None, Header()] = None) -> TokenResponse:
+    return _token(app, authorization)
+
+
+@router.get("/v2/identity/token", response_model=TokenResponse, summary="Get a token (basic auth, v2 path)")
+def get_token_v2(app: State,
+                 authorization: Annotated[str | None, Header()] = None) -> TokenResponse:
+    return _token(app, authorization)
+
+
+@router.put("/v3/identity/token", response_model=TokenResponse, summary="Refresh a token")
+def refresh_token(app: State, body: TokenRefreshRequest) -> TokenResponse:
+    return TokenResponse(token=app.issuer.refresh(body.token))

@@ -1,0 +1,13 @@
+"""List bodies: `count` and `resources` (the 2017 form), with `limit`, `first` and `next` when paged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def page(resources: list[dict[str, Any]], total: int, start: int, limit: int, url: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"count": total, "limit": limit, "first": {"url": f"{url}?limit={limit}"},
+                            "resources": resources}
+    if start + len(resources) < total:
+        body["next"] = {"url": f"{url}?start={start + limit}&limit={limit}"}
+    return body

@@ -1,0 +1,75 @@
+"""The FastAPI application: wiring of settings, database, tokens, models and the stream engine."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from wml_server import errors
+from wml_server.api import deployments, identity, instances
+from wml_server.api.deps import AppState
+from wml_server.auth import TokenIssuer, load_or_create_signing_key
+from wml_server.db import Database
+from wml_server.models.registry import ModelRegistry, default_registry
+from wml_server.service import DeploymentService
+from wml_server.settings import Settings
+from wml_server.streams import StreamController
+
+log = logging.getLogger("wml_server")
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def create_app(settings: Settings, *, models: ModelRegistry | None = None) -> FastAPI:
+    metrics = CollectorRegistry()
+    db = Database(settings.database)
+    models = models or default_registry()
+    streams = StreamController(db, models, metrics, run_streams=settings.run_streams,
+                               unreachable_timeout=settings.kafka_unreachable_timeout)
+    service = DeploymentService(db, models, streams, limit=settings.deployment_limit, plan=settings.plan)
+    issuer = TokenIssuer(db, load_or_create_signing_key(settings.signing_key_path), settings.token_ttl_seconds)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resumed = service.resume_all()
+        log.info("WML service ready: %d deployment(s) resumed, streams %s", resumed,
+                 "on" if settings.run_streams else "off (accept-only)")
+        try:
+            yield
+        finally:
+            streams.shutdown()
+            db.close()
+
+    app = FastAPI(title="WML v3 stream deployments (self-hosted)", version="0.1.0", lifespan=lifespan,
+                  description="A service speaking the Watson Machine Learning v3 REST API for stream "
+                              "deployments, running them on Kafka. Credentials are masked in responses.")
+    app.state.wml = AppState(settings=settings, db=db, issuer=issuer, service=service)
+    errors.install(app)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            from fastapi.responses import JSONResponse
+
+            return JSONResponse(errors.error_body("request_too_large",
+                                                  f"Request bodies are limited to {MAX_BODY_BYTES} bytes."),
+                                status_code=413)
+        return await call_next(request)
+
+    app.include_router(identity.router)
+    app.include_router(instances.router)
+    app.include_router(deployments.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,114 @@
+"""Credentials and tokens: scrypt-hashed passwords, HS256 JWTs bound to one instance."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from wml_server.db import Database
+from wml_server.errors import APIError
+
+ISSUER = "wml-stream-operator/wml-server"
+# A refresh accepts a token that expired at most this long ago (the original refreshed "possibly expired" ones).
+REFRESH_GRACE_SECONDS = 7 * 24 * 3600
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+# Verifying an unknown user costs the same as a known one, so timing does not reveal which names exist.
+_DUMMY_HASH = ""
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    return "scrypt${n}${r}${p}${salt}${digest}".format(
+        **_SCRYPT, salt=base64.b64encode(salt).decode(), digest=base64.b64encode(digest).decode())
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        computed = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), dklen=32,
+                                  n=int(n), r=int(r), p=int(p))
+        return hmac.compare_digest(computed, base64.b64decode(digest))
+    except ValueError:
+        return False
+
+
+def load_or_create_signing_key(path: Path) -> bytes:
+    if path.exists():
+        return path.read_bytes().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48).encode()
+    path.write_bytes(key)
+    path.chmod(0o600)
+    return key
+
+
+@dataclass(frozen=True)
+class Principal:
+    username: str
+    instance_id: str
+
+
+class TokenIssuer:
+    def __init__(self, db: Database, key: bytes, ttl_seconds: int) -> None:
+        self._db = db
+        self._key = key
+        self._ttl = ttl_seconds
+        global _DUMMY_HASH
+        if not _DUMMY_HASH:
+            _DUMMY_HASH = hash_password(secrets.token_urlsafe(12))
+
+    def authenticate(self, username: str, password: str) -> Principal:
+        user = self._db.user(username)
+        ok = verify_password(password, user.password_hash if user else _DUMMY_HASH)
+        if not user or not ok:
+            raise APIError(401, "invalid_credentials", "Invalid username or password.")
+        return Principal(user.username, user.instance_id)
+
+    def issue(self, principal: Principal) -> str:
+        now = int(time.time())
+        claims = {"instanceId": principal.instance_id, "userId": principal.username, "iss": ISSUER,
+                  "iat": now, "exp": now + self._ttl}
+        return jwt.encode(claims, self._key, algorithm="HS256")
+
+    def _decode(self, token: str, *, verify_exp: bool) -> dict[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token, self._key, algorithms=["HS256"], issuer=ISSUER,
+                options={"verify_exp": verify_exp, "require": ["exp", "iat", "instanceId", "userId"]})
+        except jwt.ExpiredSignatureError as exc:
+            raise APIError(401, "expired_authorization_token", "The authorization token has expired.") from exc
+        except jwt.InvalidSignatureError as exc:  # a subclass of DecodeError: a real JWT, not ours
+            raise APIError(401, "invalid_authorization_token", "The authorization token is not valid.") from exc
+        except jwt.DecodeError as exc:
+            raise APIError(401, "invalid_token_format", "The authorization token is not a valid JWT.") from exc
+        except jwt.InvalidTokenError as exc:
+            raise APIError(401, "invalid_authorization_token", "The authorization token is not valid.") from exc
+        return claims
+
+    def verify(self, token: str) -> Principal:
+        claims = self._decode(token, verify_exp=True)
+        user = self._db.user(str(claims["userId"]))
+        # A deleted user, or one moved to another instance, loses its tokens at once.
+        if not user or user.instance_id != claims["instanceId"]:
+            raise APIError(401, "invalid_authorization_token", "The authorization token is not valid.")
+        return Principal(user.username, user.instance_id)
+
+    def refresh(self, token: str) -> str:
+        claims = self._decode(token, verify_exp=False)
+        if int(claims["exp"]) + REFRESH_GRACE_SECONDS < time.time():
+            raise APIError(401, "expired_authorization_token", "The token expired too long ago to be refreshed.")
+        user = self._db.user(str(claims["userId"]))
+        if not user or user.instance_id != claims["instanceId"]:
+            raise APIError(401, "invalid_authorization_token", "The credentials behind this token are gone.")
+        return self.issue(Principal(user.username, user.instance_id))

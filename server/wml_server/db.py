@@ -1,0 +1,167 @@
+"""SQLite persistence: users, instances and deployments survive a restart of the service.
+
+Deployments keep their create request whole, credentials included, because a RUNNING stream must resume
+after a restart; the database file is therefore created readable by its owner only.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (
+    username TEXT PRIMARY KEY, password_hash TEXT NOT NULL,
+    instance_id TEXT NOT NULL REFERENCES instances(id), created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS deployments (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE, instance_id TEXT NOT NULL REFERENCES instances(id), model_id TEXT NOT NULL,
+    body TEXT NOT NULL, spark TEXT, status TEXT NOT NULL, status_details TEXT, desired TEXT NOT NULL,
+    created_at TEXT NOT NULL, modified_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS deployments_by_instance ON deployments (instance_id, seq);
+"""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    id: str
+    instance_id: str
+    model_id: str
+    body: dict[str, Any]
+    spark: dict[str, Any] | None
+    status: str
+    status_details: dict[str, Any] | None
+    desired: str  # RUNNING or STOPPED: what the user last asked for; resumed after a restart
+    created_at: str
+    modified_at: str
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    username: str
+    password_hash: str
+    instance_id: str
+
+
+class Database:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.exists()
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        if new:
+            path.chmod(0o600)
+        self._lock = threading.Lock()
+        self._conn.row_factory = sqlite3.Row
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _one(self, sql: str, *args: Any) -> sqlite3.Row | None:
+        with self._lock:
+            row: sqlite3.Row | None = self._conn.execute(sql, args).fetchone()
+            return row
+
+    def _all(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self._conn.execute(sql, args).fetchall())
+
+    def _exec(self, sql: str, *args: Any) -> int:
+        with self._lock:
+            return self._conn.execute(sql, args).rowcount
+
+    # Users and instances
+    def upsert_user(self, username: str, password_hash: str, instance_id: str) -> None:
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                self._conn.execute("INSERT OR IGNORE INTO instances (id, created_at) VALUES (?, ?)",
+                                   (instance_id, now_iso()))
+                self._conn.execute(
+                    "INSERT INTO users (username, password_hash, instance_id, created_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(username) DO UPDATE SET password_hash=excluded.password_hash, "
+                    "instance_id=excluded.instance_id", (username, password_hash, instance_id, now_iso()))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def delete_user(self, username: str) -> bool:
+        return self._exec("DELETE FROM users WHERE username = ?", username) > 0
+
+    def user(self, username: str) -> UserRecord | None:
+        row = self._one("SELECT username, password_hash, instance_id FROM users WHERE username = ?", username)
+        return UserRecord(row["username"], row["password_hash"], row["instance_id"]) if row else None
+
+    def users(self) -> list[UserRecord]:
+        rows = self._all("SELECT username, password_hash, instance_id FROM users ORDER BY username")
+        return [UserRecord(r["username"], r["password_hash"], r["instance_id"]) for r in rows]
+
+    def instance_created_at(self, instance_id: str) -> str | None:
+        row = self._one("SELECT created_at FROM instances WHERE id = ?", instance_id)
+        return str(row["created_at"]) if row else None
+
+    # Deployments
+    def insert_deployment(self, record: DeploymentRecord) -> None:
+        self._exec(
+            "INSERT INTO deployments (id, instance_id, model_id, body, spark, status, status_details, desired, "
+            "created_at, modified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            record.id, record.instance_id, record.model_id, json.dumps(record.body),
+            json.dumps(record.spark) if record.spark is not None else None, record.status,
+            json.dumps(record.status_details) if record.status_details else None, record.desired,
+            record.created_at, record.modified_at)
+
+    def count_deployments(self, instance_id: str) -> int:
+        row = self._one("SELECT COUNT(*) AS n FROM deployments WHERE instance_id = ?", instance_id)
+        return int(row["n"]) if row else 0
+
+    def deployment(self, instance_id: str, deployment_id: str) -> DeploymentRecord | None:
+        row = self._one("SELECT * FROM deployments WHERE instance_id = ? AND id = ?", instance_id, deployment_id)
+        return _record(row) if row else None
+
+    def deployments(self, instance_id: str, *, model_id: str | None = None, status: str | None = None,
+                    start: int = 0, limit: int | None = None) -> list[DeploymentRecord]:
+        sql, args = "SELECT * FROM deployments WHERE instance_id = ?", [instance_id]
+        if model_id is not None:
+            sql, args = sql + " AND model_id = ?", [*args, model_id]
+        if status is not None:
+            sql, args = sql + " AND status = ?", [*args, status]
+        sql += " ORDER BY seq LIMIT ? OFFSET ?"
+        return [_record(r) for r in self._all(sql, *args, -1 if limit is None else limit, start)]
+
+    def all_deployments(self) -> list[DeploymentRecord]:
+        return [_record(r) for r in self._all("SELECT * FROM deployments ORDER BY seq")]
+
+    def set_status(self, deployment_id: str, status: str, details: dict[str, Any] | None) -> bool:
+        return self._exec("UPDATE deployments SET status = ?, status_details = ?, modified_at = ? WHERE id = ?",
+                          status, json.dumps(details) if details else None, now_iso(), deployment_id) > 0
+
+    def set_desired(self, deployment_id: str, desired: str) -> None:
+        self._exec("UPDATE deployments SET desired = ?, modified_at = ? WHERE id = ?", desired, now_iso(),
+                   deployment_id)
+
+    def delete_deployment(self, instance_id: str, deployment_id: str) -> bool:
+        return self._exec("DELETE FROM deployments WHERE instance_id = ? AND id = ?", instance_id,
+                          deployment_id) > 0
+
+
+def _record(row: sqlite3.Row) -> DeploymentRecord:
+    return DeploymentRecord(
+        id=row["id"], instance_id=row["instance_id"], model_id=row["model_id"], body=json.loads(row["body"]),
+        spark=json.loads(row["spark"]) if row["spark"] else None, status=row["status"],
+        status_details=json.loads(row["status_details"]) if row["status_details"] else None,
+        desired=row["desired"], created_at=row["created_at"], modified_at=row["modified_at"])

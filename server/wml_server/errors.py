@@ -1,0 +1,67 @@
+"""Errors in the reference's shape: {"trace": "<id>", "errors": [{"code", "message"}]}."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"trace": uuid.uuid4().hex, "errors": [{"code": code, "message": message}]}
+
+
+def _response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) or "body"
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "missing_authorization_token",
+               413: "request_too_large", 415: "unsupported_media_type"}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return _response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = _location(tuple(first.get("loc", ())))
+        # pydantic's message only: never echo the offending input, it may hold a password.
+        return _response(400, "invalid_request", f"Invalid request: {where}: {first.get('msg', 'invalid')}.")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "bad_request" if exc.status_code < 500 else "internal_error")
+        message = str(exc.detail) if exc.status_code != 404 else f"Resource {request.url.path} not found."
+        return _response(exc.status_code, code, message, dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        trace = uuid.uuid4().hex
+        log.error("internal error on %s %s (trace %s): %s", request.method, request.url.path, trace,
+                  type(exc).__name__)
+        return JSONResponse({"trace": trace, "errors": [{"code": "internal_error",
+                                                         "message": "Internal server error."}]}, status_code=500)

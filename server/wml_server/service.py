@@ -1,0 +1,138 @@
+"""What the API does with deployments: validation, limits, persistence, and the streams behind them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from wml_api.models import DeploymentCreate, SparkServiceInstance, describe_validation_error
+from wml_server.db import Database, DeploymentRecord, now_iso
+from wml_server.errors import APIError
+from wml_server.models.base import Model
+from wml_server.models.registry import ModelRegistry
+
+RUNNING, STOPPED, INITIALIZING, FAILED = "RUNNING", "STOPPED", "INITIALIZING", "FAILED"
+SPARK_HEADER = "X-Spark-Service-Instance"
+
+
+class Streams(Protocol):
+    """The engine as the service sees it (wml_server.streams.StreamController)."""
+
+    def start(self, record: DeploymentRecord) -> None: ...
+    def stop(self, deployment_id: str) -> None: ...
+    def remove(self, deployment_id: str) -> None: ...
+
+
+class DeploymentService:
+    def __init__(self, db: Database, models: ModelRegistry, streams: Streams, *, limit: int, plan: str) -> None:
+        self.db = db
+        self.models = models
+        self.streams = streams
+        self.limit = limit
+        self.plan = plan
+
+    def model(self, model_id: str) -> Model:
+        model = self.models.get(model_id)
+        if model is None:
+            raise APIError(404, "not_found", f"Published model {model_id} does not exist.")
+        return model
+
+    def deployment(self, instance_id: str, deployment_id: str) -> DeploymentRecord:
+        record = self.db.deployment(instance_id, deployment_id)
+        if record is None:
+            raise APIError(404, "not_found", f"Deployment {deployment_id} does not exist.")
+        return record
+
+    def deployment_of_model(self, instance_id: str, model_id: str, deployment_id: str) -> DeploymentRecord:
+        self.model(model_id)
+        record = self.deployment(instance_id, deployment_id)
+        if record.model_id != model_id:
+            raise APIError(404, "not_found", f"Deployment {deployment_id} does not exist for model {model_id}.")
+        return record
+
+    def create(self, instance_id: str, model_id: str, raw: Any, spark_header: str | None) -> DeploymentRecord:
+        self.model(model_id)
+        try:
+            body = DeploymentCreate.model_validate(raw)
+        except ValidationError as exc:
+            raise APIError(400, "invalid_request", f"Invalid deployment: {describe_validation_error(exc)}.") from None
+        if body.type != "stream":
+            raise APIError(400, "unsupported_deployment_type",
+                           f"Deployments of type `{body.type}` are not supported; this service runs `stream`.")
+        if body.input is None or body.output is None:
+            missing = "input" if body.input is None else "output"
+            raise APIError(400, "missing_field", f"A stream deployment needs `{missing}`.")
+        spark = parse_spark_header(spark_header)
+        if self.db.count_deployments(instance_id) >= self.limit:
+            raise APIError(400, "deployments_plan_limit_reached",
+                           f"Current plan '{self.plan}' only allows {self.limit} deployments")
+        now = now_iso()
+        record = DeploymentRecord(
+            id=str(uuid.uuid4()), instance_id=instance_id, model_id=model_id,
+            body=body.model_dump(mode="json", exclude_none=True), spark=spark, status=INITIALIZING,
+            status_details=None, desired=RUNNING, created_at=now, modified_at=now)
+        self.db.insert_deployment(record)
+        self.streams.start(record)
+        return self.deployment(instance_id, record.id)
+
+    def patch(self, instance_id: str, model_id: str, deployment_id: str, raw: Any,
+              spark_header: str | None) -> None:
+        record = self.deployment_of_model(instance_id, model_id, deployment_id)
+        if not isinstance(raw, list) or len(raw) != 1 or not isinstance(raw[0], dict) \
+                or raw[0].get("op") != "replace":
+            raise APIError(400, "patch_multiple_ops", "Patch operation expects exactly one replace operation.")
+        kind = record.body.get("type", "stream")
+        if kind != "stream":
+            raise APIError(400, "patch_not_supported", f"Patch operation is not allowed for instance of type `{kind}`")
+        path = raw[0].get("path")
+        if path != "/status":
+            raise APIError(400, "wrong_stream_patch_path",
+                           f"Path `{path}` is not allowed. Only allowed path for patch stream is `/status`")
+        value = raw[0].get("value")
+        if value not in (RUNNING, STOPPED):
+            raise APIError(400, "invalid_status_value",
+                           f"Value `{value}` is not allowed for `/status`: use `RUNNING` or `STOPPED`.")
+        if spark_header is not None:
+            parse_spark_header(spark_header)
+        if value == STOPPED:
+            if record.status != STOPPED or record.desired != STOPPED:
+                self.db.set_desired(record.id, STOPPED)
+                self.streams.stop(record.id)
+        elif record.desired != RUNNING or record.status in (STOPPED, FAILED):
+            # Starting a FAILED stream is how a user retries it after fixing what failed.
+            self.db.set_desired(record.id, RUNNING)
+            self.db.set_status(record.id, INITIALIZING, None)
+            self.streams.start(self.deployment(instance_id, record.id))
+
+    def delete(self, instance_id: str, deployment_id: str, model_id: str | None = None) -> None:
+        record = (self.deployment_of_model(instance_id, model_id, deployment_id) if model_id
+                  else self.deployment(instance_id, deployment_id))
+        self.streams.remove(record.id)
+        self.db.delete_deployment(instance_id, record.id)
+
+    def resume_all(self) -> int:
+        """After a restart: every deployment whose user wanted it RUNNING runs again."""
+        resumed = 0
+        for record in self.db.all_deployments():
+            if record.desired == RUNNING and record.body.get("type", "stream") == "stream":
+                self.db.set_status(record.id, INITIALIZING, None)
+                self.streams.start(record)
+                resumed += 1
+            elif record.status != STOPPED and record.desired == STOPPED:
+                self.db.set_status(record.id, STOPPED, None)
+        return resumed
+
+
+def parse_spark_header(value: str | None) -> dict[str, Any]:
+    if value is None or not value.strip():
+        raise APIError(400, "missing_spark_service_instance",
+                       f"For type stream spark instance must be provided in `{SPARK_HEADER}` header")
+    try:
+        spark = SparkServiceInstance.from_header(value)
+    except ValueError:
+        raise APIError(400, "spark_header_deserialization_error",
+                       f"The `{SPARK_HEADER}` header could not be decoded: expected base64 of a JSON object "
+                       "with `credentials` and `version`.") from None
+    return spark.model_dump(mode="json")
