@@ -1,0 +1,64 @@
+"""The operator's process-wide state: settings, clients, caches, and which resources need a look."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from wml_operator import metrics
+from wml_operator.kube import SecretStore
+from wml_operator.reconcile import Deps, Reconciler, is_changing, poll_interval
+from wml_operator.settings import OperatorSettings
+from wml_operator.wml import ClientPool, InstanceCache
+
+
+@dataclass
+class Runtime:
+    settings: OperatorSettings
+    secrets: SecretStore = field(default_factory=SecretStore)
+    dirty: set[str] = field(default_factory=set)
+    next_attempt: dict[str, float] = field(default_factory=dict)
+    last_run: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        pool = ClientPool(timeout=self.settings.wml_timeout, on_response=metrics.observe_request)
+        self.reconciler = Reconciler(Deps(self.settings, self.secrets, pool, InstanceCache()))
+
+    def mark_dirty(self, uid: str) -> None:
+        with self.lock:
+            self.dirty.add(uid)
+            self.next_attempt.pop(uid, None)
+
+    def due(self, uid: str, body: Mapping[str, Any]) -> bool:
+        """Whether a timer tick should reconcile now: a Secret changed, a change is under way, or the
+        resource's steady poll interval has passed. Backoff after transient errors wins over all."""
+        now = time.monotonic()
+        with self.lock:
+            if self.next_attempt.get(uid, 0.0) > now:
+                return False
+            if uid in self.dirty:
+                return True
+            status = body.get("status") or {}
+            changing = is_changing(status, body.get("metadata", {}).get("generation"))
+            interval = poll_interval(body, self.settings, changing)
+            return now - self.last_run.get(uid, 0.0) >= interval - 0.5
+
+    def ran(self, uid: str, retry_after: float | None = None) -> None:
+        with self.lock:
+            self.dirty.discard(uid)
+            self.last_run[uid] = time.monotonic()
+            if retry_after is None:
+                self.next_attempt.pop(uid, None)
+            else:
+                self.next_attempt[uid] = time.monotonic() + retry_after
+
+    def forget(self, uid: str) -> None:
+        with self.lock:
+            for table in (self.next_attempt, self.last_run):
+                table.pop(uid, None)
+            self.dirty.discard(uid)
+        metrics.set_resource_status(uid, None)

@@ -1,0 +1,192 @@
+"""From Secret references to what a deployment is built from, with errors that name the exact Secret and key.
+
+Secret values never appear in any message raised here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from wml_api.credentials import WMLCredentials
+from wml_api.models import KafkaConnection, SparkServiceInstance, describe_validation_error
+from wml_operator.spec import KafkaSide, StreamingDeploymentSpec
+
+CONNECTION_KEYS = ("kafka_brokers_sasl", "user", "password", "api_key", "kafka_admin_url", "kafka_rest_url",
+                   "mqlight_lookup_url", "security_protocol")
+
+
+class SpecProblem(Exception):
+    """Needs a user fix: `reason` is a condition reason, the message names the field, Secret and key."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class SecretReader(Protocol):
+    def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        """The Secret's decoded data, or None when it does not exist."""
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """The operator's default WML endpoint, used where a resource does not name one."""
+
+    url: str | None = None
+    instance_id: str | None = None
+    credentials_secret: str | None = None  # "namespace/name"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str
+    instance_id: str
+    credentials: WMLCredentials
+    ca_pem: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    endpoint: Endpoint
+    input: KafkaConnection
+    output: KafkaConnection
+    spark: SparkServiceInstance
+    spec_hash: str
+    secret_names: frozenset[str]  # the Secrets of the resource's namespace that this resource reads
+
+
+def _secret(reader: SecretReader, namespace: str, name: str, field_path: str) -> Mapping[str, str]:
+    data = reader.read(namespace, name)
+    if data is None:
+        raise SpecProblem("SecretNotFound", f"{field_path}: Secret {namespace}/{name} does not exist")
+    return data
+
+
+def _key(data: Mapping[str, str], namespace: str, name: str, key: str, field_path: str) -> str:
+    value = data.get(key)
+    if value is None or value == "":
+        raise SpecProblem("SecretKeyMissing", f"{field_path}: Secret {namespace}/{name} has no key {key!r}")
+    return value
+
+
+def _json(text: str, namespace: str, name: str, key: str, field_path: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise SpecProblem("InvalidSecret",
+                          f"{field_path}: Secret {namespace}/{name} key {key!r} is not a JSON object")
+    return value
+
+
+def connection(reader: SecretReader, namespace: str, side: KafkaSide, field_path: str) -> KafkaConnection:
+    ref = side.connection_secret_ref
+    data = _secret(reader, namespace, ref.name, field_path)
+    if ref.key:
+        raw: dict[str, Any] = _json(_key(data, namespace, ref.name, ref.key, field_path), namespace, ref.name,
+                                    ref.key, field_path)
+        where = f"Secret {namespace}/{ref.name} key {ref.key!r}"
+    else:
+        _key(data, namespace, ref.name, "kafka_brokers_sasl", field_path)
+        raw = {k: data[k] for k in CONNECTION_KEYS if data.get(k)}
+        brokers = raw["kafka_brokers_sasl"].strip()
+        if brokers.startswith("["):
+            raw["kafka_brokers_sasl"] = _json(f'{{"b": {brokers}}}', namespace, ref.name, "kafka_brokers_sasl",
+                                              field_path)["b"]
+        where = f"Secret {namespace}/{ref.name}"
+    try:
+        conn = KafkaConnection.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecProblem("InvalidSecret", f"{field_path}: {where}: {describe_validation_error(exc)}") from None
+    if not ((conn.user and conn.password) or conn.api_key):
+        raise SpecProblem("SecretKeyMissing", f"{field_path}: {where} needs `user` and `password`, or `api_key`")
+    return conn
+
+
+def spark(reader: SecretReader, namespace: str, spec: StreamingDeploymentSpec) -> SparkServiceInstance:
+    ref, path = spec.spark_credentials_secret_ref, "spec.sparkCredentialsSecretRef"
+    data = _secret(reader, namespace, ref.name, path)
+    raw = _json(_key(data, namespace, ref.name, ref.key, path), namespace, ref.name, ref.key, path)
+    # The platform's service credentials, or the header's own {"credentials": ..., "version": ...} form.
+    body = raw if "credentials" in raw else {"credentials": raw, "version": "2.0"}
+    try:
+        return SparkServiceInstance.model_validate(body)
+    except ValidationError as exc:
+        raise SpecProblem("InvalidSecret", f"{path}: Secret {namespace}/{ref.name} key {ref.key!r}: "
+                                           f"{describe_validation_error(exc)}") from None
+
+
+def endpoint(reader: SecretReader, namespace: str, spec: StreamingDeploymentSpec, defaults: Defaults) -> Endpoint:
+    wml = spec.wml
+    if wml and wml.credentials_secret_ref:
+        creds_ns, creds_name, path = namespace, wml.credentials_secret_ref.name, "spec.wml.credentialsSecretRef"
+    elif defaults.credentials_secret:
+        creds_ns, _, creds_name = defaults.credentials_secret.partition("/")
+        path = "the operator's default WML credentials (WML_OPERATOR_WML_CREDENTIALS_SECRET)"
+    else:
+        raise SpecProblem("MissingWMLEndpoint", "spec.wml.credentialsSecretRef is required: the operator has no "
+                                                "default WML credentials")
+    data = _secret(reader, creds_ns, creds_name, path)
+    username = _key(data, creds_ns, creds_name, "username", path)
+    password = _key(data, creds_ns, creds_name, "password", path)
+    url = (wml.url if wml else None) or data.get("url") or defaults.url
+    instance = (wml.instance_id if wml else None) or data.get("instance_id") or defaults.instance_id
+    if not url:
+        raise SpecProblem("MissingWMLEndpoint", "spec.wml.url is required: neither the credentials Secret nor "
+                                                "the operator gives a WML URL")
+    if not instance:
+        raise SpecProblem("MissingWMLEndpoint", "spec.wml.instanceId is required: neither the credentials Secret "
+                                                "nor the operator gives an instance id")
+    ca_pem = None
+    if wml and wml.ca_secret_ref:
+        ref = wml.ca_secret_ref
+        ca_data = _secret(reader, namespace, ref.name, "spec.wml.caSecretRef")
+        ca_pem = _key(ca_data, namespace, ref.name, ref.key, "spec.wml.caSecretRef")
+        if "-----BEGIN CERTIFICATE-----" not in ca_pem:
+            raise SpecProblem("InvalidSecret", f"spec.wml.caSecretRef: Secret {namespace}/{ref.name} key "
+                                               f"{ref.key!r} is not a PEM certificate")
+    try:
+        credentials = WMLCredentials(username, password)
+    except ValueError as exc:
+        raise SpecProblem("InvalidSecret", f"{path}: Secret {creds_ns}/{creds_name}: {exc}") from None
+    return Endpoint(url.rstrip("/"), instance, credentials, ca_pem)
+
+
+def build_hash(spec: StreamingDeploymentSpec, ep: Endpoint, inp: KafkaConnection, out: KafkaConnection,
+               spark_instance: SparkServiceInstance) -> str:
+    """What the deployment is built from; WML login credentials are not part of it (a rotation of those
+    must not re-create running streams)."""
+    material = {
+        "url": ep.url, "instance": ep.instance_id, "model": spec.model_id,
+        "input": {"topic": spec.input.topic, "connection": inp.model_dump(mode="json")},
+        "output": {"topic": spec.output.topic, "connection": out.model_dump(mode="json")},
+        "spark": spark_instance.model_dump(mode="json"),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def referenced_secrets(spec: StreamingDeploymentSpec) -> frozenset[str]:
+    names = {spec.spark_credentials_secret_ref.name, spec.input.connection_secret_ref.name,
+             spec.output.connection_secret_ref.name}
+    if spec.wml and spec.wml.credentials_secret_ref:
+        names.add(spec.wml.credentials_secret_ref.name)
+    if spec.wml and spec.wml.ca_secret_ref:
+        names.add(spec.wml.ca_secret_ref.name)
+    return frozenset(names)
+
+
+def resolve(reader: SecretReader, namespace: str, spec: StreamingDeploymentSpec, defaults: Defaults) -> Resolved:
+    ep = endpoint(reader, namespace, spec, defaults)
+    inp = connection(reader, namespace, spec.input, "spec.input.connectionSecretRef")
+    out = connection(reader, namespace, spec.output, "spec.output.connectionSecretRef")
+    spark_instance = spark(reader, namespace, spec)
+    return Resolved(ep, inp, out, spark_instance, build_hash(spec, ep, inp, out, spark_instance),
+                    referenced_secrets(spec))

@@ -1,0 +1,184 @@
+"""The StreamingDeployment resource as pydantic models: the spec users write and the status we report.
+
+These models are the one source of truth: the CRD in crds/ is generated from them (wml_operator.crd) and a
+test fails when the two disagree. Every field has a description, so `kubectl explain` documents it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+GROUP = "wmlstream.dev"
+VERSION = "v1alpha1"
+KIND = "StreamingDeployment"
+PLURAL = "streamingdeployments"
+SINGULAR = "streamingdeployment"
+SHORT_NAMES = ["sdep"]
+CATEGORIES = ["wml"]
+FINALIZER = f"{GROUP}/finalizer"
+ANNOTATION_RECONCILE = f"{GROUP}/reconcile"  # "paused": observe and report only
+ANNOTATION_DEPLOYMENT_ID = f"{GROUP}/deployment-id"  # adopt this existing deployment
+ANNOTATION_POLL_INTERVAL = f"{GROUP}/poll-interval"  # seconds, overrides the steady poll interval
+
+# Kubernetes object names; a Secret key is any of [-._a-zA-Z0-9]+.
+_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+_KEY = r"^[-._a-zA-Z0-9]+$"
+_UUIDISH = r"^[A-Za-z0-9][-A-Za-z0-9_.]*$"
+
+
+class State(StrEnum):
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+
+
+class DeletionPolicy(StrEnum):
+    DELETE = "Delete"
+    ORPHAN = "Orphan"
+
+
+class RestartPolicy(StrEnum):
+    ON_FAILURE = "OnFailure"
+    NEVER = "Never"
+
+
+class _Model(BaseModel):
+    # Unknown fields are refused here as in the CRD's structural schema: a typo must not pass silently.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_enum_values=True)
+
+
+class SecretRef(_Model):
+    """A Secret in the resource's namespace."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=_NAME,
+                               description="Name of the Secret, in the StreamingDeployment's namespace.")]
+
+
+class SecretKeyRef(SecretRef):
+    """One key of a Secret in the resource's namespace."""
+
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=_KEY,
+                              description="Key of the Secret whose value is used.")]
+
+
+class OptionalKeySecretRef(SecretRef):
+    """A Secret holding a Kafka connection: one key per field, or one key holding the whole JSON."""
+
+    key: Annotated[str | None, Field(default=None, min_length=1, max_length=253, pattern=_KEY,
+                                     description="When set, this key holds the whole connection JSON as the "
+                                                 "platform's service credentials gave it; when unset, the "
+                                                 "Secret has one key per field (kafka_brokers_sasl, user, "
+                                                 "password, api_key, kafka_admin_url, kafka_rest_url, "
+                                                 "mqlight_lookup_url, security_protocol).")]
+
+
+class WMLEndpoint(_Model):
+    """Where the WML v3 API is, and how to authenticate to it."""
+
+    url: Annotated[str | None, Field(default=None, max_length=2048, pattern=r"^https?://[^\s@]+$",
+                                     description="Base URL of the WML API, e.g. https://wml.example.com. "
+                                                 "Defaults to the `url` key of the credentials Secret, then to "
+                                                 "the operator's default endpoint.")]
+    instance_id: Annotated[str | None, Field(default=None, alias="instanceId", max_length=128, pattern=_UUIDISH,
+                                             description="The WML instance id. Defaults to the `instance_id` "
+                                                         "key of the credentials Secret, then to the "
+                                                         "operator's default.")]
+    credentials_secret_ref: Annotated[SecretRef | None, Field(
+        default=None, alias="credentialsSecretRef",
+        description="Secret with keys `username` and `password` (and optionally `url`, `instance_id`). "
+                    "Defaults to the operator's default credentials Secret.")]
+    ca_secret_ref: Annotated[SecretKeyRef | None, Field(
+        default=None, alias="caSecretRef",
+        description="PEM CA bundle to trust for the WML API's TLS certificate (system trust otherwise).")]
+
+
+class KafkaSide(_Model):
+    topic: Annotated[str, Field(min_length=1, max_length=249, pattern=r"^[a-zA-Z0-9._-]+$",
+                                description="The Kafka topic.")]
+    connection_secret_ref: Annotated[OptionalKeySecretRef, Field(
+        alias="connectionSecretRef", description="Secret holding the Kafka connection (brokers and SASL "
+                                                 "credentials) of this topic.")]
+
+
+class StreamingDeploymentSpec(_Model):
+    """A stream deployment of a published model: records from `input.topic` scored onto `output.topic`."""
+
+    state: Annotated[State, Field(default=State.RUNNING,
+                                  description="Declared state of the stream: RUNNING or STOPPED.")]
+    description: Annotated[str | None, Field(default=None, max_length=1024,
+                                             description="Free text shown as the deployment's description.")]
+    wml: Annotated[WMLEndpoint | None, Field(default=None, description="The WML API to use; optional when the "
+                                                                        "operator has a default endpoint.")]
+    model_id: Annotated[str, Field(alias="modelId", min_length=1, max_length=128, pattern=_UUIDISH,
+                                   description="Id (guid) of the published model to deploy.")]
+    spark_credentials_secret_ref: Annotated[SecretKeyRef, Field(
+        alias="sparkCredentialsSecretRef",
+        description="Secret key holding the Spark service credentials JSON (tenant_id, tenant_id_full, "
+                    "cluster_master_url, instance_id, tenant_secret, plan), sent as X-Spark-Service-Instance.")]
+    input: Annotated[KafkaSide, Field(description="Where records come from.")]
+    output: Annotated[KafkaSide, Field(description="Where scored records go.")]
+    deletion_policy: Annotated[DeletionPolicy, Field(
+        default=DeletionPolicy.DELETE, alias="deletionPolicy",
+        description="Delete: deleting the resource deletes the WML deployment. Orphan: leaves it running.")]
+    restart_policy: Annotated[RestartPolicy, Field(
+        default=RestartPolicy.ON_FAILURE, alias="restartPolicy",
+        description="OnFailure: a FAILED stream is restarted with exponential backoff. Never: it stays FAILED.")]
+
+
+class Condition(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    type: Annotated[str, Field(description="Ready, Reconciling or Stalled.")]
+    status: Annotated[str, Field(description="True, False or Unknown.")]
+    reason: Annotated[str, Field(description="One CamelCase word for machines.")]
+    message: Annotated[str, Field(default="", description="What happened, for humans.")]
+    last_transition_time: Annotated[str, Field(alias="lastTransitionTime",
+                                               description="When status last changed.")]
+    observed_generation: Annotated[int | None, Field(default=None, alias="observedGeneration",
+                                                     description="metadata.generation this condition is about.")]
+
+
+class StreamingDeploymentStatus(BaseModel):
+    """What the operator observed. Never holds a credential."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    observed_generation: Annotated[int | None, Field(default=None, alias="observedGeneration",
+                                                     description="The metadata.generation last reconciled.")]
+    deployment_id: Annotated[str | None, Field(default=None, alias="deploymentId",
+                                               description="Id (guid) of the WML deployment.")]
+    deployment_url: Annotated[str | None, Field(default=None, alias="deploymentUrl",
+                                                description="metadata.url of the WML deployment.")]
+    wml_status: Annotated[str | None, Field(default=None, alias="wmlStatus",
+                                            description="The deployment's status in WML: INITIALIZING, RUNNING, "
+                                                        "STOPPED or FAILED.")]
+    message: Annotated[str | None, Field(default=None, description="Last notable message (e.g. WML's failure "
+                                                                   "reason).")]
+    restart_count: Annotated[int, Field(default=0, alias="restartCount",
+                                        description="Restarts of a FAILED stream by restartPolicy OnFailure.")]
+    last_restart_time: Annotated[str | None, Field(default=None, alias="lastRestartTime",
+                                                   description="When the operator last restarted a FAILED "
+                                                               "stream.")]
+    last_sync_time: Annotated[str | None, Field(default=None, alias="lastSyncTime",
+                                                description="When the WML deployment was last observed.")]
+    spec_hash: Annotated[str | None, Field(default=None, alias="specHash",
+                                           description="Hash of everything the deployment was built from (model, "
+                                                       "topics, WML endpoint, and the contents of the referenced "
+                                                       "Secrets); a change re-creates the deployment.")]
+    conditions: Annotated[list[Condition], Field(default_factory=list,
+                                                 description="Ready, Reconciling and Stalled (kstatus).")]
+
+
+def parse_spec(raw: object) -> StreamingDeploymentSpec:
+    return StreamingDeploymentSpec.model_validate(raw)
+
+
+def explain_validation_error(exc: ValidationError) -> str:
+    """`spec.input.topic: String should have at least 1 character`: the field, never the value."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False)[:3]:
+        where = ".".join(str(p) for p in err["loc"])
+        parts.append(f"spec.{where}: {err['msg']}" if where else f"spec: {err['msg']}")
+    return "; ".join(parts)

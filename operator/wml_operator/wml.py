@@ -1,0 +1,92 @@
+"""WML clients, one per endpoint and login, and the per-instance deployment list they share.
+
+One list call per WML instance per interval serves every resource on that instance: each resource asks
+the cache for data no older than its own poll interval, and only the first asker after that age pays
+for a call (under a per-instance lock, so a burst of resources makes one request).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from wml_api.client import WMLClient
+from wml_api.models import Deployment
+from wml_api.transport import OnResponse
+from wml_operator.secrets import Endpoint
+
+InstanceKey = tuple[str, str]  # (url, instance id)
+
+
+class ClientPool:
+    def __init__(self, *, timeout: float = 30.0, on_response: OnResponse | None = None) -> None:
+        self._clients: dict[tuple[str, ...], WMLClient] = {}
+        self._lock = threading.Lock()
+        self._timeout = timeout
+        self._on_response = on_response
+        self._ca_dir = Path(tempfile.mkdtemp(prefix="wml-operator-ca-"))
+
+    def client(self, ep: Endpoint) -> WMLClient:
+        ca_hash = hashlib.sha256(ep.ca_pem.encode()).hexdigest() if ep.ca_pem else ""
+        key = (ep.url, ep.instance_id, *ep.credentials.cache_key(ep.url)[1:], ca_hash)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                ca_bundle = None
+                if ep.ca_pem:
+                    path = self._ca_dir / f"{ca_hash}.pem"
+                    path.write_text(ep.ca_pem)
+                    ca_bundle = str(path)
+                client = WMLClient(ep.url, ep.credentials, ep.instance_id, ca_bundle=ca_bundle,
+                                   read_timeout=self._timeout, on_response=self._on_response)
+                self._clients[key] = client
+            return client
+
+
+@dataclass
+class _Listing:
+    at: float
+    deployments: dict[str, Deployment]
+
+
+class InstanceCache:
+    def __init__(self) -> None:
+        self._listings: dict[InstanceKey, _Listing] = {}
+        self._locks: dict[InstanceKey, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self.list_calls = 0
+
+    def _lock(self, key: InstanceKey) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def deployments(self, client: WMLClient, max_age: float) -> dict[str, Deployment]:
+        key = (client.base_url, client.instance_id)
+        with self._lock(key):
+            listing = self._listings.get(key)
+            if listing is None or time.monotonic() - listing.at > max_age:
+                started = time.monotonic()
+                found = {d.id: d for d in client.list_instance_deployments()}
+                self.list_calls += 1
+                listing = _Listing(started, found)
+                self._listings[key] = listing
+            return listing.deployments
+
+    def put(self, client: WMLClient, deployment: Deployment) -> None:
+        """What we just created or changed, so the next look does not need a call to see it."""
+        key = (client.base_url, client.instance_id)
+        with self._lock(key):
+            listing = self._listings.get(key)
+            if listing is not None:
+                listing.deployments[deployment.id] = deployment
+
+    def forget(self, client: WMLClient, deployment_id: str) -> None:
+        key = (client.base_url, client.instance_id)
+        with self._lock(key):
+            listing = self._listings.get(key)
+            if listing is not None:
+                listing.deployments.pop(deployment_id, None)

@@ -1,0 +1,130 @@
+"""The whole chain: kube-apiserver + the operator (as a process, under deploy/'s RBAC) + the WML service +
+Kafka. Each test gets its own namespace, topics and WML instance."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+
+from localplatform import KafkaInfo, KubeInfo, process
+from localplatform.kube import kubeconfig_yaml
+from localplatform.wmlservice import WMLService, WMLUser
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = ROOT / "crds" / "wmlstream.dev_streamingdeployments.yaml"
+MODEL = "3b1f3d7e-5c1a-4d8e-9b7a-6f0e2c9d4a11"
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="session")
+def crd(kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", str(CRD))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/streamingdeployments.wmlstream.dev")
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(kube: KubeInfo, kubectl: Kubectl, crd: None,
+                        tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kubeconfig holding a token of the operator's ServiceAccount: it gets only deploy/'s RBAC."""
+    for part in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"):
+        kubectl("apply", "-f", str(ROOT / "deploy" / part))
+    token = kubectl("create", "token", "wml-stream-operator", "-n", "wml-stream-operator",
+                    "--duration=3h").stdout.strip()
+    admin = yaml.safe_load(Path(kube.kubeconfig).read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    path = tmp_path_factory.mktemp("operator") / "operator.kubeconfig"
+    path.write_text(kubeconfig_yaml(cluster["server"], base64.b64decode(cluster["certificate-authority-data"]),
+                                    "wml-stream-operator", token=token))
+    path.chmod(0o600)
+    return path
+
+
+@dataclass
+class OperatorProcess:
+    log: Path
+    metrics_url: str
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def operator(operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    workdir = tmp_path_factory.mktemp("operator-run")
+    health, metrics_port = process.free_port(), process.free_port()
+    env = {"KUBECONFIG": str(operator_kubeconfig), "WML_OPERATOR_POLL_FAST_SECONDS": "1",
+           "WML_OPERATOR_POLL_SLOW_SECONDS": "10", "WML_OPERATOR_HEALTH_ADDRESS": f"127.0.0.1:{health}",
+           "WML_OPERATOR_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
+           "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("operator", "server"))}
+    log = workdir / "operator.log"
+    proc = process.start("wml_operator", [sys.executable, "-m", "wml_operator"], log, workdir / "operator.pid",
+                         env=env)
+    process.wait_ready("operator", lambda: process.port_open(health), proc, log, 60)
+    try:
+        yield OperatorProcess(log, f"http://127.0.0.1:{metrics_port}/metrics")
+    finally:
+        process.stop_pid_file(workdir / "operator.pid", timeout=20)
+
+
+@dataclass
+class StreamEnv:
+    namespace: str
+    input_topic: str
+    output_topic: str
+    user: WMLUser
+    service: WMLService
+    kafka: KafkaInfo
+
+    def manifest(self, name: str = "tweets", state: str = "RUNNING", **spec: object) -> str:
+        body = {"apiVersion": "wmlstream.dev/v1alpha1", "kind": "StreamingDeployment",
+                "metadata": {"name": name, "namespace": self.namespace},
+                "spec": {"state": state, "modelId": MODEL, "wml": {"credentialsSecretRef": {"name": "wml"}},
+                         "sparkCredentialsSecretRef": {"name": "spark", "key": "credentials.json"},
+                         "input": {"topic": self.input_topic, "connectionSecretRef": {"name": "kafka"}},
+                         "output": {"topic": self.output_topic, "connectionSecretRef": {"name": "kafka"}},
+                         **spec}}
+        return json.dumps(body)
+
+
+@pytest.fixture
+def stream_env(namespace: str, k8s_api: k8s.ApiClient, kafka: KafkaInfo, kafka_topic: Callable[..., str],
+               wml_service: WMLService) -> StreamEnv:
+    user = wml_service.add_user()
+    core = k8s.CoreV1Api(k8s_api)
+    kafka_user = kafka.user("wml") if len(kafka.users) > 1 else kafka.users[0]
+    secrets = {
+        "wml": {"url": wml_service.url, "instance_id": user.instance_id, "username": user.username,
+                "password": user.password},
+        "kafka": {"kafka_brokers_sasl": json.dumps([kafka.bootstrap]), "user": kafka_user.name,
+                  "password": kafka_user.password, "security_protocol": kafka.security_protocol},
+        "spark": {"credentials.json": json.dumps({
+            "tenant_id": "t1", "tenant_id_full": "t1-full", "cluster_master_url": "https://spark.invalid",
+            "instance_id": str(uuid.uuid4()), "tenant_secret": "spark-" + uuid.uuid4().hex, "plan": "standard"})},
+    }
+    for name, data in secrets.items():
+        core.create_namespaced_secret(namespace, k8s.V1Secret(metadata=k8s.V1ObjectMeta(name=name),
+                                                              string_data=data))
+    return StreamEnv(namespace, kafka_topic("tweets"), kafka_topic("sentiment"), user, wml_service, kafka)
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float = 90.0, interval: float = 0.5) -> object:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
