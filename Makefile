@@ -44,6 +44,7 @@ platform-status: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy operator/wml_api operator/wml_operator server/wml_server hack/localplatform
+	$(VENV)/bin/hadolint Dockerfile
 
 # One pytest session for every suite, so the platform starts once. pytest's exit code 5 (nothing
 # collected) fails the target like any other failure.
