@@ -1,0 +1,141 @@
+"""One reconcile pass against the real WML service (accept-only): idempotent create, drift, recreate, delete,
+transient errors. No Kubernetes here: bodies are plain dicts, Secrets come from a dict."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from localplatform import process
+from localplatform.wmlservice import WMLService, WMLUser
+from wml_api.client import WMLClient
+from wml_api.credentials import WMLCredentials
+from wml_operator.reconcile import Deps, Reconciler, Transient
+from wml_operator.secrets import Defaults
+from wml_operator.settings import OperatorSettings
+from wml_operator.wml import ClientPool, InstanceCache
+
+MODEL = "3b1f3d7e-5c1a-4d8e-9b7a-6f0e2c9d4a11"
+SPARK = {"tenant_id": "t", "tenant_id_full": "tf", "cluster_master_url": "https://s", "instance_id": "i",
+         "tenant_secret": "ts", "plan": "p"}
+
+
+class Secrets:
+    def __init__(self, data: dict[str, dict[str, str]]) -> None:
+        self.data = data
+
+    def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        return self.data.get(name)
+
+
+def secrets_for(url: str, user: WMLUser) -> Secrets:
+    return Secrets({
+        "wml": {"url": url, "instance_id": user.instance_id, "username": user.username, "password": user.password},
+        "kafka": {"kafka_brokers_sasl": "127.0.0.1:9", "user": "u", "password": "p",
+                  "security_protocol": "SASL_PLAINTEXT"},
+        "spark": {"credentials.json": json.dumps(SPARK)},
+    })
+
+
+def body(state: str = "RUNNING", status: dict[str, Any] | None = None, uid: str | None = None,
+         generation: int = 1, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"metadata": {"uid": uid or str(uuid.uuid4()), "namespace": "ns", "name": "tweets",
+                         "generation": generation, "annotations": annotations or {}},
+            "spec": {"state": state, "modelId": MODEL, "wml": {"credentialsSecretRef": {"name": "wml"}},
+                     "sparkCredentialsSecretRef": {"name": "spark", "key": "credentials.json"},
+                     "input": {"topic": "in", "connectionSecretRef": {"name": "kafka"}},
+                     "output": {"topic": "out", "connectionSecretRef": {"name": "kafka"}}},
+            "status": status or {}}
+
+
+@pytest.fixture
+def world(wml_api_service: WMLService, wml_user: WMLUser) -> tuple[Reconciler, WMLClient, Secrets]:
+    secrets = secrets_for(wml_api_service.url, wml_user)
+    settings = OperatorSettings(defaults=Defaults(), poll_fast=0.0, poll_slow=0.0)
+    reconciler = Reconciler(Deps(settings, secrets, ClientPool(), InstanceCache()))
+    api = WMLClient(wml_api_service.url, WMLCredentials(wml_user.username, wml_user.password), wml_user.instance_id)
+    return reconciler, api, secrets
+
+
+def test_create_is_idempotent_when_the_status_write_was_lost(world: tuple[Reconciler, WMLClient, Secrets]) -> None:
+    reconciler, api, _ = world
+    first = body()
+    outcome = reconciler.run(first)
+    created = outcome.status["deploymentId"]
+    assert [d.id for d in api.list_instance_deployments()] == [created]
+    assert outcome.events[0][1] == "Creating"
+    # The operator crashed before writing the status: the same resource (same UID), no status.
+    again = reconciler.run(body(uid=first["metadata"]["uid"]))
+    assert again.status["deploymentId"] == created
+    assert [d.id for d in api.list_instance_deployments()] == [created]  # no duplicate
+
+
+def test_ready_stop_and_drift(world: tuple[Reconciler, WMLClient, Secrets]) -> None:
+    reconciler, api, _ = world
+    b = body()
+    status = reconciler.run(b).status
+    status = reconciler.run({**b, "status": status}).status
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (status["wmlStatus"], ready["status"], ready["reason"]) == ("RUNNING", "True", "Running")
+    assert {c["type"] for c in status["conditions"]} == {"Ready"}  # kstatus: nothing abnormal, nothing else
+
+    stopped = reconciler.run({**body("STOPPED", status, b["metadata"]["uid"], 2)}).status
+    assert api.get_instance_deployment(stopped["deploymentId"]).status == "STOPPED"
+    settled = reconciler.run(body("STOPPED", stopped, b["metadata"]["uid"], 2)).status
+    assert next(c for c in settled["conditions"] if c["type"] == "Ready")["status"] == "True"
+    assert settled["observedGeneration"] == 2
+
+    api.set_deployment_status(MODEL, settled["deploymentId"], "RUNNING")  # started behind our back
+    drift = reconciler.run(body("STOPPED", settled, b["metadata"]["uid"], 2))
+    assert [e[1] for e in drift.events] == ["StartedBehindOurBack"]
+    assert api.get_instance_deployment(settled["deploymentId"]).status == "STOPPED"
+
+
+def test_recreate_on_change_and_404(world: tuple[Reconciler, WMLClient, Secrets]) -> None:
+    reconciler, api, secrets = world
+    b = body()
+    status = reconciler.run(b).status
+    old = status["deploymentId"]
+    secrets.data["kafka"]["password"] = "rotated"
+    changed = reconciler.run({**b, "status": status})
+    assert changed.status["deploymentId"] != old
+    assert changed.events[0][1] == "SpecChanged"
+    assert [d.id for d in api.list_instance_deployments()] == [changed.status["deploymentId"]]
+
+    api.delete_instance_deployment(changed.status["deploymentId"])
+    again = reconciler.run({**b, "status": changed.status})
+    assert again.events[0][1] == "DeletedBehindOurBack"
+    assert [d.id for d in api.list_instance_deployments()] == [again.status["deploymentId"]]
+
+    gone = reconciler.run({**b, "status": again.status}, deleting=True)
+    assert gone.finalized
+    assert api.list_instance_deployments() == []
+    assert reconciler.run({**b, "status": again.status}, deleting=True).finalized  # 404 counts as done
+
+
+def test_unknown_model_stalls_without_retrying(world: tuple[Reconciler, WMLClient, Secrets]) -> None:
+    reconciler, api, _ = world
+    b = body()
+    b["spec"]["modelId"] = str(uuid.uuid4())
+    outcome = reconciler.run(b)
+    stalled = next(c for c in outcome.status["conditions"] if c["type"] == "Stalled")
+    assert stalled["reason"] == "ModelNotFound"
+    assert "spec.modelId" in stalled["message"]
+    assert api.list_instance_deployments() == []
+
+
+def test_wml_down_is_transient_with_backoff(wml_user: WMLUser) -> None:
+    dead = f"http://127.0.0.1:{process.free_port()}"
+    reconciler = Reconciler(Deps(OperatorSettings(), secrets_for(dead, wml_user), ClientPool(), InstanceCache()))
+    b = body()
+    delays = []
+    for _ in range(3):
+        with pytest.raises(Transient) as exc:
+            reconciler.run(b)
+        delays.append(exc.value.delay)
+        assert wml_user.password not in str(exc.value)
+    assert delays[0] < delays[2]  # exponential (with jitter)

@@ -1,0 +1,101 @@
+"""The kopf handlers, called as kopf calls them, with real kopf.Patch() and kopf.Body() objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+import pytest
+
+from wml_operator import handlers
+from wml_operator.reconcile import Outcome, Transient
+
+
+def make_body(status: dict[str, Any] | None = None) -> kopf.Body:
+    return kopf.Body({"apiVersion": "wmlstream.dev/v1alpha1", "kind": "StreamingDeployment",
+                      "metadata": {"name": "t", "namespace": "ns", "uid": "uid-1", "generation": 3},
+                      "spec": {"state": "RUNNING"}, "status": status or {}})
+
+
+class FakeReconciler:
+    def __init__(self, result: Outcome | Exception) -> None:
+        self.result = result
+        self.calls: list[bool] = []
+
+    def run(self, body: Any, *, deleting: bool = False) -> Outcome:
+        self.calls.append(deleting)
+        if isinstance(self.result, Exception):
+            raise self.result
+        return self.result
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
+    def install(result: Outcome | Exception) -> FakeReconciler:
+        reconciler = FakeReconciler(result)
+        monkeypatch.setattr(handlers.RUNTIME, "reconciler", reconciler)
+        return reconciler
+    return install
+
+
+def test_status_is_written_once_and_only_when_changed(fake: Any) -> None:
+    new = {"wmlStatus": "RUNNING", "deploymentId": "d1", "lastSyncTime": "2026-11-27T18:00:00Z",
+           "conditions": [{"type": "Ready", "status": "True"}]}
+    fake(Outcome(dict(new)))
+    patch = kopf.Patch()
+    handlers.reconcile(body=make_body({"message": "old", "kopf": {"x": 1}}), patch=patch, reason="create")
+    assert patch.status["wmlStatus"] == "RUNNING"
+    assert patch.status["message"] is None  # a field we no longer report is removed
+    assert "kopf" not in patch.status
+
+    same = kopf.Patch()
+    fake(Outcome(dict(new)))
+    handlers.reconcile(body=make_body(dict(new)), patch=same, reason="update")
+    assert not same  # nothing changed: no write at all
+
+
+def test_transient_errors_keep_ready_and_retry_with_kopf(fake: Any) -> None:
+    fake(Transient("GET /v3/...: 503", delay=7.0))
+    patch = kopf.Patch()
+    ready = {"type": "Ready", "status": "True", "reason": "Running", "message": "",
+             "lastTransitionTime": "2026-11-27T17:00:00Z", "observedGeneration": 3}
+    with pytest.raises(kopf.TemporaryError) as retry:
+        handlers.reconcile(body=make_body({"conditions": [ready]}), patch=patch, reason="update")
+    assert retry.value.delay == 7.0
+    by_type = {c["type"]: c for c in patch.status["conditions"]}
+    assert by_type["Ready"]["status"] == "True"
+    assert by_type["Ready"]["lastTransitionTime"] == "2026-11-27T17:00:00Z"
+    assert by_type["Reconciling"]["reason"] == "WMLUnavailable"
+    assert "retrying in 7 s" in by_type["Reconciling"]["message"]
+
+
+def test_timer_backs_off_instead_of_raising(fake: Any) -> None:
+    reconciler = fake(Transient("timeout", delay=30.0))
+    body = make_body()
+    handlers.RUNTIME.forget("uid-1")
+    handlers.poll(body=body, patch=kopf.Patch())
+    assert reconciler.calls == [False]
+    handlers.poll(body=body, patch=kopf.Patch())  # within the backoff: not called again
+    assert reconciler.calls == [False]
+    handlers.RUNTIME.forget("uid-1")
+
+
+def test_delete_keeps_the_finalizer_until_done(fake: Any) -> None:
+    fake(Outcome({"message": "cannot delete"}, finalized=False))
+    with pytest.raises(kopf.TemporaryError):
+        handlers.delete(body=make_body(), patch=kopf.Patch())
+    reconciler = fake(Outcome({}, finalized=True))
+    handlers.delete(body=make_body(), patch=kopf.Patch())
+    assert reconciler.calls == [True]
+
+
+def test_index_of_referenced_secrets() -> None:
+    raw = {"modelId": "m", "sparkCredentialsSecretRef": {"name": "spark", "key": "k"},
+           "wml": {"credentialsSecretRef": {"name": "wml"}},
+           "input": {"topic": "i", "connectionSecretRef": {"name": "kafka"}},
+           "output": {"topic": "o", "connectionSecretRef": {"name": "kafka-out"}}}
+    body = kopf.Body({"metadata": {"uid": "u1"}, "spec": raw})
+    index = handlers.sdeps_by_secret(namespace="ns", spec=body.spec, uid="u1")
+    assert index == {("ns", "spark"): "u1", ("ns", "wml"): "u1", ("ns", "kafka"): "u1", ("ns", "kafka-out"): "u1"}
+    bad = kopf.Body({"metadata": {"uid": "u1"}, "spec": {"bad": 1}})
+    assert handlers.sdeps_by_secret(namespace="ns", spec=bad.spec, uid="u1") == {}

@@ -1,0 +1,36 @@
+"""Spec validation: what the CRD cannot say, the model says, naming the field and never echoing values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from wml_operator.spec import explain_validation_error, parse_spec
+
+GOOD: dict[str, Any] = {"modelId": "m1", "sparkCredentialsSecretRef": {"name": "spark", "key": "c.json"},
+                        "input": {"topic": "in", "connectionSecretRef": {"name": "kafka"}},
+                        "output": {"topic": "out", "connectionSecretRef": {"name": "kafka"}}}
+
+
+def test_defaults() -> None:
+    s = parse_spec(GOOD)
+    assert (s.state, s.deletion_policy, s.restart_policy) == ("RUNNING", "Delete", "OnFailure")
+
+
+@pytest.mark.parametrize(("change", "where"), [
+    ({"state": "PAUSED"}, "spec.state"),
+    ({"modelId": ""}, "spec.modelId"),
+    ({"input": {"topic": "bad topic!", "connectionSecretRef": {"name": "kafka"}}}, "spec.input.topic"),
+    ({"output": {"topic": "out"}}, "spec.output.connectionSecretRef"),
+    ({"sparkCredentialsSecretRef": {"name": "Not_A_Name", "key": "k"}}, "spec.sparkCredentialsSecretRef.name"),
+    ({"wml": {"url": "ftp://user:secret@host"}}, "spec.wml.url"),
+    ({"typo": 1}, "spec.typo"),
+])
+def test_invalid_specs_name_the_field(change: dict[str, Any], where: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        parse_spec({**GOOD, **change})
+    message = explain_validation_error(exc.value)
+    assert where in message
+    assert "secret@host" not in message
