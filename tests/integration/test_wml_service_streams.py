@@ -1,0 +1,83 @@
+"""Through the service's API: a deployment created over HTTP really scores records; FAILED shows WML's reason;
+/metrics counts per deployment."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+
+import requests
+from confluent_kafka import Consumer, Producer
+
+from localplatform import KafkaInfo
+from localplatform.wmlservice import WMLService
+from tests.integration.test_wml_service_api import MODEL, spark
+from wml_api.client import WMLClient
+from wml_api.credentials import WMLCredentials
+from wml_api.models import DeploymentCreate, KafkaConnection, StreamInput, StreamOutput
+
+
+def _deploy(api: WMLClient, kafka: KafkaInfo, source: str, target: str, password: str | None = None) -> str:
+    user = kafka.users[-1]
+    conn = KafkaConnection(kafka_brokers_sasl=[kafka.bootstrap], user=user.name, password=password or user.password,
+                           security_protocol="SASL_PLAINTEXT")
+    return api.create_deployment(MODEL, DeploymentCreate(
+        name="s", input=StreamInput(connection=conn, source={"topic": source}),
+        output=StreamOutput(connection=conn, target={"topic": target})), spark()).id
+
+
+def _wait_status(api: WMLClient, did: str, status: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while (current := api.get_instance_deployment(did).status) != status:
+        assert time.monotonic() < deadline, f"still {current}, wanted {status}"
+        time.sleep(0.3)
+
+
+def test_records_scored_through_the_api_and_counted(wml_service: WMLService, kafka: KafkaInfo,
+                                                    kafka_topic: Callable[..., str]) -> None:
+    user = wml_service.add_user()
+    api = WMLClient(wml_service.url, WMLCredentials(user.username, user.password), user.instance_id)
+    source, target = kafka_topic("in"), kafka_topic("out")
+    did = _deploy(api, kafka, source, target)
+    _wait_status(api, did, "RUNNING")
+    producer = Producer(kafka.client_config())
+    for i in range(10):
+        producer.produce(source, json.dumps({"text": f"happy day {i}"}).encode(), str(i).encode())
+    producer.produce(source, b"\x00not json", b"bad")
+    assert producer.flush(30) == 0
+    consumer = Consumer(kafka.client_config(**{"group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest",
+                                               "isolation.level": "read_committed"}))
+    consumer.subscribe([target])
+    seen: dict[bytes, dict[str, object]] = {}
+    deadline = time.monotonic() + 60
+    while len(seen) < 11 and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and not msg.error():
+            seen[msg.key()] = json.loads(msg.value())
+    consumer.close()
+    assert len(seen) == 11
+    assert seen[b"3"]["prediction"] == "POSITIVE"
+    assert seen[b"3"]["text"] == "happy day 3"
+    assert seen[b"bad"]["error"] == "invalid_json"
+
+    metrics = requests.get(f"{wml_service.url}/metrics", timeout=10).text
+    assert f'wml_stream_records_in_total{{deployment_id="{did}"}} 11.0' in metrics
+    assert f'wml_stream_records_errored_total{{deployment_id="{did}"}} 1.0' in metrics
+    assert "wml_stream_scoring_seconds_bucket" in metrics
+    api.delete_instance_deployment(did)
+
+
+def test_wrong_kafka_password_fails_with_the_reason(wml_service: WMLService, kafka: KafkaInfo,
+                                                    kafka_topic: Callable[..., str]) -> None:
+    user = wml_service.add_user()
+    api = WMLClient(wml_service.url, WMLCredentials(user.username, user.password), user.instance_id)
+    did = _deploy(api, kafka, kafka_topic("in"), kafka_topic("out"), password="wrong-" + uuid.uuid4().hex)
+    _wait_status(api, did, "FAILED")
+    dep = api.get_instance_deployment(did)
+    assert dep.entity.status_details is not None
+    assert dep.failure_message
+    assert "authentication" in dep.failure_message.lower()
+    assert "wrong-" not in dep.model_dump_json()
+    api.delete_instance_deployment(did)
