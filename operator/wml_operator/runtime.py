@@ -43,7 +43,11 @@ class Runtime:
             if uid in self.dirty:
                 return True
             status = body.get("status") or {}
-            changing = is_changing(status, body.get("metadata", {}).get("generation"))
+            # Stalled waits for a user: a spec edit (update handler) or a Secret change (dirty) wakes it;
+            # polling it fast would only repeat the refused call.
+            stalled = any(c.get("type") == "Stalled" and c.get("status") == "True"
+                          for c in status.get("conditions", []))
+            changing = is_changing(status, body.get("metadata", {}).get("generation")) and not stalled
             interval = poll_interval(body, self.settings, changing)
             return now - self.last_run.get(uid, 0.0) >= interval - 0.5
 

@@ -99,3 +99,18 @@ def test_index_of_referenced_secrets() -> None:
     assert index == {("ns", "spark"): "u1", ("ns", "wml"): "u1", ("ns", "kafka"): "u1", ("ns", "kafka-out"): "u1"}
     bad = kopf.Body({"metadata": {"uid": "u1"}, "spec": {"bad": 1}})
     assert handlers.sdeps_by_secret(namespace="ns", spec=bad.spec, uid="u1") == {}
+
+
+def test_stalled_resources_are_not_polled_fast() -> None:
+    stalled = make_body({"conditions": [{"type": "Ready", "status": "False"},
+                                        {"type": "Stalled", "status": "True"}], "observedGeneration": 3})
+    changing = make_body({"conditions": [{"type": "Ready", "status": "False"}], "observedGeneration": 3})
+    runtime = handlers.RUNTIME
+    runtime.ran("uid-1")
+    # One fast interval later: a changing resource is due, a stalled one waits for the steady interval.
+    runtime.last_run["uid-1"] -= runtime.settings.poll_fast + 1
+    assert runtime.due("uid-1", changing)
+    assert not runtime.due("uid-1", stalled)
+    runtime.mark_dirty("uid-1")  # ... or for a Secret it reads to change
+    assert runtime.due("uid-1", stalled)
+    runtime.forget("uid-1")
