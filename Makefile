@@ -12,13 +12,14 @@ PYTEST_ARGS ?=
         lint test test-unit test-integration test-e2e demo demo-down bench clean
 
 help:
-	@echo "make demo            the whole scenario on the local platform"
+	@echo "make demo            the whole scenario on the local platform (make demo-down stops it)"
 	@echo "make test            every suite (what CI runs): lint, unit, integration, e2e"
 	@echo "make test-unit | test-integration | test-e2e | lint | bench"
 	@echo "make platform-up | platform-down | platform-env | platform-status"
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed: set PYTHON=python3.11")'
+	@echo "Creating $(VENV) and installing the Python packages (a minute or two, once)"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[server,dev]'
@@ -60,11 +61,13 @@ test-integration: venv platform-build
 test-e2e: venv platform-build
 	$(PYTEST) tests/e2e $(PYTEST_ARGS)
 
-demo:
-	@echo "make demo: not implemented yet (issue 5)" >&2; exit 2
+# The scenario of the README on the local platform; it stays up until `make demo-down`. State, logs and
+# PID files live in $WSO_DEMO_DIR (default /tmp/wml-stream-operator/demo).
+demo: venv platform-build
+	@$(PY) -m localplatform.demo up
 
-demo-down:
-	@echo "make demo-down: not implemented yet (issue 5)" >&2; exit 2
+demo-down: venv
+	@$(PY) -m localplatform.demo down
 
 bench:
 	@echo "make bench: not implemented yet (issues 3 and 7)" >&2; exit 2

@@ -3,11 +3,7 @@ Kafka. Each test gets its own namespace, topics and WML instance."""
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,67 +11,41 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client as k8s
 
-from localplatform import KafkaInfo, KubeInfo, process
-from localplatform.kube import kubeconfig_yaml
+from localplatform import KafkaInfo, KubeInfo
+from localplatform.wmloperator import Kubectl, WMLOperator, install_crd, install_rbac, service_account_kubeconfig
 from localplatform.wmlservice import WMLService, WMLUser
 
-ROOT = Path(__file__).resolve().parents[2]
-CRD = ROOT / "crds" / "wmlstream.dev_streamingdeployments.yaml"
 MODEL = "3b1f3d7e-5c1a-4d8e-9b7a-6f0e2c9d4a11"
-Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture(scope="session")
 def crd(kubectl: Kubectl) -> None:
-    kubectl("apply", "-f", str(CRD))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/streamingdeployments.wmlstream.dev")
+    install_crd(kubectl)
 
 
 @pytest.fixture(scope="session")
 def operator_kubeconfig(kube: KubeInfo, kubectl: Kubectl, crd: None,
                         tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A kubeconfig holding a token of the operator's ServiceAccount: it gets only deploy/'s RBAC."""
-    for part in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"):
-        kubectl("apply", "-f", str(ROOT / "deploy" / part))
-    token = kubectl("create", "token", "wml-stream-operator", "-n", "wml-stream-operator",
-                    "--duration=3h").stdout.strip()
-    admin = yaml.safe_load(Path(kube.kubeconfig).read_text())
-    cluster = admin["clusters"][0]["cluster"]
-    path = tmp_path_factory.mktemp("operator") / "operator.kubeconfig"
-    path.write_text(kubeconfig_yaml(cluster["server"], base64.b64decode(cluster["certificate-authority-data"]),
-                                    "wml-stream-operator", token=token))
-    path.chmod(0o600)
-    return path
+    install_rbac(kubectl)
+    return service_account_kubeconfig(kubectl, Path(kube.kubeconfig),
+                                      tmp_path_factory.mktemp("operator") / "operator.kubeconfig")
 
 
-@dataclass
-class OperatorProcess:
-    log: Path
-    metrics_url: str
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
+OperatorProcess = WMLOperator  # the name the tests annotate the `operator` fixture with
 
 
 @pytest.fixture(scope="session")
-def operator(operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    workdir = tmp_path_factory.mktemp("operator-run")
-    health, metrics_port = process.free_port(), process.free_port()
-    env = {"KUBECONFIG": str(operator_kubeconfig), "WML_OPERATOR_POLL_FAST_SECONDS": "1",
-           "WML_OPERATOR_POLL_SLOW_SECONDS": "10", "WML_OPERATOR_HEALTH_ADDRESS": f"127.0.0.1:{health}",
-           "WML_OPERATOR_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
-           "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("operator", "server"))}
-    log = workdir / "operator.log"
-    proc = process.start("wml_operator", [sys.executable, "-m", "wml_operator"], log, workdir / "operator.pid",
-                         env=env)
-    process.wait_ready("operator", lambda: process.port_open(health), proc, log, 60)
+def operator(operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WMLOperator]:
+    proc = WMLOperator(tmp_path_factory.mktemp("operator-run"), operator_kubeconfig,
+                       env={"WML_OPERATOR_POLL_FAST_SECONDS": "1", "WML_OPERATOR_POLL_SLOW_SECONDS": "10"})
+    proc.start()
     try:
-        yield OperatorProcess(log, f"http://127.0.0.1:{metrics_port}/metrics")
+        yield proc
     finally:
-        process.stop_pid_file(workdir / "operator.pid", timeout=20)
+        proc.stop()
 
 
 @dataclass

@@ -116,3 +116,14 @@ def test_seed_scenario(stream_env: StreamEnv, operator: OperatorProcess, kubectl
     assert api.list_instance_deployments() == []
     events = kubectl("get", "events", "-n", ns, "-o", "json").stdout
     assert env.user.password not in events
+
+
+def test_operator_logs_hold_no_secrets(stream_env: StreamEnv, operator: OperatorProcess,
+                                       kubectl: Callable[..., Any]) -> None:
+    kubectl("apply", "-f", "-", input=stream_env.manifest())
+    kubectl("wait", "--for=condition=Ready", "--timeout=120s", "-n", stream_env.namespace, "sdep/tweets")
+    kubectl("delete", "sdep", "tweets", "-n", stream_env.namespace, "--timeout=60s")
+    text = operator.text()
+    assert "Handler 'reconcile' succeeded" in text or '"Handler \'reconcile\' succeeded' in text
+    for secret in (stream_env.user.password, *(u.password for u in stream_env.kafka.users)):
+        assert secret not in text

@@ -1,0 +1,91 @@
+"""The operator as a local process under deploy/'s RBAC, for the e2e tests and the demo.
+
+No nodes run pods here, so the operator runs as `kopf run` does in development: a process on this machine.
+It still acts as its ServiceAccount: the kubeconfig it gets holds a token of `wml-stream-operator`, which
+has exactly the ClusterRoles of deploy/rbac.yaml.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import yaml
+
+from localplatform import process
+from localplatform.config import HACK_DIR
+from localplatform.kube import kubeconfig_yaml
+
+ROOT = HACK_DIR.parent
+CRD = ROOT / "crds" / "wmlstream.dev_streamingdeployments.yaml"
+DEPLOY = ROOT / "deploy"
+OPERATOR_NAMESPACE = SERVICE_ACCOUNT = "wml-stream-operator"
+# Runs kubectl with the admin's kubeconfig: (*args, input=None, check=True) -> CompletedProcess; fails when check.
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def install_crd(kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", str(CRD))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/streamingdeployments.wmlstream.dev")
+
+
+def install_rbac(kubectl: Kubectl) -> None:
+    """The operator's namespace, ServiceAccount and ClusterRoles from deploy/ (not its Deployment: no nodes)."""
+    for part in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"):
+        kubectl("apply", "-f", str(DEPLOY / part))
+
+
+def service_account_kubeconfig(kubectl: Kubectl, admin_kubeconfig: Path, dest: Path,
+                               duration: str = "3h") -> Path:
+    """Writes a kubeconfig holding a token of the operator's ServiceAccount (0600); RBAC must be installed."""
+    token = kubectl("create", "token", SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE,
+                    f"--duration={duration}").stdout.strip()
+    admin = yaml.safe_load(admin_kubeconfig.read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(kubeconfig_yaml(cluster["server"], base64.b64decode(cluster["certificate-authority-data"]),
+                                    SERVICE_ACCOUNT, token=token))
+    dest.chmod(0o600)
+    return dest
+
+
+class WMLOperator:
+    """`python -m wml_operator` started in its own session, with a PID file in `directory`."""
+
+    def __init__(self, directory: Path, kubeconfig: Path, env: Mapping[str, str] | None = None) -> None:
+        self.dir = directory
+        self.kubeconfig = kubeconfig
+        self.env = dict(env or {})
+        self.log = directory / "operator.log"
+        self.pid_file = directory / "operator.pid"
+        self.health_port = process.free_port()
+        self.metrics_port = process.free_port()
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def running(self) -> bool:
+        return process.is_running(self.pid_file)
+
+    def start(self, timeout: float = 60.0) -> float:
+        """Starts it and waits for its liveness endpoint; returns the seconds that took."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        env = {"KUBECONFIG": str(self.kubeconfig),
+               "WML_OPERATOR_HEALTH_ADDRESS": f"127.0.0.1:{self.health_port}",
+               "WML_OPERATOR_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_port}",
+               "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("operator", "server")),
+               **self.env}
+        proc = process.start("wml_operator", [sys.executable, "-m", "wml_operator"], self.log, self.pid_file,
+                             env=env)
+        return process.wait_ready("operator", lambda: process.port_open(self.health_port), proc, self.log, timeout)
+
+    def stop(self) -> None:
+        process.stop_pid_file(self.pid_file, timeout=20.0)
