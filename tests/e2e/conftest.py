@@ -40,7 +40,8 @@ OperatorProcess = WMLOperator  # the name the tests annotate the `operator` fixt
 @pytest.fixture(scope="session")
 def operator(operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WMLOperator]:
     proc = WMLOperator(tmp_path_factory.mktemp("operator-run"), operator_kubeconfig,
-                       env={"WML_OPERATOR_POLL_FAST_SECONDS": "1", "WML_OPERATOR_POLL_SLOW_SECONDS": "10"})
+                       env={"WML_OPERATOR_POLL_FAST_SECONDS": "1", "WML_OPERATOR_POLL_SLOW_SECONDS": "10",
+                            "WML_OPERATOR_LOG_FORMAT": "json"})
     proc.start()
     try:
         yield proc

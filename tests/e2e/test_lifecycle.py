@@ -118,12 +118,13 @@ def test_seed_scenario(stream_env: StreamEnv, operator: OperatorProcess, kubectl
     assert env.user.password not in events
 
 
-def test_operator_logs_hold_no_secrets(stream_env: StreamEnv, operator: OperatorProcess,
-                                       kubectl: Callable[..., Any]) -> None:
+def test_operator_logs_are_json_lines_without_secrets(stream_env: StreamEnv, operator: OperatorProcess,
+                                                      kubectl: Callable[..., Any]) -> None:
     kubectl("apply", "-f", "-", input=stream_env.manifest())
     kubectl("wait", "--for=condition=Ready", "--timeout=120s", "-n", stream_env.namespace, "sdep/tweets")
     kubectl("delete", "sdep", "tweets", "-n", stream_env.namespace, "--timeout=60s")
     text = operator.text()
-    assert "Handler 'reconcile' succeeded" in text or '"Handler \'reconcile\' succeeded' in text
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]  # WML_OPERATOR_LOG_FORMAT=json
+    assert any("Handler 'reconcile' succeeded" in str(r.get("message")) for r in records)
     for secret in (stream_env.user.password, *(u.password for u in stream_env.kafka.users)):
         assert secret not in text
