@@ -4,8 +4,10 @@ transient errors. No Kubernetes here: bodies are plain dicts, Secrets come from 
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -139,3 +141,38 @@ def test_wml_down_is_transient_with_backoff(wml_user: WMLUser) -> None:
         delays.append(exc.value.delay)
         assert wml_user.password not in str(exc.value)
     assert delays[0] < delays[2]  # exponential (with jitter)
+
+
+def test_rate_limits_are_honoured(wml_user: WMLUser) -> None:
+    """A 429 with Retry-After from a real HTTP server on loopback: the next attempt waits at least that long."""
+    class Limited(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/v3/identity/token"):
+                payload = json.dumps({"token": "a.b.c"}).encode()
+                self.send_response(200)
+            else:
+                payload = json.dumps({"trace": "t", "errors": [{"code": "rate_limit_exceeded",
+                                                                 "message": "slow down"}]}).encode()
+                self.send_response(429)
+                self.send_header("Retry-After", "42")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Limited)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        reconciler = Reconciler(Deps(OperatorSettings(), secrets_for(url, wml_user), ClientPool(), InstanceCache()))
+        with pytest.raises(Transient) as exc:
+            reconciler.run(body())
+        assert exc.value.delay >= 42
+        assert "rate_limit_exceeded" in str(exc.value)
+    finally:
+        server.shutdown()
+        server.server_close()
