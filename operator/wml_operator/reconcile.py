@@ -63,7 +63,6 @@ class Outcome:
     status: dict[str, Any]
     events: list[Event] = field(default_factory=list)
     finalized: bool = False
-    changing: bool = False
 
 
 def marker(uid: str) -> str:
@@ -165,7 +164,7 @@ class Reconciler:
         finalized = False
         if action.do in (Do.CREATE, Do.RECREATE):
             if action.do == Do.RECREATE and found is not None:
-                self._delete(client, model_id, found.id)
+                self._delete(client, found.id)
             found = self._create(client, body, spec, resolved)
             status.update(deploymentId=found.id, deploymentUrl=found.metadata.url, specHash=resolved.spec_hash,
                           restartCount=0, lastRestartTime=None)
@@ -180,13 +179,13 @@ class Reconciler:
             if action.do == Do.RESTART:
                 status.update(restartCount=last.restart_count + 1, lastRestartTime=_iso(now))
         elif action.do == Do.DELETE and found is not None:
-            self._delete(client, model_id, found.id)
+            self._delete(client, found.id)
             found, finalized = None, True
         elif action.do == Do.NOTHING and desired.deleting:
             finalized = True
-        if action.event and action.do not in (Do.CREATE, Do.RECREATE):
-            events.append(("Warning" if action.stalled or action.do == Do.RESTART else "Normal", action.reason,
-                           action.message))
+        if action.do in (Do.ADOPT, Do.PATCH_STATE, Do.RESTART, Do.DELETE):
+            # Every change we make is an event (create and recreate said theirs above); drift is a warning.
+            events.append(("Warning" if action.event else "Normal", action.reason, action.message))
         if found is not None and not desired.deleting:
             status.update(deploymentId=found.id, deploymentUrl=found.metadata.url, wmlStatus=found.status,
                           specHash=status.get("specHash") or resolved.spec_hash)
@@ -194,7 +193,7 @@ class Reconciler:
             status.pop("wmlStatus", None)
         ready = action.ready and action.do == Do.NOTHING
         self.deps.failures.pop(uid, None)
-        return self._finish(status, previous, body, action.reason, _message(action, found), ready=ready,
+        return self._finish(status, previous, body, action.reason, action.message, ready=ready,
                             stalled=action.stalled, events=events, finalized=finalized)
 
     def _create(self, client: WMLClient, body: Mapping[str, Any], spec: StreamingDeploymentSpec,
@@ -209,7 +208,7 @@ class Reconciler:
         self.deps.cache.put(client, created)
         return created
 
-    def _delete(self, client: WMLClient, model_id: str, deployment_id: str) -> None:
+    def _delete(self, client: WMLClient, deployment_id: str) -> None:
         with contextlib.suppress(wml_errors.NotFound):  # gone already: that is what we wanted
             client.delete_instance_deployment(deployment_id)
         self.deps.cache.forget(client, deployment_id)
@@ -225,7 +224,13 @@ class Reconciler:
             reason=reason, message=message, generation=generation)
         if _essence(status) != _essence(previous):
             status["lastSyncTime"] = conditions.now_rfc3339()
-        return Outcome(status, events or [], finalized=finalized, changing=not ready)
+        events = list(events or [])
+        was_ready = _ready(previous.get("conditions", []))
+        if ready and was_ready is not True:
+            events.append(("Normal", "Ready", message))
+        elif not ready and was_ready is True and not stalled and not events:
+            events.append(("Normal", "NotReady", message))
+        return Outcome(status, events, finalized=finalized)
 
     def _stalled(self, previous: Mapping[str, Any], generation: int | None, reason: str, message: str,
                  deleting: bool, uid: str) -> Outcome:
@@ -237,19 +242,26 @@ class Reconciler:
                 return Outcome(status, finalized=True)
             if remembered is not None:
                 client = self.deps.pool.client(remembered)
-                self._delete(client, "", str(previous["deploymentId"]))
+                self._delete(client, str(previous["deploymentId"]))
                 return Outcome(status, finalized=True)
             message = f"cannot delete WML deployment {previous['deploymentId']}: {message}"
             reason = "CannotDelete"
-        outcome = self._finish(status, previous, body, reason, message, ready=False, stalled=True,
-                               events=[("Warning", reason, message)])
-        return outcome
+        before: dict[str, Any] = next(
+            (c for c in previous.get("conditions", []) if c.get("type") == conditions.STALLED), {})
+        news = [] if (before.get("reason"), before.get("message")) == (reason, message) else [
+            ("Warning", reason, message)]  # once per problem, not once per poll
+        return self._finish(status, previous, body, reason, message, ready=False, stalled=True, events=news)
 
     def _transient(self, uid: str, err: wml_errors.WMLError) -> Transient:
         attempts = self.deps.failures.get(uid, 0) + 1
         self.deps.failures[uid] = attempts
         backoff = min(2.0 ** attempts, 300.0) * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
         return Transient(str(err), max(backoff, err.retry_after or 0.0))
+
+
+def _ready(conds: list[dict[str, Any]]) -> bool | None:
+    ready = next((c for c in conds if c.get("type") == conditions.READY), None)
+    return None if ready is None else ready.get("status") == "True"
 
 
 def _essence(status: Mapping[str, Any]) -> Any:
@@ -260,10 +272,6 @@ def _essence(status: Mapping[str, Any]) -> Any:
 
 def _observed(found: Deployment | None) -> Observed | None:
     return Observed(found.id, found.status, found.failure_message) if found else None
-
-
-def _message(action: Action, found: Deployment | None) -> str:
-    return action.message
 
 
 def _reason_of(err: wml_errors.WMLError) -> str:
