@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +11,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from localplatform.config import PlatformConfig
-from localplatform.kafka import KafkaBroker, KafkaInfo, KafkaUser
+from localplatform.kafka import KafkaBroker, KafkaInfo
 
 
 @contextmanager
@@ -20,11 +19,8 @@ def kafka() -> Iterator[KafkaInfo]:
     """WSO_KAFKA_BOOTSTRAP with WSO_KAFKA_USERNAME / WSO_KAFKA_PASSWORD (and WSO_KAFKA_SECURITY_PROTOCOL,
     WSO_KAFKA_SASL_MECHANISM if not SASL_PLAINTEXT / PLAIN), as for the tests; else a broker of our own in a
     temporary folder, stopped (by its PID) and removed on the way out."""
-    if bootstrap := os.environ.get("WSO_KAFKA_BOOTSTRAP"):
-        user = KafkaUser(os.environ["WSO_KAFKA_USERNAME"], os.environ["WSO_KAFKA_PASSWORD"])
-        yield KafkaInfo(bootstrap=bootstrap, users=[user], version="external", ready_seconds=0.0,
-                        security_protocol=os.environ.get("WSO_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
-                        sasl_mechanism=os.environ.get("WSO_KAFKA_SASL_MECHANISM", "PLAIN"))
+    if external := KafkaInfo.from_env():
+        yield external
         return
     broker = KafkaBroker(PlatformConfig.load(), Path(tempfile.mkdtemp(prefix="wso-bench-kafka-")))
     try:

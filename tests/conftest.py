@@ -22,7 +22,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from localplatform import KafkaBroker, KafkaInfo, KafkaUser, KubeControlPlane, KubeInfo, PlatformConfig
+from localplatform import KafkaBroker, KafkaInfo, KubeControlPlane, KubeInfo, PlatformConfig
 from localplatform.wmlservice import WMLService, WMLUser
 
 TESTS = Path(__file__).resolve().parent
@@ -58,11 +58,8 @@ def kube(platform_config: PlatformConfig, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture(scope="session")
 def kafka(platform_config: PlatformConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaInfo]:
-    if bootstrap := os.environ.get("WSO_KAFKA_BOOTSTRAP"):
-        user = KafkaUser(os.environ["WSO_KAFKA_USERNAME"], os.environ["WSO_KAFKA_PASSWORD"])
-        yield KafkaInfo(bootstrap=bootstrap, users=[user], version="external", ready_seconds=0.0,
-                        security_protocol=os.environ.get("WSO_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
-                        sasl_mechanism=os.environ.get("WSO_KAFKA_SASL_MECHANISM", "PLAIN"))
+    if external := KafkaInfo.from_env():
+        yield external
         return
     broker = KafkaBroker(platform_config, tmp_path_factory.mktemp("kafka"))
     try:

@@ -75,6 +75,19 @@ class KafkaInfo:
         data["users"] = [KafkaUser(**u) for u in data["users"]]
         return cls(**data)
 
+    @classmethod
+    def from_env(cls) -> KafkaInfo | None:
+        """The broker the environment names (WSO_KAFKA_BOOTSTRAP with WSO_KAFKA_USERNAME / WSO_KAFKA_PASSWORD,
+        WSO_KAFKA_SECURITY_PROTOCOL and WSO_KAFKA_SASL_MECHANISM if not SASL_PLAINTEXT / PLAIN), or None: then
+        the caller starts a broker of its own."""
+        bootstrap = os.environ.get("WSO_KAFKA_BOOTSTRAP")
+        if not bootstrap:
+            return None
+        user = KafkaUser(os.environ["WSO_KAFKA_USERNAME"], os.environ["WSO_KAFKA_PASSWORD"])
+        return cls(bootstrap=bootstrap, users=[user], version="external", ready_seconds=0.0,
+                   security_protocol=os.environ.get("WSO_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+                   sasl_mechanism=os.environ.get("WSO_KAFKA_SASL_MECHANISM", "PLAIN"))
+
 
 def _jaas(users: list[KafkaUser]) -> str:
     admin = users[0]

@@ -3,8 +3,8 @@
 `tweets_GroundTruth.txt` ships inside the source distribution of vaderSentiment 3.3.2 (in a nested archive,
 additional_resources/hutto_ICWSM_2014.tar.gz). pip downloads the sdist from its configured index into the
 cache ($WSO_CACHE/data, default ~/.cache/wml-stream-operator/data); the data is never committed. Format, one
-tweet a line: `id<TAB>mean human rating (-4..4, 20 raters)<TAB>text`. Used by `make demo` (and meant for
-the benchmarks too).
+tweet a line: `id<TAB>mean human rating (-4..4, 20 raters)<TAB>text`. Used by `make demo` and by the
+benchmarks (bench/_tweets.py), so both see the same, checked data.
 """
 
 from __future__ import annotations

@@ -1,0 +1,70 @@
+"""kubectl with the demo's admin kubeconfig, and a live `kubectl get --watch` of the resource while waiting."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from localplatform.demo.console import Console
+from localplatform.demo.errors import DemoError
+
+
+class Kubectl:
+    """kubectl with the demo's admin kubeconfig; failures become DemoError with kubectl's message."""
+
+    def __init__(self, binary: Path, kubeconfig: Path) -> None:
+        self.binary = binary
+        self.kubeconfig = kubeconfig
+
+    def __call__(self, *args: str, input: str | None = None, check: bool = True,
+                 timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([str(self.binary), f"--kubeconfig={self.kubeconfig}", *args], input=input,
+                                capture_output=True, text=True, timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise DemoError(f"kubectl {shlex.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    def json(self, *args: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self(*args, "-o", "json").stdout)
+        return data
+
+
+def watch(kubectl: Kubectl, console: Console, namespace: str, name: str, waits: list[str],
+          timeout: float = 120.0) -> float:
+    """Shows `kubectl get sdep -o wide --watch` live until every `kubectl wait --for=...` condition holds."""
+    args = ["get", "sdep", name, "-n", namespace, "-o", "wide", "--watch"]
+    console.command(f"kubectl {shlex.join(args)}")
+    proc = subprocess.Popen([str(kubectl.binary), f"--kubeconfig={kubectl.kubeconfig}", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def show() -> None:
+        assert proc.stdout is not None
+        last = ""
+        for line in proc.stdout:
+            # The operator's bookkeeping (annotations, resourceVersion) changes nothing in these columns.
+            if line.strip() and line != last:
+                console.say("  " + line.rstrip())
+                last = line
+
+    reader = threading.Thread(target=show, daemon=True)
+    reader.start()
+    started = time.monotonic()
+    try:
+        for condition in waits:
+            left = max(1, int(timeout - (time.monotonic() - started)))
+            waited = kubectl("wait", f"--for={condition}", f"--timeout={left}s", "-n", namespace, f"sdep/{name}",
+                             check=False, timeout=left + 10)
+            if waited.returncode != 0:
+                raise DemoError(f"sdep/{name} did not reach {condition} within {timeout:.0f} s: "
+                                f"{waited.stderr.strip()}")
+        return time.monotonic() - started
+    finally:
+        time.sleep(1.0)  # the watch prints the row that satisfied the wait
+        proc.terminate()
+        proc.wait(10)
+        reader.join(5)

@@ -1,0 +1,79 @@
+"""Where the demo's things are: its folder (with a marker file), the PID files, what runs, and demo.json."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from localplatform import process
+from localplatform.config import PlatformConfig
+from localplatform.demo.errors import DemoError
+from localplatform.kafka import KafkaBroker, KafkaInfo
+from localplatform.kube import KubeControlPlane
+from localplatform.wmloperator import WMLOperator
+from localplatform.wmlservice import WMLService
+
+DEFAULT_DIR = Path("/tmp/wml-stream-operator/demo")  # noqa: S108 - beside `make platform-up`'s folder
+MARKER = ".wml-stream-operator-demo"  # only a folder holding it is ever removed by `down`
+
+
+def default_dir() -> Path:
+    return Path(os.environ["WSO_DEMO_DIR"]) if os.environ.get("WSO_DEMO_DIR") else DEFAULT_DIR
+
+
+@dataclass(frozen=True)
+class DemoState:
+    """What `up` made, saved as demo.json (no credential in it: those live in the Secrets)."""
+
+    started: str
+    kubeconfig: str
+    kubectl: str
+    wml_url: str
+    instance_id: str
+    namespace: str
+    name: str
+    input_topic: str
+    output_topic: str
+
+
+class Layout:
+    def __init__(self, root: Path, config: PlatformConfig) -> None:
+        self.root = root
+        self.marker = root / MARKER
+        self.state_file = root / "demo.json"
+        self.bin = root / "bin"
+        self.kube = KubeControlPlane(config, root / "kube")
+        self.kafka = KafkaBroker(config, root / "kafka")
+        self.wml_dir = root / "wml"
+        self.operator_dir = root / "operator"
+
+    def wml(self, port: int = 0) -> WMLService:
+        return WMLService(self.wml_dir, port=port or None)
+
+    def operator(self) -> WMLOperator:
+        return WMLOperator(self.operator_dir, self.operator_dir / "operator.kubeconfig",
+                           env={"WML_OPERATOR_POLL_FAST_SECONDS": "1", "WML_OPERATOR_POLL_SLOW_SECONDS": "10"})
+
+    def processes(self) -> dict[str, bool]:
+        """Each process the demo starts, and whether it runs."""
+        return {"Kubernetes (etcd, kube-apiserver)": self.kube.running(), "Kafka": self.kafka.running(),
+                "WML service": process.is_running(self.wml_dir / "wml-server.pid"),
+                "operator": process.is_running(self.operator_dir / "operator.pid")}
+
+    def state(self) -> DemoState | None:
+        try:
+            return DemoState(**json.loads(self.state_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def is_demo_dir(self) -> bool:
+        return self.marker.is_file()
+
+
+def running_kafka(layout: Layout) -> tuple[KafkaInfo, DemoState]:
+    state = layout.state()
+    if not state or not layout.kafka.running():
+        raise DemoError(f"no demo is running in {layout.root}: start one with `make demo`")
+    return layout.kafka.info(), state
