@@ -41,7 +41,9 @@ OperatorProcess = WMLOperator  # the name the tests annotate the `operator` fixt
 def operator(operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WMLOperator]:
     proc = WMLOperator(tmp_path_factory.mktemp("operator-run"), operator_kubeconfig,
                        env={"WML_OPERATOR_POLL_FAST_SECONDS": "1", "WML_OPERATOR_POLL_SLOW_SECONDS": "10",
-                            "WML_OPERATOR_LOG_FORMAT": "json"})
+                            "WML_OPERATOR_LOG_FORMAT": "json",
+                            # a glob: every test namespace, and nothing else (see test_other_namespaces_are_left_alone)
+                            "WML_OPERATOR_NAMESPACES": "wso-test-*"})
     proc.start()
     try:
         yield proc

@@ -110,3 +110,28 @@ def test_paused_writes_nothing_and_orphan_leaves_the_deployment(stream_env: Stre
     kubectl("delete", "sdep", "tweets", "-n", ns, "--timeout=60s")  # deletion still works
     assert [d.id for d in wml(env).list_instance_deployments()] == [dep]  # Orphan: left running
     wml(env).delete_instance_deployment(dep)
+
+
+def test_other_namespaces_are_left_alone(stream_env: StreamEnv, operator: OperatorProcess, kubectl: Kubectl,
+                                         k8s_api: k8s.ApiClient) -> None:
+    """The operator runs with WML_OPERATOR_NAMESPACES=wso-test-*: a resource elsewhere is not touched."""
+    import time
+    import uuid
+
+    other = f"wso-other-{uuid.uuid4().hex[:6]}"
+    core = k8s.CoreV1Api(k8s_api)
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=other)))
+    try:
+        manifest = json.loads(stream_env.manifest())
+        manifest["metadata"]["namespace"] = other
+        kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        kubectl("apply", "-f", "-", input=stream_env.manifest())  # the same in a watched namespace
+        ready(kubectl, stream_env.namespace)
+        time.sleep(3)  # several timer ticks of the operator
+        untouched = sdep(k8s_api, other, "tweets")
+        assert "status" not in untouched
+        assert not untouched["metadata"].get("finalizers")
+        assert len(wml(stream_env).list_instance_deployments()) == 1
+        kubectl("delete", "sdep", "tweets", "-n", stream_env.namespace, "--timeout=60s")
+    finally:
+        core.delete_namespace(other)

@@ -176,3 +176,14 @@ def test_rate_limits_are_honoured(wml_user: WMLUser) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_one_list_call_serves_every_resource_of_an_instance(world: tuple[Reconciler, WMLClient, Secrets]) -> None:
+    reconciler, _, _ = world
+    reconciler.deps.settings = OperatorSettings(poll_fast=30.0, poll_slow=30.0)
+    bodies = [body() for _ in range(4)]
+    statuses = [reconciler.run(b).status for b in bodies]  # creates: each looks at a fresh list first
+    before = reconciler.deps.cache.list_calls
+    for b, status in zip(bodies, statuses, strict=True):
+        reconciler.run({**b, "status": status})
+    assert reconciler.deps.cache.list_calls - before <= 1
