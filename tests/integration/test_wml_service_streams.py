@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -81,3 +82,49 @@ def test_wrong_kafka_password_fails_with_the_reason(wml_service: WMLService, kaf
     assert "authentication" in dep.failure_message.lower()
     assert "wrong-" not in dep.model_dump_json()
     api.delete_instance_deployment(did)
+
+
+def test_kill_9_of_the_service_mid_stream_loses_and_repeats_nothing(
+        make_wml_service: Callable[..., WMLService], kafka: KafkaInfo, kafka_topic: Callable[..., str]) -> None:
+    service = make_wml_service()
+    user = service.add_user()
+    api = WMLClient(service.url, WMLCredentials(user.username, user.password), user.instance_id)
+    source, target = kafka_topic("in"), kafka_topic("out")
+    did = _deploy(api, kafka, source, target)
+    _wait_status(api, did, "RUNNING")
+    total = 3000
+
+    def produce_slowly() -> None:
+        producer = Producer(kafka.client_config())
+        for i in range(total):
+            producer.produce(source, json.dumps({"tweet": f"good {i}"}).encode(), str(i).encode())
+            if i % 100 == 0:
+                producer.flush(10)
+                time.sleep(0.05)
+        producer.flush(30)
+
+    sender = threading.Thread(target=produce_slowly)
+    sender.start()
+    time.sleep(0.8)  # records are flowing
+    service.kill()
+    sender.join(60)
+    service.start()  # the deployment was RUNNING: it resumes by itself
+    _wait_status(api, did, "RUNNING")
+
+    consumer = Consumer(kafka.client_config(**{"group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest",
+                                               "isolation.level": "read_committed"}))
+    consumer.subscribe([target])
+    counts: dict[bytes, int] = {}
+    deadline = time.monotonic() + 90
+    while len(counts) < total and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and not msg.error():
+            counts[msg.key()] = counts.get(msg.key(), 0) + 1
+    quiet_until = time.monotonic() + 2  # anything more would be a duplicate
+    while time.monotonic() < quiet_until:
+        msg = consumer.poll(0.2)
+        if msg is not None and not msg.error():
+            counts[msg.key()] = counts.get(msg.key(), 0) + 1
+    consumer.close()
+    assert len(counts) == total, f"{total - len(counts)} records lost"
+    assert max(counts.values()) == 1, "a record was scored twice"
