@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 
 from localplatform import process
 from localplatform.wmlservice import WMLService, WMLUser
+from tests.support import DictSecrets
 from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
 from wml_operator.reconcile import Deps, Reconciler, Transient
@@ -26,16 +26,8 @@ SPARK = {"tenant_id": "t", "tenant_id_full": "tf", "cluster_master_url": "https:
          "tenant_secret": "ts", "plan": "p"}
 
 
-class Secrets:
-    def __init__(self, data: dict[str, dict[str, str]]) -> None:
-        self.data = data
-
-    def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        return self.data.get(name)
-
-
-def secrets_for(url: str, user: WMLUser) -> Secrets:
-    return Secrets({
+def secrets_for(url: str, user: WMLUser) -> DictSecrets:
+    return DictSecrets({
         "wml": {"url": url, "instance_id": user.instance_id, "username": user.username, "password": user.password},
         "kafka": {"kafka_brokers_sasl": "127.0.0.1:9", "user": "u", "password": "p",
                   "security_protocol": "SASL_PLAINTEXT"},
@@ -55,7 +47,7 @@ def body(state: str = "RUNNING", status: dict[str, Any] | None = None, uid: str 
 
 
 @pytest.fixture
-def world(wml_api_service: WMLService, wml_user: WMLUser) -> tuple[Reconciler, WMLClient, Secrets]:
+def world(wml_api_service: WMLService, wml_user: WMLUser) -> tuple[Reconciler, WMLClient, DictSecrets]:
     secrets = secrets_for(wml_api_service.url, wml_user)
     settings = OperatorSettings(defaults=Defaults(), poll_fast=0.0, poll_slow=0.0)
     reconciler = Reconciler(Deps(settings, secrets, ClientPool(), InstanceCache()))
@@ -63,7 +55,7 @@ def world(wml_api_service: WMLService, wml_user: WMLUser) -> tuple[Reconciler, W
     return reconciler, api, secrets
 
 
-def test_create_is_idempotent_when_the_status_write_was_lost(world: tuple[Reconciler, WMLClient, Secrets]) -> None:
+def test_create_is_idempotent_when_the_status_write_was_lost(world: tuple[Reconciler, WMLClient, DictSecrets]) -> None:
     reconciler, api, _ = world
     first = body()
     outcome = reconciler.run(first)
@@ -76,7 +68,7 @@ def test_create_is_idempotent_when_the_status_write_was_lost(world: tuple[Reconc
     assert [d.id for d in api.list_instance_deployments()] == [created]  # no duplicate
 
 
-def test_ready_stop_and_drift(world: tuple[Reconciler, WMLClient, Secrets]) -> None:
+def test_ready_stop_and_drift(world: tuple[Reconciler, WMLClient, DictSecrets]) -> None:
     reconciler, api, _ = world
     b = body()
     status = reconciler.run(b).status
@@ -97,7 +89,7 @@ def test_ready_stop_and_drift(world: tuple[Reconciler, WMLClient, Secrets]) -> N
     assert api.get_instance_deployment(settled["deploymentId"]).status == "STOPPED"
 
 
-def test_recreate_on_change_and_404(world: tuple[Reconciler, WMLClient, Secrets]) -> None:
+def test_recreate_on_change_and_404(world: tuple[Reconciler, WMLClient, DictSecrets]) -> None:
     reconciler, api, secrets = world
     b = body()
     status = reconciler.run(b).status
@@ -119,7 +111,7 @@ def test_recreate_on_change_and_404(world: tuple[Reconciler, WMLClient, Secrets]
     assert reconciler.run({**b, "status": again.status}, deleting=True).finalized  # 404 counts as done
 
 
-def test_unknown_model_stalls_without_retrying(world: tuple[Reconciler, WMLClient, Secrets]) -> None:
+def test_unknown_model_stalls_without_retrying(world: tuple[Reconciler, WMLClient, DictSecrets]) -> None:
     reconciler, api, _ = world
     b = body()
     b["spec"]["modelId"] = str(uuid.uuid4())
@@ -178,7 +170,7 @@ def test_rate_limits_are_honoured(wml_user: WMLUser) -> None:
         server.server_close()
 
 
-def test_one_list_call_serves_every_resource_of_an_instance(world: tuple[Reconciler, WMLClient, Secrets]) -> None:
+def test_one_list_call_serves_every_resource_of_an_instance(world: tuple[Reconciler, WMLClient, DictSecrets]) -> None:
     reconciler, _, _ = world
     reconciler.deps.settings = OperatorSettings(poll_fast=30.0, poll_slow=30.0)
     bodies = [body() for _ in range(4)]

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
+from tests.support import DictSecrets
 from wml_operator.secrets import Defaults, SpecProblem, resolve
 from wml_operator.spec import parse_spec
 
 NS = "team"
 SPARK = {"tenant_id": "t", "tenant_id_full": "tf", "cluster_master_url": "https://s", "instance_id": "i",
          "tenant_secret": "spark-secret-value", "plan": "p"}
-
-
-class Secrets:
-    def __init__(self, data: dict[str, dict[str, str]]) -> None:
-        self.data = data
-
-    def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        assert namespace == NS
-        return self.data.get(name)
 
 
 def base_secrets() -> dict[str, dict[str, str]]:
@@ -43,7 +34,7 @@ def spec(**over: Any) -> Any:
 
 
 def test_resolves_everything() -> None:
-    r = resolve(Secrets(base_secrets()), NS, spec(), Defaults())
+    r = resolve(DictSecrets(base_secrets(), NS), NS, spec(), Defaults())
     assert (r.endpoint.url, r.endpoint.instance_id, r.endpoint.credentials.username) == ("https://wml.local", "iid",
                                                                                          "u")
     assert r.input.kafka_brokers_sasl == ["b1:9093", "b2:9093"]
@@ -59,7 +50,7 @@ def test_comma_list_and_whole_json_key() -> None:
     secrets["hub"] = {"creds.json": json.dumps({"kafka_brokers_sasl": ["h:9093"], "api_key": "k" * 48,
                                                 "kafka_admin_url": "https://admin"})}
     s = spec(output={"topic": "out", "connectionSecretRef": {"name": "hub", "key": "creds.json"}})
-    r = resolve(Secrets(secrets), NS, s, Defaults())
+    r = resolve(DictSecrets(secrets, NS), NS, s, Defaults())
     assert r.input.kafka_brokers_sasl == ["b1:9093", "b2:9093"]
     assert r.output.api_key == "k" * 48
 
@@ -81,7 +72,7 @@ def test_problems_name_the_field_secret_and_key(mutate: Any, reason: str, words:
     secrets = base_secrets()
     mutate(secrets)
     with pytest.raises(SpecProblem) as problem:
-        resolve(Secrets(secrets), NS, spec(), Defaults())
+        resolve(DictSecrets(secrets, NS), NS, spec(), Defaults())
     assert problem.value.reason == reason
     for word in words:
         assert word in problem.value.message
@@ -94,19 +85,20 @@ def test_defaults_fill_the_endpoint() -> None:
     secrets["wml"] = {"username": "u", "password": "p"}
     s = spec(wml=None)
     with pytest.raises(SpecProblem) as problem:
-        resolve(Secrets(secrets), NS, s, Defaults())
+        resolve(DictSecrets(secrets, NS), NS, s, Defaults())
     assert problem.value.reason == "MissingWMLEndpoint"
-    r = resolve(Secrets(secrets), NS, s, Defaults(url="https://d", instance_id="di", credentials_secret=f"{NS}/wml"))
+    defaults = Defaults(url="https://d", instance_id="di", credentials_secret=f"{NS}/wml")
+    r = resolve(DictSecrets(secrets, NS), NS, s, defaults)
     assert (r.endpoint.url, r.endpoint.instance_id) == ("https://d", "di")
 
 
 def test_hash_follows_what_the_deployment_is_built_from() -> None:
     secrets = base_secrets()
-    h0 = resolve(Secrets(secrets), NS, spec(), Defaults()).spec_hash
+    h0 = resolve(DictSecrets(secrets, NS), NS, spec(), Defaults()).spec_hash
     secrets["wml"]["password"] = "rotated-login"  # WML login: not part of the build
-    assert resolve(Secrets(secrets), NS, spec(), Defaults()).spec_hash == h0
+    assert resolve(DictSecrets(secrets, NS), NS, spec(), Defaults()).spec_hash == h0
     secrets["kafka"]["password"] = "rotated-kafka"
-    h1 = resolve(Secrets(secrets), NS, spec(), Defaults()).spec_hash
+    h1 = resolve(DictSecrets(secrets, NS), NS, spec(), Defaults()).spec_hash
     assert h1 != h0
-    assert resolve(Secrets(secrets), NS, spec(output={"topic": "other", "connectionSecretRef": {"name": "kafka"}}),
-                   Defaults()).spec_hash != h1
+    other = spec(output={"topic": "other", "connectionSecretRef": {"name": "kafka"}})
+    assert resolve(DictSecrets(secrets, NS), NS, other, Defaults()).spec_hash != h1
