@@ -147,7 +147,8 @@ class TokenManager:
         self._cache.discard(self._key, value)
 
     def _fetch(self) -> Token:
-        basic = (self._credentials.username, self._credentials.password)
+        # UTF-8 (RFC 7617): requests would encode str as latin-1 and fail on anything beyond it.
+        basic = (self._credentials.username.encode(), self._credentials.password.encode())
         response = self._transport.send("GET", IDENTITY_V3, IDENTITY_V3, basic_auth=basic)
         path = IDENTITY_V3
         if response.status_code == 404:

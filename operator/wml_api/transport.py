@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from requests.auth import HTTPBasicAuth
 
 from wml_api.errors import BadRequest, TLSError, Unavailable, WMLError
 
@@ -87,7 +88,7 @@ class Transport:
 
     def send(self, method: str, template: str, path: str, *, url: str | None = None,
              params: Mapping[str, str] | None = None, json: Any = None,
-             headers: Mapping[str, str] | None = None, basic_auth: tuple[str, str] | None = None,
+             headers: Mapping[str, str] | None = None, basic_auth: tuple[bytes, bytes] | None = None,
              ) -> requests.Response:
         """`path` names the request in logs and errors; `url` overrides where it goes (a `next` page)."""
         all_headers = {"User-Agent": self.user_agent, "Accept": "application/json", **(headers or {})}
@@ -96,7 +97,8 @@ class Transport:
         try:
             response = self.session.request(
                 method, url or self.base_url + path, params=params, json=json, headers=all_headers,
-                auth=basic_auth, verify=self.verify, timeout=(self.connect_timeout, self.read_timeout),
+                auth=HTTPBasicAuth(*basic_auth) if basic_auth else None, verify=self.verify,
+                timeout=(self.connect_timeout, self.read_timeout),
                 # A redirect would turn a POST into a GET and may carry the bearer token elsewhere.
                 allow_redirects=False)
             status = response.status_code

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from wml_api.credentials import WMLCredentials
 from wml_api.models import KafkaConnection, SparkServiceInstance, describe_validation_error
+from wml_api.transport import normalize_base_url
 from wml_operator.spec import KafkaSide, StreamingDeploymentSpec
 
 CONNECTION_KEYS = ("kafka_brokers_sasl", "user", "password", "api_key", "kafka_admin_url", "kafka_rest_url",
@@ -157,7 +158,12 @@ def endpoint(reader: SecretReader, namespace: str, spec: StreamingDeploymentSpec
         credentials = WMLCredentials(username, password)
     except ValueError as exc:
         raise SpecProblem("InvalidSecret", f"{path}: Secret {creds_ns}/{creds_name}: {exc}") from None
-    return Endpoint(url.rstrip("/"), instance, credentials, ca_pem)
+    try:
+        url = normalize_base_url(url)
+    except ValueError as exc:
+        where = "spec.wml.url" if wml and wml.url else f"{path}: Secret {creds_ns}/{creds_name} key 'url'"
+        raise SpecProblem("InvalidSecret" if "Secret" in where else "InvalidSpec", f"{where}: {exc}") from None
+    return Endpoint(url, instance, credentials, ca_pem)
 
 
 def build_hash(spec: StreamingDeploymentSpec, ep: Endpoint, inp: KafkaConnection, out: KafkaConnection,
