@@ -148,8 +148,8 @@ def make_wml_service(tmp_path: Path) -> Iterator[Callable[..., WMLService]]:
     """Starts services with given settings (environment variables) for one test; stops them after."""
     started: list[WMLService] = []
 
-    def make(**env: str) -> WMLService:
-        service = WMLService(tmp_path / f"wml-{len(started)}", env=env)
+    def make(ca_file: Path | None = None, **env: str) -> WMLService:
+        service = WMLService(tmp_path / f"wml-{len(started)}", env=env, ca_file=ca_file)
         service.start()
         started.append(service)
         return service

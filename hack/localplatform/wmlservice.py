@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import ssl
 import subprocess
 import sys
 import urllib.request
@@ -23,8 +24,11 @@ class WMLUser:
 
 
 class WMLService:
-    def __init__(self, directory: Path, *, port: int | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, directory: Path, *, port: int | None = None, env: dict[str, str] | None = None,
+                 ca_file: Path | None = None) -> None:
+        """With WML_SERVER_TLS_CERT in env the service serves HTTPS; ca_file is the CA that signed it."""
         self.dir = directory
+        self.ca_file = ca_file
         self.port = port or process.free_port()
         self.env = env or {}
         self.pid_file = directory / "wml-server.pid"
@@ -33,7 +37,8 @@ class WMLService:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.env.get("WML_SERVER_TLS_CERT") else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def _cli(self, *args: str, stdin: str | None = None) -> str:
         result = subprocess.run([sys.executable, "-m", "wml_server", *args, "--data-dir", str(self.dir / "data")],
@@ -59,7 +64,8 @@ class WMLService:
         return process.wait_ready("WML service", self._healthy, self.proc, self.log, timeout)
 
     def _healthy(self) -> bool:
-        with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as resp:  # noqa: S310 - loopback
+        context = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else None
+        with urllib.request.urlopen(f"{self.url}/healthz", timeout=2, context=context) as resp:  # noqa: S310
             return bool(json.load(resp).get("status") == "ok")
 
     def stop(self) -> None:

@@ -1,0 +1,56 @@
+"""The service's security basics: nothing but the token endpoints answers without a token; TLS with a given
+certificate, verified by the client."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+
+from localplatform.certs import CertificateAuthority
+from localplatform.wmlservice import WMLService, WMLUser
+from wml_api import errors as E
+from wml_api.auth import TokenCache
+from wml_api.client import WMLClient
+from wml_api.credentials import WMLCredentials
+
+TOKEN_PATHS = {"/v3/identity/token", "/v2/identity/token"}
+
+
+def test_no_endpoint_but_the_token_ones_answers_without_a_token(wml_api_service: WMLService,
+                                                                wml_user: WMLUser) -> None:
+    spec = requests.get(f"{wml_api_service.url}/openapi.json", timeout=10).json()
+    checked = 0
+    for template, methods in spec["paths"].items():
+        if template in TOKEN_PATHS:
+            continue
+        path = template.replace("{instance_id}", wml_user.instance_id)
+        path = path.replace("{model_id}", "3b1f3d7e-5c1a-4d8e-9b7a-6f0e2c9d4a11")
+        path = path.replace("{deployment_id}", str(uuid.uuid4()))
+        for method in methods:
+            resp = requests.request(method.upper(), f"{wml_api_service.url}{path}", json=[], timeout=10)
+            assert resp.status_code == 401, f"{method.upper()} {template} answered {resp.status_code}"
+            assert resp.json()["errors"][0]["code"] == "missing_authorization_token"
+            checked += 1
+    assert checked >= 10
+
+
+def test_tls_with_a_given_certificate_is_verified_by_the_client(make_wml_service: Callable[..., WMLService],
+                                                                tmp_path: Path) -> None:
+    ca = CertificateAuthority(tmp_path / "pki")
+    pair = ca.issue("wml", "wml-server", server=True)
+    service = make_wml_service(ca_file=ca.cert_path, WML_SERVER_RUN_STREAMS="false",
+                               WML_SERVER_TLS_CERT=str(pair.cert), WML_SERVER_TLS_KEY=str(pair.key))
+    user = service.add_user()
+    url = service.url
+    assert url.startswith("https://")
+    trusted = WMLClient(url, WMLCredentials(user.username, user.password), user.instance_id,
+                        ca_bundle=str(ca.cert_path), token_cache=TokenCache())
+    assert trusted.get_instance().id == user.instance_id
+    untrusted = WMLClient(url, WMLCredentials(user.username, user.password), user.instance_id,
+                          token_cache=TokenCache())
+    with pytest.raises(E.TLSError):
+        untrusted.get_instance()
