@@ -37,6 +37,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(getattr(pytest.mark, parts[0]))
 
 
+SCANNED_SECRETS: set[str] = set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the whole run: no log that the run produced (operator, WML service, Kafka, control plane, demo)
+    holds a password the tests handed out. Torn down last, so it sees every log."""
+    yield
+    from localplatform import wmlservice
+
+    secrets = SCANNED_SECRETS | set(wmlservice.ISSUED_PASSWORDS)
+    leaks = []
+    for path in tmp_path_factory.getbasetemp().rglob("*.log"):
+        text = path.read_text(errors="replace")
+        leaks += [f"{path}: {secret[:3]}..." for secret in secrets if secret and secret in text]
+    assert not leaks, f"secrets found in logs: {leaks}"
+
+
 @pytest.fixture(scope="session")
 def platform_config() -> PlatformConfig:
     return PlatformConfig.load()
@@ -63,7 +81,9 @@ def kafka(platform_config: PlatformConfig, tmp_path_factory: pytest.TempPathFact
         return
     broker = KafkaBroker(platform_config, tmp_path_factory.mktemp("kafka"))
     try:
-        yield broker.start()
+        info = broker.start()
+        SCANNED_SECRETS.update(u.password for u in info.users)
+        yield info
     finally:
         broker.destroy()
 
