@@ -8,7 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-RUNNING, STOPPED, INITIALIZING, FAILED = "RUNNING", "STOPPED", "INITIALIZING", "FAILED"
+from wml_api.models import DeploymentStatus
+
+# The contract names them once; str values, so they compare equal to what any server sends.
+RUNNING, STOPPED, INITIALIZING, FAILED = (DeploymentStatus.RUNNING.value, DeploymentStatus.STOPPED.value,
+                                          DeploymentStatus.INITIALIZING.value, DeploymentStatus.FAILED.value)
 RESTART_BACKOFF_BASE = 10.0
 RESTART_BACKOFF_MAX = 600.0
 

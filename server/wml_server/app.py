@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from wml_server import errors
@@ -53,8 +54,6 @@ def create_app(settings: Settings, *, models: ModelRegistry | None = None) -> Fa
     async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            from fastapi.responses import JSONResponse
-
             return JSONResponse(errors.error_body("request_too_large",
                                                   f"Request bodies are limited to {MAX_BODY_BYTES} bytes."),
                                 status_code=413)
