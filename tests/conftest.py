@@ -12,6 +12,7 @@ A missing prerequisite is an error, never a skip: a suite that did not run did n
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
@@ -26,7 +27,7 @@ from localplatform import KafkaBroker, KafkaInfo, KubeControlPlane, KubeInfo, Pl
 from localplatform.wmlservice import WMLService, WMLUser
 
 TESTS = Path(__file__).resolve().parent
-SUITES = ("unit", "integration", "e2e")
+SUITES = ("unit", "integration", "e2e", "reliability")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -40,9 +41,31 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 SCANNED_SECRETS: set[str] = set()
 
 
+class Figures:
+    """What the reliability cases measured, row by row per section; `make reliability` renders them into
+    docs/RELIABILITY.md (tests/reliability/report.py). Written to $WSO_RELIABILITY_REPORT when set."""
+
+    def __init__(self) -> None:
+        self.sections: dict[str, list[dict[str, object]]] = {}
+
+    def add(self, section: str, **row: object) -> None:
+        self.sections.setdefault(section, []).append(row)
+
+
+@pytest.fixture(scope="session")
+def figures(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Figures]:
+    recorded = Figures()
+    yield recorded
+    text = json.dumps(recorded.sections, indent=2, default=str)
+    (tmp_path_factory.getbasetemp() / "figures.json").write_text(text)
+    if target := os.environ.get("WSO_RELIABILITY_REPORT"):
+        Path(target).write_text(text)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """After the whole run: no log that the run produced (operator, WML service, Kafka, control plane, demo)
+    """After the whole run: no log that the run produced (operator, WML service, Kafka, control plane, demo,
+    the fault proxy's record of every WML response, the dumps of each test namespace's events and statuses)
     holds a password the tests handed out. Torn down last, so it sees every log."""
     yield
     from localplatform import wmlservice
@@ -61,31 +84,52 @@ def platform_config() -> PlatformConfig:
 
 
 @pytest.fixture(scope="session")
-def kube(platform_config: PlatformConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeInfo]:
-    if kubeconfig := os.environ.get("KUBECONFIG"):
-        api = k8s_config.new_client_from_config(config_file=kubeconfig)
-        yield KubeInfo(kubeconfig=kubeconfig, server=api.configuration.host, version="external",
-                       ready_seconds=0.0, apiserver_ready_seconds=0.0)
+def kube_plane(platform_config: PlatformConfig,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeControlPlane | None]:
+    """The control plane this run started (the fault suite restarts its parts), or None with KUBECONFIG."""
+    if os.environ.get("KUBECONFIG"):
+        yield None
         return
     plane = KubeControlPlane(platform_config, tmp_path_factory.mktemp("kube"))
     try:
-        yield plane.start()
+        plane.start()
+        yield plane
     finally:
         plane.destroy()
 
 
 @pytest.fixture(scope="session")
-def kafka(platform_config: PlatformConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaInfo]:
-    if external := KafkaInfo.from_env():
-        yield external
+def kube(kube_plane: KubeControlPlane | None) -> KubeInfo:
+    if kube_plane is not None:
+        return kube_plane.info()
+    kubeconfig = os.environ["KUBECONFIG"]
+    api = k8s_config.new_client_from_config(config_file=kubeconfig)
+    return KubeInfo(kubeconfig=kubeconfig, server=api.configuration.host, version="external",
+                    ready_seconds=0.0, apiserver_ready_seconds=0.0)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(platform_config: PlatformConfig,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker | None]:
+    """The broker this run started (the fault suite restarts it), or None with WSO_KAFKA_BOOTSTRAP."""
+    if KafkaInfo.from_env():
+        yield None
         return
     broker = KafkaBroker(platform_config, tmp_path_factory.mktemp("kafka"))
     try:
-        info = broker.start()
-        SCANNED_SECRETS.update(u.password for u in info.users)
-        yield info
+        SCANNED_SECRETS.update(u.password for u in broker.start().users)
+        yield broker
     finally:
         broker.destroy()
+
+
+@pytest.fixture(scope="session")
+def kafka(kafka_broker: KafkaBroker | None) -> KafkaInfo:
+    if kafka_broker is not None:
+        return kafka_broker.info()
+    external = KafkaInfo.from_env()
+    assert external is not None
+    return external
 
 
 @pytest.fixture(scope="session")
@@ -93,15 +137,42 @@ def k8s_api(kube: KubeInfo) -> k8s.ApiClient:
     return k8s_config.new_client_from_config(config_file=kube.kubeconfig)
 
 
-@pytest.fixture
-def namespace(k8s_api: k8s.ApiClient) -> Iterator[str]:
-    """A fresh namespace per test, deleted afterwards (its contents go with it)."""
-    name = f"wso-test-{uuid.uuid4().hex[:8]}"
+def fresh_namespace(k8s_api: k8s.ApiClient, dumps: Path, prefix: str = "wso-test") -> Iterator[str]:
+    """A namespace for one test. Afterwards its events and StreamingDeployments are dumped into `dumps` (for
+    the secret scanner: what users see with kubectl must not hold a secret either), then it is deleted."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     core = k8s.CoreV1Api(k8s_api)
     core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(
         name=name, labels={"app.kubernetes.io/part-of": "wml-stream-operator-tests"})))
     yield name
+    dump_namespace(k8s_api, name, dumps / f"{name}.log")
     core.delete_namespace(name, propagation_policy="Background")
+
+
+def dump_namespace(k8s_api: k8s.ApiClient, namespace: str, dest: Path) -> None:
+    events = k8s.CoreV1Api(k8s_api).list_namespaced_event(namespace)
+    try:
+        sdeps = k8s.CustomObjectsApi(k8s_api).list_namespaced_custom_object(
+            "wmlstream.dev", "v1alpha1", namespace, "streamingdeployments")["items"]
+    except k8s.ApiException:  # the CRD is not installed in this run
+        sdeps = []
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with dest.open("w") as out:
+        for event in events.items:
+            out.write(f"event {event.type} {event.reason} {event.message}\n")
+        for obj in sdeps:
+            out.write(f"sdep {obj['metadata']['name']} {json.dumps(obj.get('status', {}))}\n")
+
+
+@pytest.fixture(scope="session")
+def dumps(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cluster-dumps")
+
+
+@pytest.fixture
+def namespace(k8s_api: k8s.ApiClient, dumps: Path) -> Iterator[str]:
+    """A fresh namespace per test (matching the e2e operator's wso-test-*), deleted afterwards."""
+    yield from fresh_namespace(k8s_api, dumps)
 
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]

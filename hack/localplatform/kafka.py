@@ -132,6 +132,7 @@ class KafkaBroker:
         self.pid_file = directory / "kafka.pid"
         self.info_path = directory / "info.json"
         self.log = directory / "logs" / "kafka.log"
+        self._argv: list[str | os.PathLike[str]] = []
 
     def running(self) -> bool:
         return process.is_running(self.pid_file)
@@ -168,7 +169,8 @@ class KafkaBroker:
             raise process.StartFailed(f"formatting Kafka storage failed:\n{process.log_tail(fmt_log)}")
         (self.dir / "format.pid").unlink(missing_ok=True)
 
-        broker = process.start("kafka.Kafka", [*jvm, "kafka.Kafka", props], self.log, self.pid_file)
+        self._argv = [*jvm, "kafka.Kafka", props]
+        broker = process.start("kafka.Kafka", self._argv, self.log, self.pid_file)
         info = KafkaInfo(bootstrap=f"127.0.0.1:{port}", users=users, version=self.config.kafka_version,
                          ready_seconds=0.0)
         process.wait_ready("Kafka broker", lambda: _metadata_ok(info), broker, self.log, timeout)
@@ -177,6 +179,20 @@ class KafkaBroker:
         self.info_path.write_text(info.to_json())
         self.info_path.chmod(0o600)
         return info
+
+    def restart(self, down_seconds: float = 0.0, kill: bool = False, timeout: float = 120.0) -> float:
+        """Stops the broker (a clean shutdown, or kill -9 when kill), leaves it down for down_seconds and
+        starts it again on the same ports and data; returns seconds from relaunch to answering metadata."""
+        if not self._argv:
+            raise ValueError("cannot restart a broker this object did not start")
+        info = self.info()
+        if kill:
+            process.kill_pid_file(self.pid_file)
+        else:
+            self.stop()
+        time.sleep(down_seconds)
+        broker = process.start("kafka.Kafka", self._argv, self.log, self.pid_file)
+        return process.wait_ready("Kafka broker", lambda: _metadata_ok(info), broker, self.log, timeout)
 
     def stop(self) -> None:
         process.stop_pid_file(self.pid_file, timeout=20.0)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import ssl
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -66,6 +68,8 @@ class KubeControlPlane:
         self.pki = directory / "pki"
         self.logs = directory / "logs"
         self.info_path = directory / "info.json"
+        # name -> (argv, log, readiness probe): what restart() relaunches, identical to the first start
+        self._launched: dict[str, tuple[list[str | os.PathLike[str]], Path, Callable[[], bool]]] = {}
 
     def _pid(self, name: str) -> Path:
         return self.dir / f"{name}.pid"
@@ -96,7 +100,7 @@ class KubeControlPlane:
         etcd_port, etcd_peer, api_port, kcm_port = (process.free_port() for _ in range(4))
         etcd_url = f"https://127.0.0.1:{etcd_port}"
         etcd_log = self.logs / "etcd.log"
-        etcd = process.start("etcd", [
+        etcd_argv: list[str | os.PathLike[str]] = [
             etcd_bin, "--name", "wso", "--data-dir", self.dir / "etcd-data",
             "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
             "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
@@ -105,12 +109,14 @@ class KubeControlPlane:
             "--cert-file", etcd_server.cert, "--key-file", etcd_server.key,
             "--client-cert-auth", "--trusted-ca-file", ca.cert_path,
             "--listen-metrics-urls", f"http://127.0.0.1:{process.free_port()}",
-        ], etcd_log, self._pid("etcd"))
+        ]
+        self._launched["etcd"] = (etcd_argv, etcd_log, lambda: process.port_open(etcd_port))
+        etcd = process.start("etcd", etcd_argv, etcd_log, self._pid("etcd"))
         process.wait_ready("etcd", lambda: process.port_open(etcd_port), etcd, etcd_log, timeout)
 
         server = f"https://127.0.0.1:{api_port}"
         api_log = self.logs / "kube-apiserver.log"
-        apiserver = process.start("kube-apiserver", [
+        api_argv: list[str | os.PathLike[str]] = [
             apiserver_bin,
             f"--etcd-servers={etcd_url}", f"--etcd-cafile={ca.cert_path}",
             f"--etcd-certfile={etcd_client.cert}", f"--etcd-keyfile={etcd_client.key}",
@@ -121,9 +127,11 @@ class KubeControlPlane:
             f"--service-account-key-file={sa.cert}", f"--service-account-signing-key-file={sa.key}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             "--authorization-mode=RBAC", "--endpoint-reconciler-type=none", "--profiling=false",
-        ], api_log, self._pid("kube-apiserver"))
+        ]
         ctx = ssl.create_default_context(cafile=str(ca.cert_path))
         ctx.load_cert_chain(str(admin.cert), str(admin.key))
+        self._launched["kube-apiserver"] = (api_argv, api_log, lambda: _readyz(server, ctx))
+        apiserver = process.start("kube-apiserver", api_argv, api_log, self._pid("kube-apiserver"))
         api_ready = process.wait_ready("kube-apiserver", lambda: _readyz(server, ctx), apiserver, api_log,
                                        timeout)
 
@@ -143,6 +151,21 @@ class KubeControlPlane:
                         apiserver_ready_seconds=round(api_ready, 2))
         self.info_path.write_text(info.to_json())
         return info
+
+    def restart(self, name: str, down_seconds: float = 0.0, kill: bool = False, timeout: float = 90.0) -> float:
+        """Stops etcd or kube-apiserver (SIGTERM, or SIGKILL when kill), leaves it down for down_seconds and
+        starts it again with the same flags, ports and data; returns seconds from relaunch to ready. Only for
+        a control plane this object started."""
+        if name not in self._launched:
+            raise ValueError(f"cannot restart {name!r}: not started by this object ({sorted(self._launched)})")
+        argv, log, ready = self._launched[name]
+        if kill:
+            process.kill_pid_file(self._pid(name))
+        else:
+            process.stop_pid_file(self._pid(name))
+        time.sleep(down_seconds)
+        proc = process.start(name, argv, log, self._pid(name))
+        return process.wait_ready(name, ready, proc, log, timeout)
 
     def stop(self) -> None:
         for name in ("kube-controller-manager", "kube-apiserver", "etcd"):

@@ -57,15 +57,22 @@ def _is_ours(pid: int, name: str) -> bool:
     return name in cmdline
 
 
-def stop_pid_file(pid_file: Path, timeout: float = 15.0) -> bool:
-    """SIGTERM, then SIGKILL after timeout; True when a process was stopped."""
+def _read_pid_file(pid_file: Path) -> tuple[int, str] | None:
     try:
         pid_text, name = pid_file.read_text().split(maxsplit=1)
-        pid = int(pid_text)
+        return int(pid_text), name.strip()
     except (OSError, ValueError):
+        return None
+
+
+def stop_pid_file(pid_file: Path, timeout: float = 15.0) -> bool:
+    """SIGTERM, then SIGKILL after timeout; True when a process was stopped."""
+    entry = _read_pid_file(pid_file)
+    if entry is None:
         return False
+    pid, name = entry
     stopped = False
-    if _is_ours(pid, name.strip()):
+    if _is_ours(pid, name):
         stopped = True
         _signal(pid, signal.SIGTERM)
         if not _wait_gone(pid, timeout):
@@ -73,6 +80,18 @@ def stop_pid_file(pid_file: Path, timeout: float = 15.0) -> bool:
             _wait_gone(pid, 5.0)
     pid_file.unlink(missing_ok=True)
     return stopped
+
+
+def kill_pid_file(pid_file: Path) -> bool:
+    """kill -9, as in a crash: no shutdown handler runs. True when a process was killed."""
+    entry = _read_pid_file(pid_file)
+    if entry is None or not _is_ours(*entry):
+        pid_file.unlink(missing_ok=True)
+        return False
+    _signal(entry[0], signal.SIGKILL)
+    _wait_gone(entry[0], 10.0)
+    pid_file.unlink(missing_ok=True)
+    return True
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
@@ -103,11 +122,8 @@ def _is_zombie(pid: int) -> bool:
 
 
 def is_running(pid_file: Path) -> bool:
-    try:
-        pid_text, name = pid_file.read_text().split(maxsplit=1)
-        return _is_ours(int(pid_text), name.strip()) and not _is_zombie(int(pid_text))
-    except (OSError, ValueError):
-        return False
+    entry = _read_pid_file(pid_file)
+    return entry is not None and _is_ours(*entry) and not _is_zombie(entry[0])
 
 
 def wait_ready(what: str, probe: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path,

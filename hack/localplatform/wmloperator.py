@@ -89,3 +89,7 @@ class WMLOperator:
 
     def stop(self) -> None:
         process.stop_pid_file(self.pid_file, timeout=20.0)
+
+    def kill(self) -> None:
+        """kill -9: no handler finishes, no status is written, as in a crash or an OOM kill."""
+        process.kill_pid_file(self.pid_file)

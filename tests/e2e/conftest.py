@@ -71,17 +71,21 @@ class StreamEnv:
         return json.dumps(body)
 
 
-@pytest.fixture
-def stream_env(namespace: str, k8s_api: k8s.ApiClient, kafka: KafkaInfo, kafka_topic: Callable[..., str],
-               wml_service: WMLService) -> StreamEnv:
-    user = wml_service.add_user()
+def create_secrets(k8s_api: k8s.ApiClient, namespace: str, wml_url: str, user: WMLUser,
+                   kafka: KafkaInfo | None) -> None:
+    """The three Secrets a StreamingDeployment of StreamEnv.manifest() names: wml (its url may be a fault
+    proxy's), kafka and spark. Without a broker, the kafka Secret names an unreachable one."""
     core = k8s.CoreV1Api(k8s_api)
-    kafka_user = kafka.user("wml") if len(kafka.users) > 1 else kafka.users[0]
+    if kafka is not None:
+        kafka_user = kafka.user("wml") if len(kafka.users) > 1 else kafka.users[0]
+        kafka_data = {"kafka_brokers_sasl": json.dumps([kafka.bootstrap]), "user": kafka_user.name,
+                      "password": kafka_user.password, "security_protocol": kafka.security_protocol}
+    else:
+        kafka_data = {"kafka_brokers_sasl": "127.0.0.1:9", "user": "u", "password": "p"}
     secrets = {
-        "wml": {"url": wml_service.url, "instance_id": user.instance_id, "username": user.username,
+        "wml": {"url": wml_url, "instance_id": user.instance_id, "username": user.username,
                 "password": user.password},
-        "kafka": {"kafka_brokers_sasl": json.dumps([kafka.bootstrap]), "user": kafka_user.name,
-                  "password": kafka_user.password, "security_protocol": kafka.security_protocol},
+        "kafka": kafka_data,
         "spark": {"credentials.json": json.dumps({
             "tenant_id": "t1", "tenant_id_full": "t1-full", "cluster_master_url": "https://spark.invalid",
             "instance_id": str(uuid.uuid4()), "tenant_secret": "spark-" + uuid.uuid4().hex, "plan": "standard"})},
@@ -89,6 +93,13 @@ def stream_env(namespace: str, k8s_api: k8s.ApiClient, kafka: KafkaInfo, kafka_t
     for name, data in secrets.items():
         core.create_namespaced_secret(namespace, k8s.V1Secret(metadata=k8s.V1ObjectMeta(name=name),
                                                               string_data=data))
+
+
+@pytest.fixture
+def stream_env(namespace: str, k8s_api: k8s.ApiClient, kafka: KafkaInfo, kafka_topic: Callable[..., str],
+               wml_service: WMLService) -> StreamEnv:
+    user = wml_service.add_user()
+    create_secrets(k8s_api, namespace, wml_service.url, user, kafka)
     return StreamEnv(namespace, kafka_topic("tweets"), kafka_topic("sentiment"), user, wml_service, kafka)
 
 

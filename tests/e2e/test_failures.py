@@ -10,7 +10,7 @@ from typing import Any
 from confluent_kafka.admin import AdminClient, NewTopic
 from kubernetes import client as k8s
 
-from tests.e2e.conftest import MODEL, OperatorProcess, StreamEnv, wait_for
+from tests.e2e.conftest import MODEL, OperatorProcess, StreamEnv, create_secrets, wait_for
 from tests.e2e.test_behaviours import ready, wml
 from tests.e2e.test_lifecycle import condition, sdep
 from wml_api.models import DeploymentCreate, KafkaConnection, SparkServiceInstance, StreamInput, StreamOutput
@@ -97,16 +97,7 @@ def test_deletion_waits_for_wml_and_leaks_nothing(namespace: str, operator: Oper
                                                   make_wml_service: Callable[..., Any]) -> None:
     service = make_wml_service(WML_SERVER_RUN_STREAMS="false")
     user = service.add_user()
-    core = k8s.CoreV1Api(k8s_api)
-    for name, data in {
-        "wml": {"url": service.url, "instance_id": user.instance_id, "username": user.username,
-                "password": user.password},
-        "kafka": {"kafka_brokers_sasl": "127.0.0.1:9", "user": "u", "password": "p"},
-        "spark": {"credentials.json": json.dumps({"tenant_id": "t", "tenant_id_full": "tf",
-                                                  "cluster_master_url": "https://s", "instance_id": "i",
-                                                  "tenant_secret": "s", "plan": "p"})},
-    }.items():
-        core.create_namespaced_secret(namespace, k8s.V1Secret(metadata=k8s.V1ObjectMeta(name=name), string_data=data))
+    create_secrets(k8s_api, namespace, service.url, user, None)
     env = StreamEnv(namespace, "in", "out", user, service, None)  # type: ignore[arg-type]
     kubectl("apply", "-f", "-", input=env.manifest())
     ready(kubectl, namespace)
