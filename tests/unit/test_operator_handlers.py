@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kopf
@@ -114,3 +115,13 @@ def test_stalled_resources_are_not_polled_fast() -> None:
     runtime.mark_dirty("uid-1")  # ... or for a Secret it reads to change
     assert runtime.due("uid-1", stalled)
     runtime.forget("uid-1")
+
+
+def test_routine_handler_successes_are_not_logged() -> None:
+    def record(message: str, *args: object) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, message, args, None)
+
+    assert not handlers._not_routine(record("Timer %r succeeded.", "poll"))
+    assert not handlers._not_routine(record("Handler %r succeeded.", "secret_changed"))
+    assert handlers._not_routine(record("Handler %r succeeded.", "reconcile"))
+    assert handlers._not_routine(record("Timer %r failed with an exception. Will retry.", "poll"))
