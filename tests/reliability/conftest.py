@@ -13,6 +13,7 @@ The operator reaches the WML service through a FaultProxy (hack/localplatform/fa
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from localplatform.wmloperator import WMLOperator
 from localplatform.wmlservice import WMLService
 from tests.conftest import fresh_namespace
 from tests.e2e.conftest import crd, operator_kubeconfig  # noqa: F401 - fixtures shared with the e2e suite
+from tests.reliability.checks import GROUP, PLURAL, VERSION, list_sdeps
 
 FULL = os.environ.get("WSO_RELIABILITY") == "full"
 
@@ -43,21 +45,38 @@ OPERATOR_ENV = {"WML_OPERATOR_POLL_FAST_SECONDS": "1", "WML_OPERATOR_POLL_SLOW_S
 
 
 @pytest.fixture
-def start_operator(operator_kubeconfig: Path, tmp_path: Path) -> Iterator[Callable[..., WMLOperator]]:  # noqa: F811
+def start_operator(operator_kubeconfig: Path, tmp_path: Path,  # noqa: F811
+                   k8s_api: k8s.ApiClient) -> Iterator[Callable[..., WMLOperator]]:
     """Starts an operator process that watches the given namespaces only (defaults in OPERATOR_ENV, which
-    keyword arguments override); each is stopped after the test. Killed ones can be start()ed again."""
-    started: list[WMLOperator] = []
+    keyword arguments override); each is stopped after the test. Killed ones can be start()ed again.
+    Before stopping them, the test's StreamingDeployments are deleted while an operator still runs, so no
+    finalizer is left behind to hold the namespace in Terminating."""
+    started: list[tuple[WMLOperator, tuple[str, ...]]] = []
 
     def start(*namespaces: str, **env: str) -> WMLOperator:
         op = WMLOperator(tmp_path / f"operator-{len(started)}", operator_kubeconfig,
                          env={**OPERATOR_ENV, "WML_OPERATOR_NAMESPACES": ",".join(namespaces), **env})
         op.start()
-        started.append(op)
+        started.append((op, namespaces))
         return op
 
     yield start
-    for op in started:
+    live = [(op, nss) for op, nss in started if op.running()]
+    for ns in {ns for _, nss in live for ns in nss}:
+        _delete_all_and_wait(k8s_api, ns)
+    for op, _ in started:
         op.stop()
+
+
+def _delete_all_and_wait(k8s_api: k8s.ApiClient, namespace: str, timeout: float = 60.0) -> None:
+    api = k8s.CustomObjectsApi(k8s_api)
+    try:
+        api.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+    except k8s.ApiException:
+        return  # the apiserver is not answering: nothing more to tidy
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and list_sdeps(k8s_api, namespace):
+        time.sleep(0.5)
 
 
 @pytest.fixture
