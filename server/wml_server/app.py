@@ -6,9 +6,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wml_server import errors
 from wml_server.api import deployments, identity, instances
@@ -50,14 +52,7 @@ def create_app(settings: Settings, *, models: ModelRegistry | None = None) -> Fa
     app.state.wml = AppState(settings=settings, db=db, issuer=issuer, service=service)
     errors.install(app)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse(errors.error_body("request_too_large",
-                                                  f"Request bodies are limited to {MAX_BODY_BYTES} bytes."),
-                                status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     app.include_router(identity.router)
     app.include_router(instances.router)
@@ -72,3 +67,35 @@ def create_app(settings: Settings, *, models: ModelRegistry | None = None) -> Fa
         return {"status": "ok"}
 
     return app
+
+
+class BodyLimit:
+    """Refuses request bodies over `limit` bytes with 413: by Content-Length before reading anything, and
+    while reading when there is none (chunked), so no body is ever held whole in memory past the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"Request bodies are limited to {self.limit} bytes."
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await JSONResponse(errors.error_body("request_too_large", message), status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            event = await receive()
+            if event["type"] == "http.request":
+                received += len(event.get("body", b""))
+                if received > self.limit:
+                    # Raised inside the route, so the exception handlers answer in the documented shape.
+                    raise StarletteHTTPException(413, message)
+            return event
+
+        await self.app(scope, counted, send)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -223,6 +225,49 @@ def test_malformed_json_and_huge_bodies_get_4xx(wml_api_service: WMLService, wml
                headers=spark_header)
     assert huge.status_code == 413
     assert error_code(huge) == "request_too_large"
+
+
+def test_chunked_bodies_are_limited_too(wml_api_service: WMLService, wml_user: WMLUser) -> None:
+    """No Content-Length to check up front: the limit holds while the body is read."""
+    path = f"/v3/wml_instances/{wml_user.instance_id}/published_models/{MODEL}/deployments"
+    headers = {"X-Spark-Service-Instance": spark().to_header(), "Content-Type": "application/json"}
+
+    def chunks(total: int) -> Iterator[bytes]:
+        yield b"{"
+        for _ in range(total // 65536):
+            yield b" " * 65536
+        yield b"}"
+
+    huge = raw(wml_api_service, wml_user, "POST", path, data=chunks(3 * 1024 * 1024), headers=headers)
+    assert huge.request.headers.get("Transfer-Encoding") == "chunked"
+    assert huge.status_code == 413
+    assert error_code(huge) == "request_too_large"
+    small = raw(wml_api_service, wml_user, "POST", path, data=chunks(1024), headers=headers)
+    assert small.status_code == 400  # read whole, then refused for what it says, not for its size
+    assert error_code(small) == "invalid_request"
+
+
+@pytest.mark.parametrize(("headers", "status", "code"), [
+    ({"Authorization": "Bearer not-a-jwt"}, 401, None),
+    ({"Authorization": "Basic Zm9vOmJhcg=="}, 401, None),
+    ({"Authorization": "Bearer " + "x" * 10000}, 401, None),
+    ({"Authorization": "Bearer"}, 401, "invalid_token_format"),
+], ids=["garbage-token", "basic-instead-of-bearer", "huge-token", "bearer-without-token"])
+def test_bad_headers_get_4xx_in_the_documented_shape(wml_api_service: WMLService, wml_user: WMLUser,
+                                                     headers: dict[str, str], status: int,
+                                                     code: str | None) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", wml_api_service.port, timeout=10)
+    conn.putrequest("GET", f"/v3/wml_instances/{wml_user.instance_id}/deployments")
+    for key, value in headers.items():
+        conn.putheader(key, value)
+    conn.endheaders()
+    resp = conn.getresponse()
+    doc = json.loads(resp.read())
+    conn.close()
+    assert resp.status == status, doc
+    assert set(doc) == {"trace", "errors"}, doc
+    if code:
+        assert doc["errors"][0]["code"] == code
 
 
 def test_unknown_ids_are_404(api: WMLClient, wml_api_service: WMLService, wml_user: WMLUser) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Response
 
 from wml_server.api.deps import BaseURL, Caller, State
-from wml_server.api.paging import page
+from wml_server.api.paging import MAX_START, page
 from wml_server.service import SPARK_HEADER
 from wml_server.views import deployment_url, render_deployment
 
@@ -68,7 +68,7 @@ def delete_model_deployment(instance_id: str, model_id: str, deployment_id: str,
 @router.get(_INSTANCE, summary="List every deployment of the instance")
 def list_instance_deployments(instance_id: str, app: State, base: BaseURL, who: Caller,
                               limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
-                              start: Annotated[int, Query(ge=0)] = 0,
+                              start: Annotated[int, Query(ge=0, le=MAX_START)] = 0,
                               status: str | None = None) -> dict[str, Any]:
     records = app.db.deployments(instance_id, status=status, start=start, limit=limit)
     total = app.db.count_deployments(instance_id) if status is None else \

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from wml_server.api.deps import BaseURL, Caller, State
-from wml_server.api.paging import page
+from wml_server.api.paging import MAX_START, page
 from wml_server.views import render_instance, render_model
 
 router = APIRouter(tags=["instances"])
@@ -23,7 +23,7 @@ def get_instance(instance_id: str, app: State, base: BaseURL, who: Caller) -> di
 @router.get("/v3/wml_instances/{instance_id}/published_models", summary="List published models")
 def list_models(instance_id: str, app: State, base: BaseURL, who: Caller,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
-                start: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+                start: Annotated[int, Query(ge=0, le=MAX_START)] = 0) -> dict[str, Any]:
     models = app.service.models.all()
     created = app.db.instance_created_at(instance_id) or ""
     resources = [render_model(base, instance_id, m, created,
