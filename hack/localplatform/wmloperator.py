@@ -39,16 +39,15 @@ def install_rbac(kubectl: Kubectl) -> None:
         kubectl("apply", "-f", str(DEPLOY / part))
 
 
-def service_account_kubeconfig(kubectl: Kubectl, admin_kubeconfig: Path, dest: Path,
-                               duration: str = "3h") -> Path:
-    """Writes a kubeconfig holding a token of the operator's ServiceAccount (0600); RBAC must be installed."""
-    token = kubectl("create", "token", SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE,
-                    f"--duration={duration}").stdout.strip()
+def service_account_kubeconfig(kubectl: Kubectl, admin_kubeconfig: Path, dest: Path, duration: str = "3h",
+                               namespace: str = OPERATOR_NAMESPACE, name: str = SERVICE_ACCOUNT) -> Path:
+    """Writes a kubeconfig holding a token of a ServiceAccount (default: the operator's; 0600)."""
+    token = kubectl("create", "token", name, "-n", namespace, f"--duration={duration}").stdout.strip()
     admin = yaml.safe_load(admin_kubeconfig.read_text())
     cluster = admin["clusters"][0]["cluster"]
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(kubeconfig_yaml(cluster["server"], base64.b64decode(cluster["certificate-authority-data"]),
-                                    SERVICE_ACCOUNT, token=token))
+                                    name, token=token))
     dest.chmod(0o600)
     return dest
 
