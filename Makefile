@@ -9,12 +9,13 @@ export PYTHONPATH := $(CURDIR)/hack
 PYTEST_ARGS ?=
 
 .PHONY: help venv platform-build platform-up platform-down platform-env platform-status \
-        lint test test-unit test-integration test-e2e demo demo-down bench clean
+        lint test test-unit test-integration test-e2e test-reliability reliability demo demo-down bench clean
 
 help:
 	@echo "make demo            the whole scenario on the local platform (make demo-down stops it)"
 	@echo "make test            every suite (what CI runs): lint, unit, integration, e2e"
-	@echo "make test-unit | test-integration | test-e2e | lint | bench"
+	@echo "make reliability     the fault and fuzz suites with full counts; rewrites docs/RELIABILITY.md"
+	@echo "make test-unit | test-integration | test-e2e | test-reliability | lint | bench"
 	@echo "make platform-up | platform-down | platform-env | platform-status"
 
 $(VENV)/.installed: pyproject.toml
@@ -60,6 +61,19 @@ test-integration: venv platform-build
 
 test-e2e: venv platform-build
 	$(PYTEST) tests/e2e $(PYTEST_ARGS)
+
+test-reliability: venv platform-build
+	$(PYTEST) tests/reliability $(PYTEST_ARGS)
+
+# The fault suite, the fuzzers and the generated bad input with the full counts of docs/RELIABILITY.md (about
+# 20 minutes on 2 cores), then the document itself, from the figures the run recorded. `make test` runs the
+# same cases with reduced counts.
+RELIABILITY_FIGURES := $(or $(TMPDIR),/tmp)/wso-reliability-figures.json
+reliability: venv platform-build
+	rm -f $(RELIABILITY_FIGURES)
+	WSO_RELIABILITY=full WSO_RELIABILITY_REPORT=$(RELIABILITY_FIGURES) \
+		$(PYTEST) tests/reliability tests/unit/test_operator_bad_input.py $(PYTEST_ARGS)
+	WSO_RELIABILITY=full $(PY) -m tests.reliability.report $(RELIABILITY_FIGURES) docs/RELIABILITY.md
 
 # The scenario of the README on the local platform; it stays up until `make demo-down`. State, logs and
 # PID files live in $WSO_DEMO_DIR (default /tmp/wml-stream-operator/demo).

@@ -22,7 +22,7 @@ from kubernetes import config as k8s_config
 from localplatform import KubeInfo
 from localplatform.wmloperator import DEPLOY, WMLOperator, service_account_kubeconfig
 from localplatform.wmlservice import WMLService
-from tests.conftest import fresh_namespace
+from tests.conftest import Figures, fresh_namespace
 from tests.e2e.conftest import StreamEnv, create_secrets
 from tests.reliability.checks import condition, list_sdeps
 from tests.reliability.conftest import OPERATOR_ENV
@@ -73,7 +73,8 @@ def operator_namespace(k8s_api: k8s.ApiClient, dumps: Path) -> Iterator[str]:
 
 def test_the_operator_reads_secrets_only_where_it_watches(
         fault_namespace: str, other_namespace: str, operator_namespace: str, kube: KubeInfo, kubectl: Kubectl,
-        k8s_api: k8s.ApiClient, make_wml_service: Callable[..., WMLService], tmp_path: Path) -> None:
+        k8s_api: k8s.ApiClient, make_wml_service: Callable[..., WMLService], tmp_path: Path,
+        figures: Figures) -> None:
     watched, other = fault_namespace, other_namespace
     docs = _render(kubectl, tmp_path)
     # The component really removed the base's cluster-wide Secret access.
@@ -118,6 +119,9 @@ def test_the_operator_reads_secrets_only_where_it_watches(
             assert forbidden_lines == [], forbidden_lines[:3]
             kubectl("delete", "sdep", "tweets", "-n", watched, "--timeout=60s")
             kubectl("delete", "sdep", "tweets", "-n", other, "--timeout=60s")
+            figures.add("security", check="operator under deploy/components/namespaced-rbac, watching one namespace",
+                        result="403 reading or listing Secrets elsewhere",
+                        detail="Ready in the watched namespace, the other one untouched, no 403 in its log")
         finally:
             operator.stop()
     finally:
