@@ -9,7 +9,9 @@ Faults, set by the test while traffic flows:
 - down() / up(): the port refuses connections (the listening socket is closed), then accepts again.
 - fail(n, status): the next n requests get that status in the service's error shape, unforwarded.
 - rate_limit(n, retry_after): the next n requests get 429 with a Retry-After header.
-- slow(seconds, n): the next n requests (all, when n is None) wait that long before being forwarded.
+- slow(seconds, n): the next n requests (all, when n is None) wait that long before being forwarded; with
+  method= only requests of that method count; with late=True they are forwarded at once and only the answer
+  waits (the service has acted, the client may have given up: a response lost to a timeout).
 Every request is recorded (time, method, path, status) for the test to count; every response body the
 operator sees goes to `log`, so the suite's secret scanner reads what the service answered. Request
 bodies are not logged: deployment creates carry Kafka passwords.
@@ -49,6 +51,8 @@ class _Fault:
     status: int = 0
     retry_after: float | None = None
     delay: float = 0.0
+    method: str | None = None  # only requests of this method; None: any
+    late: bool = False  # forward at once, answer after `delay`
 
 
 class FaultProxy:
@@ -108,8 +112,8 @@ class FaultProxy:
     def rate_limit(self, n: int, retry_after: float = 2.0) -> None:
         self._add(_Fault(n, status=429, retry_after=retry_after))
 
-    def slow(self, seconds: float, n: int | None = None) -> None:
-        self._add(_Fault(n, delay=seconds))
+    def slow(self, seconds: float, n: int | None = None, *, method: str | None = None, late: bool = False) -> None:
+        self._add(_Fault(n, delay=seconds, method=method, late=late))
 
     def clear(self) -> None:
         with self._lock:
@@ -119,15 +123,13 @@ class FaultProxy:
         with self._lock:
             self._faults.append(fault)
 
-    def _take(self) -> _Fault | None:
+    def _take(self, method: str) -> _Fault | None:
         with self._lock:
-            if not self._faults:
-                return None
-            fault = self._faults[0]
-            if fault.remaining is not None:
+            fault = next((f for f in self._faults if f.method is None or f.method == method), None)
+            if fault is not None and fault.remaining is not None:
                 fault.remaining -= 1
                 if fault.remaining <= 0:
-                    self._faults.pop(0)
+                    self._faults.remove(fault)
             return fault
 
     # -- what happened --------------------------------------------------------------------------------------
@@ -167,13 +169,15 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             arrived = time.monotonic()
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            fault = proxy._take()
-            if fault and fault.delay:
+            fault = proxy._take(self.command)
+            if fault and fault.delay and not fault.late:
                 time.sleep(fault.delay)
             if fault and fault.status:
                 self._answer_fault(arrived, fault)
                 return
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP | {"host"}}
+            # Host is kept, as a transparent reverse proxy does: the service builds absolute links (the `next`
+            # page of a list) from it, and links to its own port would send the client around the proxy.
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             conn = http.client.HTTPConnection(*proxy.upstream, timeout=proxy.upstream_timeout)
             try:
                 conn.request(self.command, self.path, body=body or None, headers=headers)
@@ -186,6 +190,8 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             finally:
                 conn.close()
             out = {k: v for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP}
+            if fault and fault.late:
+                time.sleep(fault.delay)
             self._send(resp.status, out, payload)
             proxy._record(Seen(arrived, self.command, self.path, resp.status), payload)
 

@@ -60,6 +60,10 @@ class WMLService:
         ISSUED_PASSWORDS.append(user.password)
         return user
 
+    def delete_user(self, username: str) -> None:
+        """Removes a user: its credentials and the tokens already issued to it stop working at once."""
+        self._cli("delete-user", username)
+
     def start(self, timeout: float = 30.0) -> float:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc = process.start("wml_server", [sys.executable, "-m", "wml_server", "serve",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, TypeVar
@@ -12,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from wml_api.auth import TOKEN_CACHE, TokenCache, TokenManager
 from wml_api.credentials import WMLCredentials
-from wml_api.errors import InvalidResponse, error_from_response
+from wml_api.errors import HeldBack, InvalidResponse, RateLimited, error_from_response
 from wml_api.models import (
     SPARK_HEADER,
     Deployment,
@@ -58,6 +60,10 @@ class WMLClient:
                                     connect_timeout=connect_timeout, read_timeout=read_timeout,
                                     user_agent=user_agent, on_response=on_response)
         self._auth = TokenManager(self._transport, credentials, token_cache)
+        # After a 429 with Retry-After, no request of this client goes out until then (monotonic seconds):
+        # the server asked this client to wait, not only the caller that happened to get the answer.
+        self._resume_at = 0.0
+        self._resume_lock = threading.Lock()
 
     @property
     def base_url(self) -> str:
@@ -140,7 +146,23 @@ class WMLClient:
     def _call(self, method: str, template: str, path: str, *, url: str | None = None,
               params: Mapping[str, str] | None = None, json: Any = None,
               headers: Mapping[str, str] | None = None) -> requests.Response:
-        """One authenticated call; a 401 gets exactly one more try with a freshly obtained token."""
+        """One authenticated call; a 401 gets exactly one more try with a freshly obtained token. While a
+        Retry-After of an earlier 429 runs, HeldBack (a RateLimited) without sending anything."""
+        wait = self._resume_at - time.monotonic()
+        if wait > 0:
+            raise HeldBack(f"not sent: WML asked to wait (Retry-After), {wait:.1f} s left", method=method,
+                           path=path, retry_after=wait)
+        try:
+            return self._call_now(method, template, path, url=url, params=params, json=json, headers=headers)
+        except RateLimited as err:
+            if err.retry_after:
+                with self._resume_lock:
+                    self._resume_at = max(self._resume_at, time.monotonic() + err.retry_after)
+            raise
+
+    def _call_now(self, method: str, template: str, path: str, *, url: str | None,
+                  params: Mapping[str, str] | None, json: Any, headers: Mapping[str, str] | None,
+                  ) -> requests.Response:
         def send(token: str) -> requests.Response:
             return self._transport.send(method, template, path, url=url, params=params, json=json,
                                         headers={**(headers or {}), "Authorization": f"Bearer {token}"})

@@ -73,6 +73,10 @@ class RateLimited(WMLError):
     transient = True
 
 
+class HeldBack(RateLimited):
+    """Not sent: the Retry-After of an earlier 429 to the same client still runs (`retry_after` is what is left)."""
+
+
 class Unavailable(WMLError):
     """5xx, timeouts, refused or dropped connections: the server may well answer later."""
 

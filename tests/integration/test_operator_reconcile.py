@@ -16,7 +16,16 @@ from localplatform.wmlservice import WMLService, WMLUser
 from tests.support import DictSecrets
 from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
-from wml_operator.reconcile import Deps, Reconciler, Transient
+from wml_api.models import (
+    DeploymentCreate,
+    KafkaConnection,
+    KafkaSource,
+    KafkaTarget,
+    SparkServiceInstance,
+    StreamInput,
+    StreamOutput,
+)
+from wml_operator.reconcile import Deps, Reconciler, Transient, marker
 from wml_operator.secrets import Defaults
 from wml_operator.settings import OperatorSettings
 from wml_operator.wml import ClientPool, InstanceCache
@@ -66,6 +75,27 @@ def test_create_is_idempotent_when_the_status_write_was_lost(world: tuple[Reconc
     again = reconciler.run(body(uid=first["metadata"]["uid"]))
     assert again.status["deploymentId"] == created
     assert [d.id for d in api.list_instance_deployments()] == [created]  # no duplicate
+
+
+def test_a_second_deployment_of_the_resource_is_deleted(world: tuple[Reconciler, WMLClient, DictSecrets]) -> None:
+    """A create that reached WML after the operator had given up on it and created again: two deployments
+    carry the resource's marker; the one in status stays, the other goes."""
+    reconciler, api, _ = world
+    b = body()
+    status = reconciler.run(b).status
+    status = reconciler.run({**b, "status": status}).status  # Ready
+    kept = status["deploymentId"]
+    conn = KafkaConnection(kafka_brokers_sasl=["127.0.0.1:9"], user="u", password="p")
+    late = api.create_deployment(MODEL, DeploymentCreate(
+        name="ns/tweets", description=f"late {marker(b['metadata']['uid'])}",
+        input=StreamInput(connection=conn, source=KafkaSource(topic="in")),
+        output=StreamOutput(connection=conn, target=KafkaTarget(topic="out"))),
+        SparkServiceInstance.model_validate({"credentials": SPARK}))
+    outcome = reconciler.run({**b, "status": status})
+    assert [d.id for d in api.list_instance_deployments()] == [kept]
+    assert outcome.status["deploymentId"] == kept
+    assert [(kind, reason) for kind, reason, _ in outcome.events] == [("Warning", "DuplicateDeleted")]
+    assert late.id in outcome.events[0][2]
 
 
 def test_ready_stop_and_drift(world: tuple[Reconciler, WMLClient, DictSecrets]) -> None:

@@ -34,6 +34,7 @@ from wml_api import (
     WMLError,
     auth,
 )
+from wml_api.errors import HeldBack
 
 USER, PASSWORD = "wml-user", "pa55-w0rd-not-for-logs"
 CREDS = WMLCredentials(USER, PASSWORD)
@@ -343,6 +344,26 @@ def test_rate_limit_carries_retry_after(wml: FakeWML, client: WMLClient, header:
     assert abs(err.value.retry_after - expected) < 3
     assert err.value.transient
     assert err.value.code == "rate_limit_exceeded"
+
+
+def test_a_429_holds_back_every_call_of_the_client_until_retry_after(wml: FakeWML, client: WMLClient) -> None:
+    wml.on("GET", INSTANCE_PATH, wml_error(429, "rate_limit_exceeded", "Slow down.", {"Retry-After": "30"}))
+    with pytest.raises(RateLimited):
+        client.get_instance()
+    sent = len(wml.seen)
+    with pytest.raises(HeldBack, match="not sent") as held:
+        client.get_instance_deployment(DID)  # another call, another path: the server asked the client to wait
+    assert len(wml.seen) == sent
+    assert held.value.retry_after is not None
+    assert 25 < held.value.retry_after <= 30
+
+
+def test_a_429_without_retry_after_holds_nothing_back(wml: FakeWML, client: WMLClient) -> None:
+    wml.on("GET", INSTANCE_PATH, wml_error(429, "rate_limit_exceeded", "Slow down."))
+    for _ in range(2):
+        with pytest.raises(RateLimited, match="Slow down"):
+            client.get_instance()
+    assert len(wml.calls("GET", INSTANCE_PATH)) == 2
 
 
 def test_non_json_success_body_is_an_invalid_response(wml: FakeWML, client: WMLClient) -> None:

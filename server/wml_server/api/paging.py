@@ -12,6 +12,8 @@ MAX_START = 1_000_000_000
 def page(resources: list[dict[str, Any]], total: int, start: int, limit: int, url: str) -> dict[str, Any]:
     body: dict[str, Any] = {"count": total, "limit": limit, "first": {"url": f"{url}?limit={limit}"},
                             "resources": resources}
-    if start + len(resources) < total:
+    # A full page only: the total is counted in a second query, and a delete in between must not announce a
+    # next page that is not there.
+    if len(resources) == limit and start + limit < total:
         body["next"] = {"url": f"{url}?start={start + limit}&limit={limit}"}
     return body
