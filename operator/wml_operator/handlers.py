@@ -15,6 +15,7 @@ from wml_operator.runtime import Runtime
 from wml_operator.secrets import referenced_secrets
 from wml_operator.settings import OperatorSettings
 from wml_operator.spec import FINALIZER, GROUP, PLURAL, VERSION, parse_spec
+from wml_operator.wml import HANDLER_THREADS
 
 SETTINGS = OperatorSettings.from_env()
 RUNTIME = Runtime(SETTINGS)
@@ -38,7 +39,7 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger | logging.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=f"kopf.{GROUP}")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=f"kopf.{GROUP}", key="last-handled-configuration")
-    settings.execution.max_workers = 32
+    settings.execution.max_workers = HANDLER_THREADS
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     logging.getLogger("kopf.objects").addFilter(_not_routine)
@@ -59,9 +60,10 @@ def apply(outcome: Outcome, body: kopf.Body, patch: kopf.Patch) -> None:
         kopf.event(body, type=kind, reason=reason, message=message)
         if kind == "Warning":
             metrics.ERRORS.labels(reason).inc()
-    if "lastSyncTime" in outcome.status and outcome.status.get("lastSyncTime") != body.get("status", {}).get(
-            "lastSyncTime"):
-        old = dict(body.get("status") or {})
+    old = dict(body.get("status") or {})
+    # Compared whole, not by lastSyncTime: that has 1 s resolution, and a change made in the same second as
+    # the last write (a re-create right after a flip) would not be written.
+    if "lastSyncTime" in outcome.status and outcome.status != {k: v for k, v in old.items() if k != "kopf"}:
         patch.status.update({k: None for k in old if k not in outcome.status and k != "kopf"})
         patch.status.update(outcome.status)
         metrics.STATUS_WRITES.inc()
@@ -86,15 +88,16 @@ def transient(err: Transient, body: kopf.Body, patch: kopf.Patch) -> None:
 def run(trigger: str, body: kopf.Body, patch: kopf.Patch, *, deleting: bool = False) -> Outcome | None:
     uid = body["metadata"]["uid"]
     try:
-        outcome = RUNTIME.reconciler.run(body, deleting=deleting)
+        with RUNTIME.passing(uid):
+            outcome = RUNTIME.reconciler.run(body, deleting=deleting)
     except Transient as err:
         transient(err, body, patch)
-        RUNTIME.ran(uid, retry_after=err.delay)
+        RUNTIME.ran(uid, retry_after=err.delay, generation=body["metadata"].get("generation"))
         metrics.RECONCILES.labels(trigger, "transient").inc()
         if trigger != "timer":
             raise kopf.TemporaryError(str(err), delay=err.delay) from None
         return None
-    RUNTIME.ran(uid)
+    RUNTIME.ran(uid, generation=body["metadata"].get("generation"))
     apply(outcome, body, patch)
     metrics.RECONCILES.labels(trigger, "ok").inc()
     return outcome

@@ -31,6 +31,7 @@ from wml_operator.spec import (
 from wml_operator.wml import ClientPool, InstanceCache
 
 Event = tuple[str, str, str]  # (Normal | Warning, reason, message)
+ACTIONS_THAT_CHANGE_WML = frozenset({Do.CREATE, Do.RECREATE, Do.PATCH_STATE, Do.RESTART})
 
 
 class Transient(Exception):
@@ -50,6 +51,7 @@ class Deps:
     # Per resource UID: the endpoint it last used (to delete after its Secrets are gone) and failure counts.
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
+    created: set[str] = field(default_factory=set)  # UIDs this process sent a create for
     locks: dict[str, threading.Lock] = field(default_factory=dict)
     guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -118,9 +120,7 @@ class Reconciler:
         uid, namespace, generation = meta["uid"], meta["namespace"], meta.get("generation")
         annotations = meta.get("annotations") or {}
         previous = dict(body.get("status") or {})
-        last = Last(deployment_id=previous.get("deploymentId"), spec_hash=previous.get("specHash"),
-                    wml_status=previous.get("wmlStatus"), restart_count=int(previous.get("restartCount") or 0),
-                    last_restart_at=_epoch(previous.get("lastRestartTime")))
+        last = _last(previous)
         try:
             spec = parse_spec(body.get("spec"))
             resolved: Resolved | None = resolve(self.deps.secrets, namespace, spec, self.deps.settings.defaults)
@@ -147,8 +147,12 @@ class Reconciler:
                  now: float) -> tuple[Deployment | None, Action]:
         found = find(self.deps.cache.deployments(client, max_age), desired.adopt_id or last.deployment_id, uid)
         action = plan(desired, _observed(found), last, now)
-        if action.do == Do.CREATE and max_age > 0:
-            # Never create from a stale list: a deployment made a moment ago may not be in it yet.
+        if action.do == Do.CREATE and max_age > 0 and (last.deployment_id or uid in self.deps.created):
+            # Never create from a stale list when a deployment may exist that it does not show: the one the
+            # status names, or one this process made (a create whose answer was lost). A resource with neither
+            # can have none newer than the cached list, which began after this process started (a dead
+            # predecessor's create still in flight is what _delete_duplicates is for); a burst of 1,000 new
+            # resources then shares that list instead of queueing one list call each.
             return self._observe(client, desired, last, uid, 0, now)
         return found, action
 
@@ -186,12 +190,20 @@ class Reconciler:
         if action.do in (Do.ADOPT, Do.PATCH_STATE, Do.RESTART, Do.DELETE):
             # Every change we make is an event (create and recreate said theirs above); drift is a warning.
             events.append(("Warning" if action.event else "Normal", action.reason, action.message))
+        if found is not None and not (desired.deleting or desired.paused or desired.adopt_id):
+            events += self._delete_duplicates(client, found, uid)
         if found is not None and not desired.deleting:
             status.update(deploymentId=found.id, deploymentUrl=found.metadata.url, wmlStatus=found.status,
                           specHash=status.get("specHash") or resolved.spec_hash)
         if not status.get("specHash") and found is None:
             status.pop("wmlStatus", None)
         ready = action.ready and action.do == Do.NOTHING
+        if action.do in ACTIONS_THAT_CHANGE_WML and found is not None and not desired.deleting:
+            # WML may answer with the declared state already (accept-only, or a stream stopped at once): plan
+            # again on that answer, so this pass says Ready instead of the next poll, poll_fast seconds later.
+            after = plan(desired, _observed(found), _last(status), now)
+            if after.do == Do.NOTHING and after.ready:
+                action, ready = after, True
         self.deps.failures.pop(uid, None)
         return self._finish(status, previous, body, action.reason, action.message, ready=ready,
                             stalled=action.stalled, events=events, finalized=finalized)
@@ -204,9 +216,21 @@ class Reconciler:
             name=f"{meta['namespace']}/{meta['name']}", type="stream", description=f"{text} {marker(meta['uid'])}",
             input=StreamInput(connection=resolved.input, source=KafkaSource(topic=spec.input.topic)),
             output=StreamOutput(connection=resolved.output, target=KafkaTarget(topic=spec.output.topic)))
+        self.deps.created.add(meta["uid"])
         created = client.create_deployment(spec.model_id, create, resolved.spark)
         self.deps.cache.put(client, created)
         return created
+
+    def _delete_duplicates(self, client: WMLClient, keep: Deployment, uid: str) -> list[Event]:
+        """Other deployments with this resource's marker: a create whose request reached WML only after we had
+        given up on it (timeout) and created again. One resource, one stream: the one in use stays."""
+        tag = marker(uid)
+        extras = [d for d in self.deps.cache.deployments(client, float("inf")).values()
+                  if d.id != keep.id and tag in (d.entity.description or "")]
+        for extra in extras:
+            self._delete(client, extra.id)
+        return [("Warning", "DuplicateDeleted", f"deleted deployment {d.id}, a second one of this resource "
+                 f"(a create that reached WML after it had been retried); {keep.id} stays") for d in extras]
 
     def _delete(self, client: WMLClient, deployment_id: str) -> None:
         with contextlib.suppress(wml_errors.NotFound):  # gone already: that is what we wanted
@@ -253,6 +277,9 @@ class Reconciler:
         return self._finish(status, previous, body, reason, message, ready=False, stalled=True, events=news)
 
     def _transient(self, uid: str, err: wml_errors.WMLError) -> Transient:
+        if isinstance(err, wml_errors.HeldBack):
+            # Nothing was sent, so nothing failed: wait out what is left of the pause, the backoff stays as it is.
+            return Transient(str(err), (err.retry_after or 0.0) * random.uniform(1.0, 1.2))  # noqa: S311
         attempts = self.deps.failures.get(uid, 0) + 1
         self.deps.failures[uid] = attempts
         backoff = min(2.0 ** attempts, 300.0) * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
@@ -268,6 +295,13 @@ def _essence(status: Mapping[str, Any]) -> Any:
     """Status without timestamps: what decides whether a write is needed."""
     return ({k: v for k, v in status.items() if k not in ("lastSyncTime", "conditions", "kopf")},
             [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status.get("conditions", [])])
+
+
+def _last(status: Mapping[str, Any]) -> Last:
+    """What a status says of the last pass, for plan()."""
+    return Last(deployment_id=status.get("deploymentId"), spec_hash=status.get("specHash"),
+                wml_status=status.get("wmlStatus"), restart_count=int(status.get("restartCount") or 0),
+                last_restart_at=_epoch(status.get("lastRestartTime")))
 
 
 def _observed(found: Deployment | None) -> Observed | None:

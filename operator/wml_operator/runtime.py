@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,8 @@ class Runtime:
     dirty: set[str] = field(default_factory=set)
     next_attempt: dict[str, float] = field(default_factory=dict)
     last_run: dict[str, float] = field(default_factory=dict)
+    generations: dict[str, int] = field(default_factory=dict)  # metadata.generation of the last pass, per UID
+    passes: Counter[str] = field(default_factory=Counter)  # reconcile passes under way, per UID
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -38,23 +42,48 @@ class Runtime:
         resource's steady poll interval has passed. Backoff after transient errors wins over all."""
         now = time.monotonic()
         with self.lock:
+            if self.passes[uid]:
+                # A pass (a change handler's) is under way and its outcome says when the next is due: a tick
+                # that waited for it would run right after it, past the backoff or Retry-After it just set.
+                return False
             if self.next_attempt.get(uid, 0.0) > now:
+                return False
+            status = body.get("status") or {}
+            generation = body.get("metadata", {}).get("generation")
+            if (not status and uid not in self.last_run) or self.generations.get(uid, generation) != generation:
+                # A new resource, or a spec this process has not reconciled yet (or a body older than the one it
+                # did): kopf's create or update handler runs that pass, and may still be queued behind a burst of
+                # others when the timer ticks. A pass here would do the same work on a body the handler then
+                # reconciles again, and write the status a second time.
                 return False
             if uid in self.dirty:
                 return True
-            status = body.get("status") or {}
             # Stalled waits for a user: a spec edit (update handler) or a Secret change (dirty) wakes it;
             # polling it fast would only repeat the refused call.
             stalled = any(c.get("type") == "Stalled" and c.get("status") == "True"
                           for c in status.get("conditions", []))
-            changing = is_changing(status, body.get("metadata", {}).get("generation")) and not stalled
+            changing = is_changing(status, generation) and not stalled
             interval = poll_interval(body, self.settings, changing)
             return now - self.last_run.get(uid, 0.0) >= interval - 0.5
 
-    def ran(self, uid: str, retry_after: float | None = None) -> None:
+    @contextlib.contextmanager
+    def passing(self, uid: str) -> Iterator[None]:
+        with self.lock:
+            self.passes[uid] += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.passes[uid] -= 1
+                if self.passes[uid] <= 0:
+                    del self.passes[uid]
+
+    def ran(self, uid: str, retry_after: float | None = None, *, generation: int | None = None) -> None:
         with self.lock:
             self.dirty.discard(uid)
             self.last_run[uid] = time.monotonic()
+            if generation is not None:
+                self.generations[uid] = generation
             if retry_after is None:
                 self.next_attempt.pop(uid, None)
             else:
@@ -62,7 +91,7 @@ class Runtime:
 
     def forget(self, uid: str) -> None:
         with self.lock:
-            for table in (self.next_attempt, self.last_run):
+            for table in (self.next_attempt, self.last_run, self.generations):
                 table.pop(uid, None)
             self.dirty.discard(uid)
         metrics.set_resource_status(uid, None)

@@ -14,12 +14,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
+from requests.adapters import HTTPAdapter
+
 from wml_api.client import WMLClient
 from wml_api.models import Deployment
 from wml_api.transport import OnResponse
 from wml_operator.secrets import Endpoint
 
 InstanceKey = tuple[str, str]  # (url, instance id)
+HANDLER_THREADS = 32  # kopf's settings.execution.max_workers (handlers.configure)
 
 
 class ClientPool:
@@ -42,9 +46,20 @@ class ClientPool:
                     path.write_text(ep.ca_pem)
                     ca_bundle = str(path)
                 client = WMLClient(ep.url, ep.credentials, ep.instance_id, ca_bundle=ca_bundle,
-                                   read_timeout=self._timeout, on_response=self._on_response)
+                                   read_timeout=self._timeout, on_response=self._on_response,
+                                   session=_session())
                 self._clients[key] = client
             return client
+
+
+def _session() -> requests.Session:
+    """requests keeps 10 connections per host; kopf runs up to HANDLER_THREADS handlers at once, and every one
+    past the 10th would open (with TLS: handshake) and drop a connection of its own, with a warning each time."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_maxsize=HANDLER_THREADS)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
 
 
 @dataclass
@@ -65,10 +80,18 @@ class InstanceCache:
             return self._locks.setdefault(key, threading.Lock())
 
     def deployments(self, client: WMLClient, max_age: float) -> dict[str, Deployment]:
+        """The instance's deployments as a list begun at most max_age seconds before this call showed them (with
+        what put() and forget() noted since). The dict returned is never changed afterwards: read it freely."""
         key = (client.base_url, client.instance_id)
+        asked = time.monotonic()
+        listing = self._listings.get(key)
+        if listing is not None and listing.at >= asked - max_age:
+            return listing.deployments  # fresh enough: no need to queue behind a list call under way
         with self._lock(key):
             listing = self._listings.get(key)
-            if listing is None or time.monotonic() - listing.at > max_age:
+            # A list another caller began while this one waited for the lock counts: a burst of callers wanting a
+            # fresh list (max_age 0, before each create) shares one, instead of queueing one call each.
+            if listing is None or listing.at < asked - max_age:
                 started = time.monotonic()
                 found = {d.id: d for d in client.list_instance_deployments()}
                 self.list_calls += 1
@@ -81,12 +104,13 @@ class InstanceCache:
         key = (client.base_url, client.instance_id)
         with self._lock(key):
             listing = self._listings.get(key)
-            if listing is not None:
-                listing.deployments[deployment.id] = deployment
+            if listing is not None:  # a new dict: others may be reading the old one
+                self._listings[key] = _Listing(listing.at, {**listing.deployments, deployment.id: deployment})
 
     def forget(self, client: WMLClient, deployment_id: str) -> None:
         key = (client.base_url, client.instance_id)
         with self._lock(key):
             listing = self._listings.get(key)
-            if listing is not None:
-                listing.deployments.pop(deployment_id, None)
+            if listing is not None and deployment_id in listing.deployments:
+                rest = {k: v for k, v in listing.deployments.items() if k != deployment_id}
+                self._listings[key] = _Listing(listing.at, rest)

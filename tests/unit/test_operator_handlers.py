@@ -55,6 +55,16 @@ def test_status_is_written_once_and_only_when_changed(fake: Any) -> None:
     assert not same  # nothing changed: no write at all
 
 
+def test_a_change_in_the_same_second_as_the_last_write_is_written(fake: Any) -> None:
+    # lastSyncTime has 1 s resolution: a re-create right after another write carries the same one.
+    before = {"wmlStatus": "RUNNING", "deploymentId": "d1", "specHash": "h1", "lastSyncTime": "2026-11-27T18:00:00Z",
+              "conditions": [{"type": "Ready", "status": "True"}]}
+    fake(Outcome({**before, "deploymentId": "d2", "specHash": "h2"}))
+    patch = kopf.Patch()
+    handlers.reconcile(body=make_body(dict(before)), patch=patch, reason="update")
+    assert (patch.status["deploymentId"], patch.status["specHash"]) == ("d2", "h2")
+
+
 def test_transient_errors_keep_ready_and_retry_with_kopf(fake: Any) -> None:
     fake(Transient("GET /v3/...: 503", delay=7.0))
     patch = kopf.Patch()
@@ -72,7 +82,7 @@ def test_transient_errors_keep_ready_and_retry_with_kopf(fake: Any) -> None:
 
 def test_timer_backs_off_instead_of_raising(fake: Any) -> None:
     reconciler = fake(Transient("timeout", delay=30.0))
-    body = make_body()
+    body = make_body({"observedGeneration": 3})
     handlers.RUNTIME.forget("uid-1")
     handlers.poll(body=body, patch=kopf.Patch())
     assert reconciler.calls == [False]
@@ -100,6 +110,45 @@ def test_index_of_referenced_secrets() -> None:
     assert index == {("ns", "spark"): "u1", ("ns", "wml"): "u1", ("ns", "kafka"): "u1", ("ns", "kafka-out"): "u1"}
     bad = kopf.Body({"metadata": {"uid": "u1"}, "spec": {"bad": 1}})
     assert handlers.sdeps_by_secret(namespace="ns", spec=bad.spec, uid="u1") == {}
+
+
+def test_no_timer_pass_while_another_pass_of_the_resource_runs() -> None:
+    runtime = handlers.RUNTIME
+    runtime.forget("uid-1")
+    body = make_body({"observedGeneration": 3})
+    assert runtime.due("uid-1", body)
+    with runtime.passing("uid-1"):  # a change handler's pass: its outcome (backoff, Retry-After) decides
+        assert not runtime.due("uid-1", body)
+    assert runtime.due("uid-1", body)
+    runtime.forget("uid-1")
+
+
+def test_a_new_resource_is_left_to_its_create_handler() -> None:
+    """No status and no pass in this process yet: kopf's create handler, maybe still queued behind a burst of
+    others, does the first pass; a timer tick beside it would do the same work twice."""
+    runtime = handlers.RUNTIME
+    runtime.forget("uid-1")
+    assert not runtime.due("uid-1", make_body())
+    runtime.mark_dirty("uid-1")  # a Secret it reads changed meanwhile: still the handler's
+    assert not runtime.due("uid-1", make_body())
+    runtime.ran("uid-1")
+    runtime.last_run["uid-1"] -= runtime.settings.poll_fast + 1
+    assert runtime.due("uid-1", make_body())
+    runtime.forget("uid-1")
+
+
+def test_a_spec_change_is_left_to_its_update_handler() -> None:
+    """A generation the last pass did not see: kopf's update handler (maybe queued) reconciles it, not a tick."""
+    runtime = handlers.RUNTIME
+    runtime.forget("uid-1")
+    runtime.ran("uid-1", generation=2)
+    runtime.last_run["uid-1"] -= runtime.settings.poll_slow + 1
+    body = make_body({"observedGeneration": 2, "conditions": [{"type": "Ready", "status": "True"}]})
+    assert not runtime.due("uid-1", body)  # generation 3: not reconciled yet
+    runtime.ran("uid-1", generation=3)
+    runtime.last_run["uid-1"] -= runtime.settings.poll_slow + 1
+    assert runtime.due("uid-1", body)
+    runtime.forget("uid-1")
 
 
 def test_stalled_resources_are_not_polled_fast() -> None:
