@@ -63,6 +63,7 @@ class FakeCluster:
     assigns: list[list[tuple[int, int]]] = field(default_factory=list)
     error_cbs: list[Callable[[KafkaError], None]] = field(default_factory=list)
     reachable: bool = True
+    generation: int = 0  # producers made before the last outage carry an older one
 
     def add(self, partition: int, *values: bytes) -> None:
         log = self.input.setdefault(partition, [])
@@ -131,6 +132,7 @@ class FakeConsumer:
 class FakeProducer:
     def __init__(self, cluster: FakeCluster) -> None:
         self.cluster = cluster
+        self.generation = cluster.generation
         self.pending: list[tuple[bytes | None, bytes | None]] = []
         self.offsets: dict[int, int] = {}
         self.deliveries: list[Callable[..., None]] = []
@@ -151,6 +153,8 @@ class FakeProducer:
     def send_offsets_to_transaction(self, positions: list[TopicPartition], group_metadata: Any,
                                     timeout: float = -1) -> None:
         assert group_metadata == "group-metadata"
+        if self.generation != self.cluster.generation:  # librdkafka may never return (issues #5456, #5511)
+            raise RuntimeError("send_offsets_to_transaction on a producer that lived through an outage")
         self.offsets = {tp.partition: tp.offset for tp in positions}
 
     def commit_transaction(self, timeout: float = -1) -> None:
@@ -405,6 +409,25 @@ def test_brokers_back_within_the_timeout_keep_the_stream_running(engine: Engine,
     assert state.status == RUNNING, state
     cluster.add(0, *tweets(3))
     wait_until(lambda: len(cluster.output) == 3)
+
+
+def test_clients_that_lived_through_an_outage_are_replaced(engine: Engine, cluster: FakeCluster) -> None:
+    s = spec()
+    engine.start(s)
+    cluster.add(0, *tweets(5))
+    wait_until(lambda: len(cluster.output) == 5)
+    cluster.reachable = False
+    cluster.generation += 1
+    cluster.error_cbs[0](KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    cluster.add(0, *tweets(5))
+    time.sleep(0.5)
+    cluster.reachable = True
+    wait_until(lambda: len(cluster.output) == 10)
+    state = engine.status(s.deployment_id)
+    assert state is not None
+    assert state.status == RUNNING, state
+    assert len(cluster.error_cbs) == 4  # a new consumer and a new producer
+    assert [k for k, _ in cluster.output] == [f"k0-{i}".encode() for i in range(10)]
 
 
 def test_stopping_a_failed_deployment_makes_it_stopped(engine: Engine, cluster: FakeCluster) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
@@ -35,6 +35,7 @@ class ConsumerLike(Protocol):
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]: ...
     def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]: ...
     def consumer_group_metadata(self) -> Any: ...
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: Literal[True] = ...) -> None: ...
     def get_watermark_offsets(self, partition: TopicPartition, timeout: float = -1,
                               cached: bool = False) -> tuple[int, int] | None: ...
     def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any: ...
@@ -141,8 +142,9 @@ def consumer_config(spec: StreamSpec, errors: Callable[[KafkaError], None]) -> d
 
 
 def producer_config(spec: StreamSpec, errors: Callable[[KafkaError], None],
-                    transaction_timeout_ms: int) -> dict[str, Any]:
-    return {
+                    transaction_timeout_ms: int, transactional: bool = True) -> dict[str, Any]:
+    """`transactional=False` only for StreamOptions.exactly_once=False (measuring what exactly-once costs)."""
+    config = {
         **spec.output.connection.to_librdkafka(),
         **_common(spec, "out", errors),
         "transactional.id": spec.transactional_id,
@@ -152,4 +154,12 @@ def producer_config(spec: StreamSpec, errors: Callable[[KafkaError], None],
         "transaction.timeout.ms": transaction_timeout_ms,
         "linger.ms": 5,
         "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES,
+        # A transaction begun right after the previous commit is refused (CONCURRENT_TRANSACTIONS) until the
+        # broker has written that commit's markers, a few ms later; librdkafka's default first retry comes
+        # after 100 ms, then longer. Java's producer retries this case after 20 ms.
+        "retry.backoff.ms": 20,
+        "retry.backoff.max.ms": 200,
     }
+    if not transactional:
+        del config["transactional.id"], config["transaction.timeout.ms"]
+    return config

@@ -86,12 +86,14 @@ class StreamConnection:
             raise failures.configuration_invalid(INPUT, self.spec.input, str(exc), self._secrets) from None
         try:
             self._producer = self._clients.producer(
-                producer_config(self.spec, self._inbox[OUTPUT], self.options.transaction_timeout_ms))
+                producer_config(self.spec, self._inbox[OUTPUT], self.options.transaction_timeout_ms,
+                                transactional=self.options.exactly_once))
         except (KafkaException, ValueError, TypeError) as exc:
             raise failures.configuration_invalid(OUTPUT, self.spec.output, str(exc), self._secrets) from None
         self.partitions = self._await_topic(INPUT)
         self._await_topic(OUTPUT)
-        self._init_transactions()
+        if self.options.exactly_once:
+            self._init_transactions()
         self.consumer.assign(self._stored_offsets(self.partitions))
 
     def _stored_offsets(self, partitions: list[int]) -> list[TopicPartition]:

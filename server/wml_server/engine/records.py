@@ -49,13 +49,18 @@ def _reject_constant(name: str) -> Any:
     raise _NotJSON(name)
 
 
+# Made once: json.loads / json.dumps with options build a new decoder / encoder at every call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def preview(value: bytes) -> str:
     """The first characters of a record, readable whatever its bytes are (4 bytes at most per character)."""
     return value[: RAW_PREVIEW_CHARS * 4].decode("utf-8", errors="replace")[:RAW_PREVIEW_CHARS]
 
 
 def _dump(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return _ENCODER.encode(obj).encode("utf-8")
 
 
 def _too_large(value: bytes, size: int) -> bytes:
@@ -69,7 +74,7 @@ def parse(value: bytes | None) -> dict[str, Any] | bytes:
     if len(value) > MAX_RECORD_BYTES:
         return _too_large(value, len(value))
     try:
-        obj = json.loads(value.decode("utf-8"), parse_constant=_reject_constant)
+        obj = _DECODER.decode(value.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         return _dump({"error": INVALID_JSON, "raw": preview(value)})
     if not isinstance(obj, dict):
@@ -114,7 +119,8 @@ def score_batch(model: Model, messages: Sequence[bytes | None], *,
     for index, label, probability in zip(to_score, labels, probabilities, strict=True):
         record = objects[index]
         assert record is not None
-        objects[index] = {**record, "prediction": label, "probability": round(float(probability), 4)}
+        record["prediction"] = label  # parsed here, ours to change; same key order as {**record, ...}
+        record["probability"] = round(float(probability), 4)
 
     for index, obj in enumerate(objects):
         if obj is None:

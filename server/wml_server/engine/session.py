@@ -5,28 +5,50 @@ Exactly once, for read_committed readers of the output topic:
   of the same deployment (a killed process, a runner still shutting down) and aborts what it left open;
 - the consumer starts from the group's committed offsets, which only move inside those transactions
   (`send_offsets_to_transaction`), and reads them only once stable (read_committed);
-- an aborted transaction rewinds the consumer to the committed offsets, so its records are scored again.
+- an aborted transaction rewinds the consumer to the committed offsets, so its records are scored again;
+- clients that saw every broker go down are never used for a transaction again: once the brokers answer, the
+  stream reconnects with new clients (the open transaction is aborted by the fencing, its records read again).
+  librdkafka's transactional producer can otherwise block for good, past its timeout, in
+  send_offsets_to_transaction after a broker restart: it keeps waiting for the group coordinator it had
+  cached, whose broker handle the re-bootstrap decommissioned (librdkafka issues #5456 and #5511).
 The consumer is assigned every partition of the input topic rather than subscribed: a deployment has one
 consumer, so there is nothing to balance, and a restart after `kill -9` need not wait for the dead member's
 session to expire before the group hands its partitions out again.
+
+Pipelined while there is a backlog: when a full batch comes in, it is scored in a scoring thread while the
+batch before it commits in this one (broker round trips, the GIL released). Meanwhile the scoring thread
+also serves that batch's delivery reports, between chunks of records: confluent-kafka takes the GIL for
+every report, and this thread, asking for it while the other computes, would get it only every switch
+interval (5 ms), so 500 reports would hold the transaction until the scoring ends. A batch that is not
+full means the stream has caught up: it
+is committed at once, with the batch before it in the same transaction, and the next consume waits up to
+batch_timeout for records, as without pipelining (back-to-back transactions of a few records each would
+mostly wait for the broker to finish the previous one: CONCURRENT_TRANSACTIONS).
+Each transaction commits the offsets just past its own records (not the consumer's position, which may be a
+batch ahead), and records are only ever produced after the previous transaction committed, so the output
+keeps the input's order per partition. When a transaction is aborted or the clients are replaced, the batch
+scored meanwhile is dropped too: the rewind reads it again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from wml_server.engine import failures
-from wml_server.engine.clients import ClientFactory
+from wml_server.engine.clients import ClientFactory, ErrorInbox, ProducerLike
 from wml_server.engine.connection import INPUT, OUTPUT, UNKNOWN_TOPIC_CODES, StreamConnection, error_of
 from wml_server.engine.failures import StreamFailure, redact
 from wml_server.engine.metrics import EngineMetrics
 from wml_server.engine.options import StreamOptions
-from wml_server.engine.records import score_batch
+from wml_server.engine.records import ScoredBatch, score_batch
 from wml_server.engine.spec import StreamSpec
 from wml_server.engine.state import KAFKA_TRANSACTION_FAILED, StreamCounts
 
@@ -35,9 +57,25 @@ __all__ = ["StreamOptions", "StreamSession"]
 
 log = logging.getLogger(__name__)
 
+# Records scored between two polls for delivery reports in the scoring thread (~5 ms of VADER).
+_SERVE_EVERY = 64
+
 
 class _Aborted(Exception):
     """The batch's transaction was aborted and the consumer rewound: the records come again."""
+
+
+class _Reconnect(Exception):
+    """The batch's transaction is given up with the clients that lived through a broker outage."""
+
+
+@dataclass
+class _Batch:
+    """Records consumed together, and their scoring (values and seconds) in the scoring thread."""
+
+    records: list[Message]
+    full: bool  # as many records as a consume may return: more are probably waiting
+    scoring: Future[tuple[ScoredBatch, float]] | None = None  # once started
 
 
 class StreamSession(StreamConnection):
@@ -49,7 +87,10 @@ class StreamSession(StreamConnection):
         self.metrics = metrics
         self.counts = counts
         self._aborts = 0
+        self._outage = False  # every broker of a client went down since these clients were made
         self._delivery_error: KafkaError | None = None
+        self._undelivered = 0  # records of the transaction in flight without a delivery report yet
+        self._reports_done = threading.Event()  # ... none left, or the scoring serving them has ended
         now = time.monotonic()
         self._next_probe = now
         self._next_lag = now
@@ -58,16 +99,59 @@ class StreamSession(StreamConnection):
     # -- streaming ----------------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Streams until a stop is requested; the last batch is committed before it returns."""
+        """Streams until a stop is requested; the batch in flight is committed before it returns."""
+        scorer = ThreadPoolExecutor(1, thread_name_prefix=f"wml-score-{self.spec.deployment_id[:8]}")
+        try:
+            self._stream(scorer)
+        finally:
+            scorer.shutdown(wait=False, cancel_futures=True)  # a scoring still running just ends unused
+
+    def _stream(self, scorer: ThreadPoolExecutor) -> None:
+        pending: _Batch | None = None  # a full batch, consumed and being scored; its transaction comes next
         while not self.stopping.is_set():
-            messages = self.consumer.consume(self.options.batch_size, self.options.batch_timeout)
+            # With a batch to commit, take only what is fetched already: that batch does not wait for more.
+            messages = self.consumer.consume(self.options.batch_size, 0 if pending else self.options.batch_timeout)
             self.producer.poll(0)
             self._check_errors(INPUT)
             self._check_errors(OUTPUT)
+            if self._outage:
+                # What was fetched meanwhile is read again by the new clients, from the committed offsets.
+                pending = None
+                self._housekeeping()  # probes the brokers; FAILED once unreachable for unreachable_timeout
+                if not self._down:
+                    self._reconnect()
+                continue
             records = self._usable(messages)
-            if records:
-                self._process(records)
+            fetched = _Batch(records, len(messages) >= self.options.batch_size) if records else None
+            batches = [b for b in (pending, fetched) if b is not None]
+            # A full batch is scored in the scoring thread while the one before it commits; anything else
+            # commits now, with the one before it.
+            pending = batches.pop() if fetched is not None and fetched.full else None
+            if batches:
+                try:
+                    self._process(batches, scorer, then=pending)
+                except (_Aborted, _Reconnect):
+                    pending = None  # rewound, or new clients to come: read again from the committed offsets
+            if pending is not None:
+                self._start(pending, scorer)  # if the transaction did not
             self._housekeeping()
+        if pending is not None:
+            with contextlib.suppress(_Aborted, _Reconnect):  # read again at the next start
+                self._process([pending], scorer)
+
+    def _check_errors(self, role: str) -> None:
+        super()._check_errors(role)
+        if self._down:
+            self._outage = True
+
+    def _reconnect(self) -> None:
+        log.warning("stream %s: the Kafka brokers are back after an outage; reconnecting with new clients (an "
+                    "open transaction is aborted and its records read again)", self.spec.deployment_id)
+        self.close(clean=False)
+        self._inbox = {INPUT: ErrorInbox(), OUTPUT: ErrorInbox()}
+        self._down.clear()
+        self._outage = False
+        self.connect()
 
     def _usable(self, messages: list[Message]) -> list[Message]:
         records = []
@@ -86,29 +170,78 @@ class StreamSession(StreamConnection):
                 log.debug("stream %s consumer: %s", self.spec.deployment_id, redact(err.str(), self._secrets))
         return records
 
-    def _process(self, records: list[Message]) -> None:
+    def _score(self, records: list[Message], serve: ProducerLike | None = None) -> tuple[ScoredBatch, float]:
+        """In the scoring thread: the batch's output values, and the seconds it took. With `serve`, polls
+        that producer for delivery reports between chunks of records, while some are still due."""
         started = time.perf_counter()
-        batch = score_batch(self.spec.model, [m.value() for m in records])
-        self.metrics.scored(time.perf_counter() - started, len(records))
-        try:
-            self._transaction(records, batch.values)
-        except _Aborted:
-            return
+        values = [m.value() for m in records]
+        if serve is None:
+            return score_batch(self.spec.model, values), time.perf_counter() - started
+        parts = []
+        for start in range(0, len(values), _SERVE_EVERY):
+            parts.append(score_batch(self.spec.model, values[start:start + _SERVE_EVERY]))
+            if self._undelivered > 0:
+                with contextlib.suppress(KafkaException, RuntimeError):  # closed meanwhile: nothing to serve
+                    serve.poll(0)
+        batch = ScoredBatch([v for part in parts for v in part.values], sum(part.errored for part in parts))
+        return batch, time.perf_counter() - started
+
+    def _start(self, batch: _Batch, scorer: ThreadPoolExecutor,
+               serve: ProducerLike | None = None) -> Future[tuple[ScoredBatch, float]]:
+        if batch.scoring is None:
+            batch.scoring = scorer.submit(self._score, batch.records, serve)
+        return batch.scoring
+
+    def _process(self, batches: list[_Batch], scorer: ThreadPoolExecutor, then: _Batch | None = None) -> None:
+        """Commits batches in one transaction once scored, and starts scoring `then` once their records are
+        produced; raises _Aborted (consumer rewound) or _Reconnect when it did not commit."""
+        for pending in batches:
+            self._start(pending, scorer)
+        records: list[Message] = []
+        values: list[bytes] = []
+        errored = 0
+        for pending in batches:
+            batch, seconds = self._start(pending, scorer).result()
+            self.metrics.scored(seconds, len(pending.records))
+            records += pending.records
+            values += batch.values
+            errored += batch.errored
+        # The offsets just past the batch's records: the consumer's position is a batch ahead by now.
+        ends: dict[int, int] = {}
+        for message in records:  # in offset order within each partition: the last one is the highest
+            partition, offset = message.partition(), message.offset()
+            if partition is not None and offset is not None:
+                ends[partition] = offset + 1
+        offsets = [TopicPartition(self.spec.input.topic, p, end) for p, end in ends.items()]
+
+        def produced(serve: ProducerLike | None) -> Future[tuple[ScoredBatch, float]] | None:
+            return self._start(then, scorer, serve) if then is not None else None
+
+        if self.options.exactly_once:
+            self._transaction(records, values, offsets, produced)
+        else:
+            self._deliver(records, values, offsets, produced)
         self._aborts = 0
         self._down.clear()  # a commit proves both clusters reachable
-        self.counts.add(len(records), batch.errored)
-        self.metrics.committed(self.spec.deployment_id, len(records), batch.errored)
+        self.counts.add(len(records), errored)
+        self.metrics.committed(self.spec.deployment_id, len(records), errored)
 
-    def _transaction(self, records: list[Message], values: list[bytes]) -> None:
+    def _transaction(self, records: list[Message], values: list[bytes], offsets: list[TopicPartition],
+                     produced: Callable[[ProducerLike | None], Future[tuple[ScoredBatch, float]] | None]) -> None:
         deadline = time.monotonic() + self.options.unreachable_timeout
         self._delivery_error = None
         try:
             self.producer.begin_transaction()
-            for message, value in zip(records, values, strict=True):
-                self._produce(value, message.key(), deadline)
-            positions = [tp for tp in self.consumer.position(self.consumer.assignment()) if tp.offset >= 0]
+            self._reports_done.clear()
+            self._undelivered = len(records)
+            self._produce_all(records, values, deadline)
+            scoring = produced(self.producer)  # the next batch's scoring serves the delivery reports
+            if scoring is not None:
+                scoring.add_done_callback(lambda _: self._reports_done.set())
+                self._reports_done.wait(max(0.0, deadline - time.monotonic()))
+            self._await_delivery(deadline)  # what is left, if the scoring ended first (or there was none)
             group = self.consumer.consumer_group_metadata()
-            self._retrying(lambda t: self.producer.send_offsets_to_transaction(positions, group, t), deadline)
+            self._retrying(lambda t: self.producer.send_offsets_to_transaction(offsets, group, t), deadline)
             self._retrying(self.producer.commit_transaction, deadline)
         except KafkaException as exc:
             err = error_of(exc)
@@ -116,6 +249,38 @@ class StreamSession(StreamConnection):
                 raise self._fatal(err) from None
             self._abort_and_rewind(err, deadline)
             raise _Aborted from None
+
+    def _deliver(self, records: list[Message], values: list[bytes], offsets: list[TopicPartition],
+                 produced: Callable[[ProducerLike | None], Future[tuple[ScoredBatch, float]] | None]) -> None:
+        """StreamOptions.exactly_once=False (for measuring what exactly-once costs): produce, wait for the
+        deliveries, then commit the offsets from the consumer (at least once). The next scoring starts once
+        the records are produced: nothing waits on the broker after the deliveries."""
+        deadline = time.monotonic() + self.options.unreachable_timeout
+        self._delivery_error = None
+        self._produce_all(records, values, deadline)
+        produced(None)
+        self._await_delivery(deadline)
+        if self._delivery_error is not None:
+            self._abort_and_rewind(self._delivery_error, deadline)
+            raise _Aborted
+        self.consumer.commit(offsets=offsets, asynchronous=True)
+
+    def _await_delivery(self, deadline: float) -> None:
+        """Waits until every record produced is delivered or failed (a failure is in _delivery_error)."""
+        while self.producer.flush(max(0.1, min(1.0, deadline - time.monotonic()))) > 0:
+            self._check_errors(INPUT)
+            self._check_errors(OUTPUT)
+            if self._outage:  # these clients may never deliver: new ones read the records again
+                raise _Reconnect
+            self._check_deadline(deadline, "delivering records")
+
+    def _produce_all(self, records: list[Message], values: list[bytes], deadline: float) -> None:
+        produce, topic, report = self.producer.produce, self.spec.output.topic, self._on_delivery
+        for message, value in zip(records, values, strict=True):
+            try:
+                produce(topic, value, message.key(), on_delivery=report)
+            except BufferError:  # the client's queue is full
+                self._produce(value, message.key(), deadline)
 
     def _produce(self, value: bytes, key: bytes | None, deadline: float) -> None:
         while True:
@@ -127,8 +292,13 @@ class StreamSession(StreamConnection):
                 self._check_deadline(deadline, "delivering records")
 
     def _on_delivery(self, err: KafkaError | None, _message: Message) -> None:
+        """A delivery report, served by this thread or the scoring thread (never both at once: this one only
+        flushes once that scoring has ended or every report is in)."""
         if err is not None and self._delivery_error is None:
             self._delivery_error = err
+        self._undelivered -= 1
+        if self._undelivered <= 0:
+            self._reports_done.set()
 
     def _retrying(self, call: Callable[[float], None], deadline: float) -> None:
         """Calls a transactional operation again while Kafka says it is retriable, until `deadline`."""
@@ -141,7 +311,10 @@ class StreamSession(StreamConnection):
                 if not err.retriable() or err.txn_requires_abort() or err.fatal():
                     raise
             self.producer.poll(0)
+            self._check_errors(INPUT)
             self._check_errors(OUTPUT)
+            if self._outage:  # calling again on these clients may never return
+                raise _Reconnect
             self._check_deadline(deadline, f"committing a transaction ({err.str()})")
 
     def _check_deadline(self, deadline: float, doing: str) -> None:
@@ -153,12 +326,14 @@ class StreamSession(StreamConnection):
         cause = self._delivery_error or err
         self._aborts += 1
         self.metrics.aborted(self.spec.deployment_id)
-        log.warning("stream %s: transaction aborted (%s); its records are read again from the committed offsets",
-                    self.spec.deployment_id, redact(cause.str(), self._secrets))
-        try:
-            self._retrying(self.producer.abort_transaction, deadline)
-        except KafkaException as exc:
-            raise self._fatal(error_of(exc)) from None
+        log.warning("stream %s: %s (%s); its records are read again from the committed offsets",
+                    self.spec.deployment_id, "transaction aborted" if self.options.exactly_once else
+                    "records not delivered", redact(cause.str(), self._secrets))
+        if self.options.exactly_once:
+            try:
+                self._retrying(self.producer.abort_transaction, deadline)
+            except KafkaException as exc:
+                raise self._fatal(error_of(exc)) from None
         self.consumer.assign(self._stored_offsets(self.partitions))
         if cause.code() in UNKNOWN_TOPIC_CODES:
             raise failures.unknown_topic(OUTPUT, self.spec.output)
