@@ -42,6 +42,8 @@ def watch(kubectl: Kubectl, console: Console, namespace: str, name: str, waits: 
     proc = subprocess.Popen([str(kubectl.binary), f"--kubeconfig={kubectl.kubeconfig}", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
+    shown = threading.Event()  # a row of the resource (not only the header) was printed
+
     def show() -> None:
         assert proc.stdout is not None
         last = ""
@@ -50,6 +52,8 @@ def watch(kubectl: Kubectl, console: Console, namespace: str, name: str, waits: 
             if line.strip() and line != last:
                 console.say("  " + line.rstrip())
                 last = line
+                if not line.lstrip().startswith("NAME "):
+                    shown.set()
 
     reader = threading.Thread(target=show, daemon=True)
     reader.start()
@@ -64,6 +68,9 @@ def watch(kubectl: Kubectl, console: Console, namespace: str, name: str, waits: 
                                 f"{waited.stderr.strip()}")
         return time.monotonic() - started
     finally:
+        # The change may be done before kubectl's watch is up (the operator reports Ready in the pass that made
+        # the change): then the first row it prints is the one that satisfied the wait.
+        shown.wait(10.0)
         time.sleep(1.0)  # the watch prints the row that satisfied the wait
         proc.terminate()
         proc.wait(10)
