@@ -1,253 +1,297 @@
-"""One stream deployment end to end on a real broker, beside the model alone on the same records.
+"""Stream deployments end to end on a real broker, beside the model alone on the same records.
 
-    PYTHONPATH=operator:server:hack .venv/bin/python bench/stream_throughput.py [--records N] [--partitions P]
+    PYTHONPATH=operator:server:hack .venv/bin/python bench/stream_throughput.py [--records N]
+        [--partitions 1,2,4] [--eos on,off] [--latency-rate 1000 --latency-seconds 30] [--json PATH]
 
-Kafka: a local broker in a temporary folder, or WSO_KAFKA_BOOTSTRAP & co (bench/_kafka.py). Preloads N JSON
-tweets ({"tweet", "id"}, keyed by id; VADER's ground-truth texts, cycled) on a fresh input topic, starts the
-engine on them, and times engine.start() until a read_committed consumer of the output topic has all N. That
-consumer runs in a child process: in this one it would take the GIL from the engine's thread. A warm-up
-stream runs first (--warmup), so a fresh broker's one-time costs (internal topics, JIT) are not counted.
-Prints figures and the exactly-once check (duplicates, missing); asserts nothing about time.
+Kafka: a local broker in a temporary folder, or WSO_KAFKA_BOOTSTRAP & co (bench/_kafka.py). A warm-up stream
+runs first (--warmup), so a fresh broker's one-time costs (internal topics, JIT) are not counted. Then:
+
+- Throughput, for each partition count and exactly-once setting: N JSON tweets ({"tweet", "id"}, keyed by
+  id; VADER's ground-truth texts, cycled) preloaded on a fresh input topic, one deployment started on them,
+  timed from engine.start() until a read_committed reader of the output topic (a child process: in this one
+  it would take the GIL from the engine's threads) has all N. Beside it, the model alone (predict() in
+  batches, best of --runs) on the same records, measured right before and right after that run: the best of
+  the two is the reference. Target: end to end >= 0.8x the model-only rate with exactly-once on.
+- The cost of exactly-once: the same runs with it off (StreamOptions.exactly_once=False: no transactions,
+  offsets committed by the consumer after delivery; a benchmark-only switch), as the ratio off / on.
+- Latency, for each exactly-once setting: a producer child process sends --latency-rate records/s for
+  --latency-seconds, each with its send time; a read_committed reader child process takes arrival minus
+  send time per record: p50, p90, p99, max. Target: p99 <= 250 ms at 1,000 records/s, exactly-once on.
+
+Prints figures and the exactly-once checks (duplicates, missing); asserts nothing about time. --json PATH
+writes every figure, each with its reference and target, for docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import json
-import multiprocessing
+import math
 import pstats
-import queue
-import threading
-import time
-import uuid
-from collections import Counter
-from multiprocessing.synchronize import Event
+import sys
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-from _kafka import kafka, preload, topic_admin
+from _kafka import kafka
 from _machine import describe, machine
-from _tweets import tweet_records
-from localplatform.kafka import KafkaInfo
-from wml_server.engine import Engine, KafkaEndpoint, KafkaTopic, StreamOptions, StreamSpec, score_batch
-from wml_server.engine.session import StreamSession
-from wml_server.engine.state import FAILED, RUNNING, Errors
-from wml_server.models.sentiment import SentimentModel
+from _stream_latency import latency
+from _stream_profile import py_spy, summarize
+from _stream_profile import report as profile_report
+from _stream_run import ENGINE, SCORING, bracketed, instrument, model_rates, stream
+from _tweets import load_tweets, tweet_records
+from wml_server.engine import StreamOptions
 
-TARGET_RATIO = 0.8  # end to end >= 0.8x the model-only rate, on one core
-
-
-def model_rates(payloads: list[bytes], batch: int, runs: int) -> tuple[float, float, list[str]]:
-    """(model.predict records/s, score_batch records/s, labels), in batches of `batch`, best of `runs`."""
-    model = SentimentModel()
-    texts = [json.loads(v)["tweet"] for v in payloads]
-    labels: list[str] = []
-    best_model = best_score = float("inf")
-    for _ in range(runs):
-        labels = []
-        started = time.perf_counter()
-        for i in range(0, len(texts), batch):
-            labels += model.predict(texts[i:i + batch])[0]
-        best_model = min(best_model, time.perf_counter() - started)
-        started = time.perf_counter()
-        for i in range(0, len(payloads), batch):
-            score_batch(model, payloads[i:i + batch])
-        best_score = min(best_score, time.perf_counter() - started)
-    return len(texts) / best_model, len(payloads) / best_score, labels
+TARGET_RATIO = 0.8  # end to end >= 0.8x the model-only rate, on one core, exactly-once on
+TARGET_P99_MS = 250.0  # input to output at 1,000 records/s, exactly-once on
+EOS = {"on": True, "off": False}
 
 
-def read_output(config: dict[str, Any], topic: str, partitions: int, records: int, out: queue.Queue[Any],
-                stop: Event) -> None:
-    """Child process: reads the output read_committed; says when the first and all `records` keys were in,
-    then, once `stop` is set and the topic is drained, every key's count and prediction."""
-    reader = Consumer({**config, "isolation.level": "read_committed", "enable.auto.commit": False})
-    reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-    reader.consume(1, 1.0)  # connected before the engine starts
-    out.put(("ready", time.monotonic()))
-    counts: Counter[bytes] = Counter()
-    predictions: dict[bytes, str] = {}
-    told: set[str] = set()
-    idle = 0
-    while idle < 10 or not stop.is_set():
-        messages = [m for m in reader.consume(10_000, 0.1) if m.error() is None]
-        idle = 0 if messages else idle + 1
-        for message in messages:
-            counts[message.key() or b""] += 1
-            predictions[message.key() or b""] = json.loads(message.value() or b"{}").get("prediction")
-        if messages and "first" not in told:
-            told.add("first")
-            out.put(("first", (time.monotonic(), len(counts))))
-        if len(counts) >= records and "all" not in told:
-            told.add("all")
-            out.put(("all", time.monotonic()))
-    reader.close()
-    out.put(("result", (counts, predictions)))
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
 
 
-def stream(info: KafkaInfo, payloads: list[bytes], partitions: int, batch: int, timeout: float,
-           threads: list[int]) -> dict[str, Any]:
-    """Runs one deployment over `payloads` on fresh topics; its timings and what its output holds."""
-    threads.clear()
-    run_id = uuid.uuid4().hex[:8]
-    topics = (f"bench-tweets-{run_id}", f"bench-scores-{run_id}")
-    topic_admin(info, "create", topics, partitions)
-    user = next((u for u in info.users if u.name == "wml"), info.users[0])
-    endpoint = KafkaEndpoint(brokers=[info.bootstrap], user=user.name, password=user.password,
-                             security_protocol=info.security_protocol,  # type: ignore[arg-type]
-                             sasl_mechanism=info.sasl_mechanism)
-    spec = StreamSpec(f"bench-{run_id}", SentimentModel(), KafkaTopic(topics[0], endpoint),
-                      KafkaTopic(topics[1], endpoint))
-    reported: dict[str, float] = {}  # status -> when first reported (RUNNING: connected, before any batch)
-
-    def on_status(_id: str, status: str, _errors: Errors) -> None:
-        reported.setdefault(status, time.monotonic())
-
-    engine = Engine(options=StreamOptions(batch_size=batch), on_status_change=on_status)
-    context = multiprocessing.get_context("spawn")
-    out: queue.Queue[Any] = context.Queue()  # type: ignore[assignment]
-    stop = context.Event()
-    config = {**info.client_config(), "group.id": f"bench-reader-{run_id}"}
-    child = context.Process(target=read_output, args=(config, topics[1], partitions, len(payloads), out, stop),
-                            daemon=True)
-    events: dict[str, Any] = {}
+def _eos(text: str) -> list[bool]:
     try:
-        preload(info, topics[0], payloads)
-        child.start()
-        events.update([out.get(timeout=60)])
-        started = time.monotonic()
-        engine.start(spec)
-        while "all" not in events and time.monotonic() - started < timeout:
-            try:
-                events.update([out.get(timeout=0.1)])
-            except queue.Empty:
-                state = engine.status(spec.deployment_id)
-                if state is not None and state.status == FAILED:
-                    raise RuntimeError(f"the stream FAILED: {state.errors}") from None
-        on_cpu, waiting = schedstat(threads[0]) if threads else (float("nan"), float("nan"))
-        engine.stop(spec.deployment_id, timeout=30)
-        stop.set()
-        while "result" not in events:
-            events.update([out.get(timeout=60)])
-    finally:
-        engine.shutdown()
-        stop.set()
-        if child.pid is not None:
-            child.join(30)
-        if child.is_alive():
-            child.terminate()  # our own child, by its handle
-        topic_admin(info, "delete", topics)
-    counts, predictions = events["result"]
-    expected = {str(i).encode() for i in range(len(payloads))}
-    first_at, first_records = events.get("first", (float("nan"), 0))
-    sample = engine.registry.get_sample_value
-    return {
-        "seconds": events.get("all", float("nan")) - started,
-        "running_seconds": reported.get(RUNNING, float("nan")) - started,
-        "first_output_seconds": first_at - started, "first_output_records": first_records,
-        "duplicates": sum(counts.values()) - len(counts), "missing": len(expected - set(counts)),
-        "unexpected": len(set(counts) - expected), "predictions": predictions,
-        "records_errored": engine.status(spec.deployment_id).records_errored,  # type: ignore[union-attr]
-        "scoring_seconds": sample("wml_stream_scoring_seconds_sum"),
-        "batches": sample("wml_stream_batch_records_count"),
-        "engine_on_cpu_seconds": on_cpu, "engine_waiting_for_cpu_seconds": waiting,
-    }
+        return [EOS[part.strip()] for part in text.split(",") if part.strip()]
+    except KeyError:
+        raise argparse.ArgumentTypeError("--eos takes on, off or on,off") from None
 
 
-def instrument(threads: list[int], profiles: list[cProfile.Profile]) -> None:
-    """Notes each engine thread's id (for its scheduler figures) and runs it under the profiles in `profiles`
-    at its start: cProfile sees only the thread that enables it."""
-    run = StreamSession.run
-
-    def wrapper(self: StreamSession) -> None:
-        threads.append(threading.get_native_id())
-        with contextlib.ExitStack() as stack:
-            for profile in profiles:
-                stack.enter_context(profile)  # enable(), then disable() on the way out
-            run(self)
-
-    StreamSession.run = wrapper  # type: ignore[method-assign]
-
-
-def schedstat(thread: int) -> tuple[float, float]:
-    """Seconds a thread of this process has run on a CPU, and waited for one (Linux; NaN elsewhere)."""
-    try:
-        on_cpu, waiting = Path(f"/proc/self/task/{thread}/schedstat").read_text().split()[:2]
-    except (OSError, ValueError):
-        return float("nan"), float("nan")
-    return int(on_cpu) / 1e9, int(waiting) / 1e9
+def _mode(exactly_once: bool) -> str:
+    return "on" if exactly_once else "off"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=20_000)
-    parser.add_argument("--partitions", type=int, default=1)
+    parser.add_argument("--partitions", type=_ints, default=[1, 2, 4],
+                        help="comma-separated partition counts, one throughput run each; '' for none")
+    parser.add_argument("--eos", type=_eos, default=[True, False], help="exactly-once: on, off or on,off")
     parser.add_argument("--batch-size", type=int, default=StreamOptions.batch_size)
     parser.add_argument("--warmup", type=int, default=2_000, help="records of a warm-up stream first; 0: none")
-    parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
-    parser.add_argument("--runs", type=int, default=3, help="model-only runs; the best counts (default 3)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="give up on a run after this many seconds")
+    parser.add_argument("--runs", type=int, default=2, help="model-only runs before and after each stream run; "
+                        "the best counts (default 2)")
+    parser.add_argument("--repeat", type=int, default=1, help="throughput runs of each setting (default 1)")
+    parser.add_argument("--latency-rate", type=float, default=1000.0, help="records/s of the latency run; 0: none")
+    parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
-    parser.add_argument("--profile", type=Path, metavar="PATH", help="cProfile the engine thread into PATH")
+    parser.add_argument("--profile", type=Path, metavar="PATH",
+                        help="cProfile the stream's threads in the first run (PATH, PATH.scoring)")
+    parser.add_argument("--py-spy", type=Path, metavar="PATH",
+                        help="py-spy the first run (raw collapsed stacks into PATH; pip install py-spy)")
     args = parser.parse_args(argv)
     before = machine()  # the load average before this run
     payloads = tweet_records(args.records)
-    model_rate, score_rate, labels = model_rates(payloads, args.batch_size, args.runs)
+    texts = [t.text for t in load_tweets()]
+    # exactly_once only when off: the bench also runs against an engine from before that switch (before/after).
+    options = {mode: StreamOptions(batch_size=args.batch_size, **({} if mode else {"exactly_once": False}))
+               for mode in args.eos}
+    runs: list[dict[str, Any]] = []
+    latencies: list[dict[str, Any]] = []
+    profile: dict[str, Any] = {}
     with kafka() as info:
-        threads: list[int] = []
-        profiles: list[cProfile.Profile] = []
+        threads: dict[str, int] = {}
+        profiles: dict[str, cProfile.Profile] = {}
         instrument(threads, profiles)
         if args.warmup:
-            stream(info, payloads[:args.warmup], args.partitions, args.batch_size, args.timeout, threads)
-        profiles += [cProfile.Profile()] if args.profile else []
-        run = stream(info, payloads, args.partitions, args.batch_size, args.timeout, threads)
-    predictions = run.pop("predictions")
-    mismatched = sum(predictions.get(str(i).encode(), label) != label for i, label in enumerate(labels))
-    first = run["first_output_seconds"]
-    figures = {**run, "records": args.records, "partitions": args.partitions, "batch_size": args.batch_size,
-               "warmup": args.warmup, "runs": args.runs, "end_to_end_per_s": args.records / run["seconds"],
-               "steady_per_s": (args.records - run["first_output_records"]) / (run["seconds"] - first),
-               "model_only_per_s": model_rate, "score_batch_per_s": score_rate,
-               "ratio": args.records / run["seconds"] / model_rate, "target_ratio": TARGET_RATIO,
-               "prediction_mismatches": mismatched, "kafka": info.version, "machine": before}
-    print(report(figures))
+            stream(info, payloads[:args.warmup], 1, StreamOptions(batch_size=args.batch_size), args.timeout,
+                   threads)
+        for partitions in args.partitions:
+            for exactly_once in args.eos:
+                for repeat in range(args.repeat):
+                    first = not runs
+                    if first and args.profile:
+                        profiles.update({ENGINE: cProfile.Profile(), SCORING: cProfile.Profile()})
+
+                    def one(partitions: int = partitions, exactly_once: bool = exactly_once,
+                            first: bool = first) -> dict[str, Any]:
+                        if first and args.py_spy:
+                            with py_spy(args.py_spy):
+                                return stream(info, payloads, partitions, options[exactly_once], args.timeout,
+                                              threads)
+                        return stream(info, payloads, partitions, options[exactly_once], args.timeout, threads)
+
+                    run, model = bracketed(lambda: model_rates(payloads, args.batch_size, args.runs), one)
+                    if first and args.py_spy:
+                        profile = summarize(args.py_spy, {v: k for k, v in threads.items()})
+                    for role, stats in list(profiles.items()):
+                        path = args.profile if role == ENGINE else Path(f"{args.profile}.{role}")
+                        stats.dump_stats(path)
+                        print(f"cProfile, {role} thread:")
+                        pstats.Stats(stats).sort_stats("tottime").print_stats(15)
+                    profiles.clear()
+                    runs.append(_run_figures(run, model, partitions, exactly_once, repeat))
+                    print(run_report(runs[-1]), flush=True)
+        if args.latency_rate > 0:
+            for exactly_once in args.eos:
+                result = latency(info, texts, options[exactly_once], args.latency_rate, args.latency_seconds,
+                                 args.timeout)
+                latencies.append({"exactly_once": exactly_once, **result})
+                print(latency_report(latencies[-1]), flush=True)
+    settings = {"records": args.records, "batch_size": args.batch_size, "batch_timeout_s": StreamOptions.batch_timeout,
+                "warmup_records": args.warmup, "model_only_runs": args.runs, "repeat": args.repeat,
+                "latency_rate_per_s": args.latency_rate, "latency_seconds": args.latency_seconds}
+    document = {"benchmark": "stream_throughput", "command": " ".join(["bench/stream_throughput.py", *sys.argv[1:]]),
+                "settings": settings, "kafka": info.version, "machine": before,
+                "figures": figures(runs, latencies), "throughput_runs": runs, "latency_runs": latencies,
+                "profile": profile}
+    print(summary(document))
+    if profile:
+        print(profile_report(profile))
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
-    for profile in profiles:
-        profile.dump_stats(args.profile)
-        pstats.Stats(profile).sort_stats("tottime").print_stats(15)
+        args.json.write_text(json.dumps(_no_nan(document), indent=2, allow_nan=False) + "\n")
     return 0
 
 
-def report(f: dict[str, Any]) -> str:
-    verdict = "met" if f["ratio"] >= f["target_ratio"] else "MISSED"
+def _no_nan(value: Any) -> Any:
+    """NaN (a figure that could not be taken) as null: JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value
+
+
+def _run_figures(run: dict[str, Any], model: dict[str, Any], partitions: int, exactly_once: bool,
+                 repeat: int) -> dict[str, Any]:
+    labels = model.pop("labels")
+    predictions = run.pop("predictions")
+    mismatched = sum(predictions.get(str(i).encode(), label) != label for i, label in enumerate(labels))
+    figures = {"partitions": partitions, "exactly_once": exactly_once, "repeat": repeat, **run, **model,
+               "ratio_to_model_only": run["end_to_end_per_s"] / model["model_only_per_s"],
+               "prediction_mismatches": mismatched}
+    return _no_nan(figures)  # type: ignore[no-any-return]
+
+
+def _figure(name: str, value: float | None, unit: str, description: str, *, reference: float | None = None,
+            reference_name: str | None = None, target: float | None = None, target_ratio: float | None = None,
+            better: str | None = None, details: dict[str, Any] | None = None,
+            same_unit: bool = False) -> dict[str, Any]:
+    """One figure for the docs: its value, what it is compared with, the target, and whether it is met.
+    ratio_to_reference only when the reference is in the figure's own unit (`same_unit`)."""
+    ratio = value / reference if value is not None and reference and same_unit else None
+    met = None
+    if target is not None and value is not None:
+        met = value >= target if better == "higher" else value <= target
+    return {"name": name, "value": value, "unit": unit, "description": description, "reference": reference,
+            "reference_name": reference_name, "ratio_to_reference": ratio, "target": target,
+            "target_ratio_to_reference": target_ratio, "target_is": better and ("minimum" if better == "higher"
+                                                                                 else "maximum"),
+            "met": met, "details": details or {}}
+
+
+def figures(runs: list[dict[str, Any]], latencies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    best: dict[tuple[int, bool], dict[str, Any]] = {}
+    for run in runs:  # of repeated runs, the one with the highest ratio to its model-only reference
+        key = (run["partitions"], run["exactly_once"])
+        if key not in best or run["ratio_to_model_only"] > best[key]["ratio_to_model_only"]:
+            best[key] = run
+    for (partitions, exactly_once), run in best.items():
+        reference = run["model_only_per_s"]
+        out.append(_figure(
+            f"end_to_end_rate_{partitions}_partitions_eos_{_mode(exactly_once)}", run["end_to_end_per_s"],
+            "records/s", f"{run['records']:,} records through one deployment, "
+            f"{partitions} partition(s), exactly-once {_mode(exactly_once)}, engine.start() until a "
+            "read_committed reader has all; reference: the model alone on the same records, same run",
+            reference=reference, reference_name="model_only_rate", same_unit=True,
+            target=TARGET_RATIO * reference if exactly_once else None,
+            target_ratio=TARGET_RATIO if exactly_once else None, better="higher" if exactly_once else None,
+            details={"ratio_to_model_only": run["ratio_to_model_only"], "partitions": partitions,
+                     "exactly_once": exactly_once, "model_only_before_per_s": run["model_only_before_per_s"],
+                     "model_only_after_per_s": run["model_only_after_per_s"], "duplicates": run["duplicates"],
+                     "missing": run["missing"], "first_output_seconds": run["first_output_seconds"],
+                     "steady_per_s": run["steady_per_s"]}))
+    for partitions in sorted({p for p, _ in best}):
+        on, off = best.get((partitions, True)), best.get((partitions, False))
+        if on and off:
+            out.append(_figure(
+                f"exactly_once_cost_{partitions}_partitions", off["end_to_end_per_s"] / on["end_to_end_per_s"],
+                "ratio", f"end-to-end rate with exactly-once off divided by the rate with it on, {partitions} "
+                "partition(s): how much faster the stream runs without transactions",
+                reference=on["end_to_end_per_s"], reference_name="end_to_end_rate_eos_on",
+                details={"eos_on_per_s": on["end_to_end_per_s"], "eos_off_per_s": off["end_to_end_per_s"]}))
+    for run in latencies:
+        mode = _mode(run["exactly_once"])
+        for name in ("p50", "p90", "p99", "max"):
+            target = TARGET_P99_MS if name == "p99" and run["exactly_once"] else None
+            out.append(_figure(
+                f"latency_{name}_eos_{mode}", run[f"{name}_ms"], "ms",
+                f"input to output per record at a fixed {run['rate_per_s']:,.0f} records/s for "
+                f"{run['seconds']:g} s, exactly-once {mode}: {name} of arrival at a read_committed reader minus "
+                "send time", target=target, better="lower" if target is not None else None,
+                details={"rate_per_s": run["rate_per_s"], "send_rate_per_s": run["send_rate_per_s"],
+                         "records_measured": run["records_measured"], "duplicates": run["duplicates"],
+                         "missing": run["missing"]}))
+    return out
+
+
+def run_report(f: dict[str, Any]) -> str:
+    def num(key: str, fmt: str) -> str:
+        value = f.get(key)
+        return format(value, fmt) if value is not None else "n/a"
+
     scoring = f["scoring_seconds"] or 0.0
     return "\n".join([
-        f"{f['records']:,} records, {f['partitions']} partition(s), batch size {f['batch_size']}, "
-        f"Kafka {f['kafka']}, after a warm-up stream of {f['warmup']:,}",
-        f"{'end to end':<24}{f['end_to_end_per_s']:>10,.0f} records/s  ({f['seconds']:.2f} s from engine.start "
-        "until a read_committed reader has all)",
-        f"{'  RUNNING after':<24}{f['running_seconds']:>10.2f} s  (connected: topics checked, init_transactions, "
-        "partitions assigned)",
-        f"{'  first output after':<24}{f['first_output_seconds']:>10.2f} s  (+ fetch, batch, commit)",
-        f"{'  from then on':<24}{f['steady_per_s']:>10,.0f} records/s",
-        f"{'model only':<24}{f['model_only_per_s']:>10,.0f} records/s  (predict, batches of {f['batch_size']}, "
-        f"best of {f['runs']})",
-        f"{'score_batch only':<24}{f['score_batch_per_s']:>10,.0f} records/s  (parse + predict + serialize)",
-        f"{'end to end / model':<24}{f['ratio']:>10.2f}   target >= {f['target_ratio']}: {verdict}",
-        f"{'engine scoring time':<24}{scoring:>10.2f} s of {f['seconds']:.2f} s ({scoring / f['seconds']:.0%}) "
-        f"in {int(f['batches'] or 0)} batches: {f['records'] / scoring if scoring else 0:,.0f} records/s then",
-        f"{'engine thread':<24}{f['engine_on_cpu_seconds']:>10.2f} s on a CPU, "
-        f"{f['engine_waiting_for_cpu_seconds']:.2f} s waiting for one (other work on the machine, the broker), "
-        f"{f['seconds'] - f['engine_on_cpu_seconds'] - f['engine_waiting_for_cpu_seconds']:.2f} s blocked "
-        "(Kafka round trips, GIL)",
-        f"{'duplicates':<24}{f['duplicates']:>10}   missing {f['missing']}, unexpected keys {f['unexpected']}",
-        f"{'errored records':<24}{f['records_errored']:>10}   prediction mismatches (output vs. model only) "
-        f"{f['prediction_mismatches']}",
-        f"machine: {describe(f['machine'])}",
+        f"-- {f['partitions']} partition(s), exactly-once {_mode(f['exactly_once'])}"
+        + (f", repeat {f['repeat'] + 1}" if f["repeat"] else ""),
+        f"{'end to end':<22}{f['end_to_end_per_s']:>9,.0f} records/s  ({f['seconds']:.2f} s from engine.start "
+        f"until a read_committed reader has all; RUNNING after {f['running_seconds']:.2f} s, first output after "
+        f"{f['first_output_seconds']:.2f} s, {f['steady_per_s']:,.0f} records/s from then on)",
+        f"{'model only':<22}{f['model_only_per_s']:>9,.0f} records/s  (before {f['model_only_before_per_s']:,.0f}, "
+        f"after {f['model_only_after_per_s']:,.0f}; score_batch {f['score_batch_per_s']:,.0f})",
+        f"{'end to end / model':<22}{f['ratio_to_model_only']:>9.2f}"
+        + (f"   target >= {TARGET_RATIO}: {'met' if f['ratio_to_model_only'] >= TARGET_RATIO else 'MISSED'}"
+           if f["exactly_once"] else ""),
+        f"{'scoring':<22}{scoring:>9.2f} s in {int(f['batches'] or 0)} batches "
+        f"({f['seconds'] and scoring / f['seconds']:.0%} of the time, {scoring and f['records'] / scoring:,.0f} "
+        "records/s then)",
+        f"{'threads':<22}engine {num('engine_thread_on_cpu_seconds', '.2f')} s on a CPU, "
+        f"{num('engine_thread_waiting_for_cpu_seconds', '.2f')} s waiting for one; scoring "
+        f"{num('scoring_thread_on_cpu_seconds', '.2f')} s on a CPU, "
+        f"{num('scoring_thread_waiting_for_cpu_seconds', '.2f')} s waiting for one",
+        f"{'exactly once':<22}duplicates {f['duplicates']}, missing {f['missing']}, unexpected keys "
+        f"{f['unexpected']}, errored records {f['records_errored']}, prediction mismatches "
+        f"{f['prediction_mismatches']}, transactions aborted {int(f['transactions_aborted'] or 0)}",
     ])
+
+
+def latency_report(f: dict[str, Any]) -> str:
+    mode = _mode(f["exactly_once"])
+    target = (f"   target p99 <= {TARGET_P99_MS:g} ms: {'met' if f['p99_ms'] <= TARGET_P99_MS else 'MISSED'}"
+              if f["exactly_once"] else "")
+    return "\n".join([
+        f"-- latency, exactly-once {mode}: {f['records_sent']:,} records at {f['send_rate_per_s']:,.0f}/s "
+        f"(asked {f['rate_per_s']:,.0f}/s; at most {f['max_behind_schedule_ms']:.1f} ms behind schedule), "
+        f"{f['records_measured']:,} measured in {int(f['batches'] or 0)} batches",
+        f"{'input to output':<22}p50 {f['p50_ms']:.1f} ms, p90 {f['p90_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms, "
+        f"max {f['max_ms']:.1f} ms, mean {f['mean_ms']:.1f} ms{target}",
+        f"{'exactly once':<22}duplicates {f['duplicates']}, missing {f['missing']}",
+    ])
+
+
+def summary(document: dict[str, Any]) -> str:
+    lines = [f"== {document['settings']['records']:,} records, batch size {document['settings']['batch_size']}, "
+             f"Kafka {document['kafka']}", f"machine: {describe(document['machine'])}"]
+    for f in document["figures"]:
+        value = f["value"]
+        text = f"{value:,.0f}" if f["unit"] == "records/s" else f"{value:.2f}" if f["unit"] == "ratio" else \
+            f"{value:.1f}"
+        extra = ""
+        if f["reference"] is not None:
+            extra += f"  reference {f['reference_name']} {f['reference']:,.0f}"
+        if f["ratio_to_reference"] is not None:
+            extra += f", ratio {f['ratio_to_reference']:.2f}"
+        if f["met"] is not None:
+            goal = (f">= {f['target_ratio_to_reference']}x reference" if f["target_ratio_to_reference"]
+                    else f"{'>=' if f['target_is'] == 'minimum' else '<='} {f['target']:g} {f['unit']}")
+            extra += f"  target {goal}: {'met' if f['met'] else 'MISSED'}"
+        lines.append(f"{f['name']:<40}{text:>10} {f['unit']}{extra}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
