@@ -1,6 +1,8 @@
 """Renders docs/RELIABILITY.md from the figures a `make reliability` run recorded (tests/conftest.py Figures).
 
-    python -m tests.reliability.report FIGURES.json docs/RELIABILITY.md
+    python -m tests.reliability.report FIGURES.json docs/RELIABILITY.md [MORE-FIGURES.json ...]
+
+More figure files (a case run again, alone) are merged in, section by section, and the page says so.
 
 Every section is a table of the rows the cases added, in the order they ran; the prose around them says
 what each case does and what "recovered" means, so the document stays true when counts change.
@@ -62,7 +64,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def render(sections: dict[str, list[dict[str, Any]]], mode: str) -> str:
+def render(sections: dict[str, list[dict[str, Any]]], mode: str, runs: int = 1) -> str:
     cores = os.cpu_count()
     memory = ""
     meminfo = Path("/proc/meminfo")
@@ -79,6 +81,9 @@ def render(sections: dict[str, list[dict[str, Any]]], mode: str) -> str:
         "`make test` runs every case below with reduced counts; `make reliability` runs the full counts and "
         "rewrites this file.",
     ]
+    if runs > 1:
+        out += ["", f"These figures merge {runs} runs: the suite, and {runs - 1} case(s) run again alone after the "
+                "run (see the project's notes for why)."]
     for key, (title, prose) in SECTIONS.items():
         rows = sections.get(key)
         if not rows:
@@ -90,12 +95,16 @@ def render(sections: dict[str, list[dict[str, Any]]], mode: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
+    if len(argv) < 3:
         print(__doc__, file=sys.stderr)
         return 2
-    sections = json.loads(Path(argv[1]).read_text())
+    sections: dict[str, list[dict[str, Any]]] = json.loads(Path(argv[1]).read_text())
+    for extra in argv[3:]:
+        for key, rows in json.loads(Path(extra).read_text()).items():
+            if key != "security":  # the scanner's row describes one whole run
+                sections.setdefault(key, []).extend(rows)
     mode = "full" if os.environ.get("WSO_RELIABILITY") == "full" else "reduced"
-    Path(argv[2]).write_text(render(sections, mode))
+    Path(argv[2]).write_text(render(sections, mode, runs=len(argv) - 2))
     print(f"wrote {argv[2]} ({sum(len(rows) for rows in sections.values())} rows)")
     return 0
 

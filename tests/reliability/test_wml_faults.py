@@ -284,6 +284,8 @@ def test_wml_create_timeout_makes_no_duplicate(chain: Callable[..., Chain], figu
             assert converged.ok, converged
             assert not watch.stalled(), watch.shown
             assert len(c.deployments()[name]) == 1
+            # The proxy records a request when its (held) answer has gone out: wait for that, not only for WML.
+            wait_for("the held POST recorded", lambda: c.creates(since) >= 1, timeout=30)  # noqa: B023
             creates = c.creates(since)
             if late:
                 assert creates == 1, "the retry created again although the first create had gone through"
