@@ -83,7 +83,7 @@ def render(sections: dict[str, list[dict[str, Any]]], mode: str, runs: int = 1) 
     ]
     if runs > 1:
         out += ["", f"These figures merge {runs} runs: the suite, and {runs - 1} case(s) run again alone after the "
-                "run (see the project's notes for why)."]
+                "run, after a race in that case's own check (not in the product) was fixed."]
     for key, (title, prose) in SECTIONS.items():
         rows = sections.get(key)
         if not rows:
