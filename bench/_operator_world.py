@@ -33,7 +33,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from localplatform.config import PlatformConfig
 from localplatform.faultproxy import FaultProxy, Seen
 from localplatform.kube import KubeControlPlane, KubeInfo
-from localplatform.wmloperator import WMLOperator, install_crd, install_rbac, service_account_kubeconfig
+from localplatform.wmloperator import (
+    WMLOperator,
+    install_crd,
+    install_rbac,
+    kubectl_runner,
+    service_account_kubeconfig,
+)
 from localplatform.wmlservice import WMLService, WMLUser
 
 GROUP, VERSION, PLURAL = "wmlstream.dev", "v1alpha1", "streamingdeployments"
@@ -259,16 +265,6 @@ class Watcher:
 
 
 # -- the world ----------------------------------------------------------------------------------------------------
-def _kubectl(binary: Path, kubeconfig: str) -> Callable[..., subprocess.CompletedProcess[str]]:
-    def run(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(binary), f"--kubeconfig={kubeconfig}", *args], input=input,
-                                capture_output=True, text=True, timeout=120, check=False)
-        if check and result.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
-        return result
-    return run
-
-
 def manifest(namespace: str, name: str, state: str = "RUNNING") -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "StreamingDeployment",
             "metadata": {"name": name, "namespace": namespace},
@@ -316,7 +312,7 @@ class World:
     def _start(self) -> None:
         started = time.monotonic()
         self.kube = self.plane.start()
-        kubectl = _kubectl(self.config.kubectl(), self.kube.kubeconfig)
+        kubectl = kubectl_runner(self.config.kubectl(), self.kube.kubeconfig)
         cfg = k8s.Configuration()
         k8s_config.load_kube_config(config_file=self.kube.kubeconfig, client_configuration=cfg)
         cfg.connection_pool_maxsize = APPLY_THREADS + 8

@@ -24,6 +24,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from localplatform import KafkaBroker, KafkaInfo, KubeControlPlane, KubeInfo, PlatformConfig
+from localplatform.wmloperator import kubectl_runner
 from localplatform.wmlservice import WMLService, WMLUser
 
 TESTS = Path(__file__).resolve().parent
@@ -184,16 +185,7 @@ Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture(scope="session")
 def kubectl(kube: KubeInfo, platform_config: PlatformConfig) -> Kubectl:
-    binary = platform_config.kubectl()
-
-    def run(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(binary), f"--kubeconfig={kube.kubeconfig}", *args], input=input,
-                                capture_output=True, text=True, timeout=120, check=False)
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
-        return result
-
-    return run
+    return kubectl_runner(platform_config.kubectl(), kube.kubeconfig, error=AssertionError)
 
 
 @pytest.fixture

@@ -28,6 +28,18 @@ OPERATOR_NAMESPACE = SERVICE_ACCOUNT = "wml-stream-operator"
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
+def kubectl_runner(binary: Path, kubeconfig: str | Path, error: type[Exception] = RuntimeError) -> Kubectl:
+    """A Kubectl: runs `binary` with that kubeconfig; a non-zero exit raises `error` with kubectl's stderr."""
+    def run(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([str(binary), f"--kubeconfig={kubeconfig}", *args], input=input,
+                                capture_output=True, text=True, timeout=120, check=False)
+        if check and result.returncode != 0:
+            raise error(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    return run
+
+
 def install_crd(kubectl: Kubectl) -> None:
     kubectl("apply", "-f", str(CRD))
     kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/streamingdeployments.wmlstream.dev")
