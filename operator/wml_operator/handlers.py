@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import kopf
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from wml_operator import conditions, metrics
+from wml_operator import conditions, metrics, persistence
+from wml_operator.kube import StatusWriter
+from wml_operator.poller import Poller
 from wml_operator.reconcile import Outcome, Transient
 from wml_operator.runtime import Runtime
-from wml_operator.secrets import referenced_secrets
 from wml_operator.settings import OperatorSettings
-from wml_operator.spec import FINALIZER, GROUP, PLURAL, VERSION, parse_spec
+from wml_operator.spec import FINALIZER, GROUP, PLURAL, VERSION
 from wml_operator.wml import HANDLER_THREADS
 
 SETTINGS = OperatorSettings.from_env()
 RUNTIME = Runtime(SETTINGS)
 RESOURCE = (GROUP, VERSION, PLURAL)
+STATUS = StatusWriter()
+OBJECT_WORKERS = 2 * HANDLER_THREADS
 
 
-# kopf logs every handler run at INFO. For the timer and the Secret watch that is one line per resource per
-# poll (1,000 resources at 5 s: 200 lines a second) saying nothing: only their failures are worth a line.
-ROUTINE = frozenset({"Timer 'poll' succeeded.", "Handler 'secret_changed' succeeded."})
+# kopf logs every handler run at INFO. For the watch handlers that is one line per event (every Secret of the
+# namespace, every status write) saying nothing: only their failures are worth a line.
+ROUTINE = frozenset({"Handler 'secret_changed' succeeded.", "Handler 'track' succeeded."})
 
 
 def _not_routine(record: logging.LogRecord) -> bool:
@@ -36,10 +42,15 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger | logging.
     settings.persistence.finalizer = FINALIZER
     # kopf's own bookkeeping under its own prefix: under ours, the progress of the handler `reconcile` would
     # land on (and misread) the user's `wmlstream.dev/reconcile` annotation.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=f"kopf.{GROUP}")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=f"kopf.{GROUP}", key="last-handled-configuration")
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=persistence.PREFIX)
+    settings.persistence.diffbase_storage = persistence.StatusDiffBase()
     settings.execution.max_workers = HANDLER_THREADS
+    # At most OBJECT_WORKERS resources in kopf's hands at once (a burst of 1,000 creates otherwise has 1,000
+    # handler invocations waiting for the HANDLER_THREADS threads, each holding its body, patch and causes: about
+    # 50 MB more at the peak, which Python keeps afterwards). Since a worker holds its place while it idles, it
+    # goes after 1 s instead of kopf's 5 s; and retries after WML errors wait in the poller, not in a worker.
+    settings.queueing.worker_limit = OBJECT_WORKERS
+    settings.queueing.idle_timeout = 1.0
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     logging.getLogger("kopf.objects").addFilter(_not_routine)
@@ -48,6 +59,7 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger | logging.
     except k8s_config.ConfigException:
         k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
     RUNTIME.secrets.set_api(k8s.CoreV1Api())
+    STATUS.set_api(k8s.CustomObjectsApi())
     if SETTINGS.metrics_address:
         metrics.serve(SETTINGS.metrics_address)
     logger.info("wml-stream-operator ready: namespaces=%s, poll %.0f s changing / %.0f s steady",
@@ -86,6 +98,10 @@ def transient(err: Transient, body: kopf.Body, patch: kopf.Patch) -> None:
 
 
 def run(trigger: str, body: kopf.Body, patch: kopf.Patch, *, deleting: bool = False) -> Outcome | None:
+    """One pass, its outcome applied to `patch`. When WML is unavailable, the poller tries again after the
+    backoff (or Retry-After): kopf would keep the resource's worker asleep for that long, one of the
+    OBJECT_WORKERS, and write its retry count into an annotation each time. Only a deletion is retried by kopf,
+    which keeps the finalizer meanwhile (the poller leaves resources being deleted alone)."""
     uid = body["metadata"]["uid"]
     try:
         with RUNTIME.passing(uid):
@@ -94,7 +110,7 @@ def run(trigger: str, body: kopf.Body, patch: kopf.Patch, *, deleting: bool = Fa
         transient(err, body, patch)
         RUNTIME.ran(uid, retry_after=err.delay, generation=body["metadata"].get("generation"))
         metrics.RECONCILES.labels(trigger, "transient").inc()
-        if trigger != "timer":
+        if deleting:
             raise kopf.TemporaryError(str(err), delay=err.delay) from None
         return None
     RUNTIME.ran(uid, generation=body["metadata"].get("generation"))
@@ -110,12 +126,33 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, reason: str, **_: Any) -> None
     run(str(reason), body, patch)
 
 
-@kopf.timer(*RESOURCE, interval=SETTINGS.poll_fast, initial_delay=SETTINGS.poll_fast)
-def poll(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    if body.get("metadata", {}).get("deletionTimestamp"):
-        return
-    if RUNTIME.due(body["metadata"]["uid"], body):
-        run("timer", body, patch)
+def poll_pass(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A pass of the poller: the status to write, as a kopf handler would leave it in its patch."""
+    patch = kopf.Patch()
+    run("poll", kopf.Body(cast(kopf.RawBody, dict(body))), patch)
+    return dict(patch.status) if patch.status else None
+
+
+POLLER = Poller(RUNTIME, poll_pass, STATUS, concurrency=HANDLER_THREADS // 2)
+
+
+@kopf.on.event(*RESOURCE)
+async def track(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    POLLER.track(event.get("type"), body)
+
+
+@kopf.on.startup()
+async def start_polling(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    memo["poller"] = asyncio.create_task(POLLER.run(settings.execution.executor), name="poller")
+
+
+@kopf.on.cleanup()
+async def stop_polling(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("poller")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @kopf.on.delete(*RESOURCE)
@@ -126,21 +163,12 @@ def delete(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     RUNTIME.forget(body["metadata"]["uid"])
 
 
-@kopf.index(*RESOURCE)
-def sdeps_by_secret(namespace: str | None, spec: kopf.Spec, uid: str, **_: Any) -> dict[tuple[str, str], str]:
-    try:
-        names = referenced_secrets(parse_spec(dict(spec)))
-    except ValueError:
-        return {}
-    return {(namespace or "", name): uid for name in names}
-
-
 @kopf.on.event("", "v1", "secrets")
-def secret_changed(event: kopf.RawEvent, namespace: str | None, name: str, body: kopf.Body, **kwargs: Any) -> None:
-    index: kopf.Index[tuple[str, str], str] = kwargs["sdeps_by_secret"]
-    waiting: list[str] = list(index.get((namespace or "", name), []))
+async def secret_changed(event: kopf.RawEvent, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> None:
+    # In the event loop, like `track`, which keeps POLLER.users_of: no lock between them.
+    waiting = POLLER.users_of(namespace or "", name)
     changed = RUNTIME.secrets.observe(event.get("type"), namespace or "", name, body)
-    # A Secret that appears or changes wakes the resources that use it within one timer tick.
+    # A Secret that appears or changes wakes the resources that use it within one tick of the poller.
     if waiting and (changed or event.get("type") in ("ADDED", "MODIFIED")):
         for uid in waiting:
             RUNTIME.mark_dirty(uid)

@@ -1,4 +1,5 @@
-"""Kubernetes-side helpers: a Secret store fed by the watch, so reconciles read Secrets without API calls."""
+"""Kubernetes-side helpers: a Secret store fed by the watch, so reconciles read Secrets without API calls, and
+the status writer of the poller's passes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+
+from wml_operator.spec import GROUP, PLURAL, VERSION
 
 SecretKey = tuple[str, str]
 
@@ -67,3 +70,26 @@ class SecretStore:
         with self._lock:
             self._data[key] = data
         return data
+
+
+class StatusWriter:
+    """Merge-patches the status subresource, as kopf does with the status its handlers leave in their patch."""
+
+    def __init__(self, api: k8s.CustomObjectsApi | None = None) -> None:
+        self._api = api
+
+    def set_api(self, api: k8s.CustomObjectsApi) -> None:
+        self._api = api
+
+    def __call__(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
+        """False when the resource is gone (deleted meanwhile: nothing left to report on)."""
+        assert self._api is not None, "set_api() first"
+        try:
+            self._api.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": status},
+                _content_type="application/merge-patch+json")
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True

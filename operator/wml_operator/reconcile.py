@@ -28,7 +28,7 @@ from wml_operator.spec import (
     explain_validation_error,
     parse_spec,
 )
-from wml_operator.wml import ClientPool, InstanceCache
+from wml_operator.wml import ClientPool, InstanceCache, Listing, marker
 
 Event = tuple[str, str, str]  # (Normal | Warning, reason, message)
 ACTIONS_THAT_CHANGE_WML = frozenset({Do.CREATE, Do.RECREATE, Do.PATCH_STATE, Do.RESTART})
@@ -67,10 +67,6 @@ class Outcome:
     finalized: bool = False
 
 
-def marker(uid: str) -> str:
-    return f"(managed by wml-stream-operator, uid {uid})"
-
-
 def _epoch(text: str | None) -> float | None:
     if not text:
         return None
@@ -99,11 +95,10 @@ def is_changing(status: Mapping[str, Any], generation: int | None) -> bool:
     return ready is None or ready.get("status") != "True" or status.get("observedGeneration") != generation
 
 
-def find(deployments: Mapping[str, Deployment], target_id: str | None, uid: str) -> Deployment | None:
-    if target_id and target_id in deployments:
-        return deployments[target_id]
-    tag = marker(uid)
-    return next((d for d in deployments.values() if tag in (d.entity.description or "")), None)
+def find(listing: Listing, target_id: str | None, uid: str) -> Deployment | None:
+    if target_id and target_id in listing.by_id:
+        return listing.by_id[target_id]
+    return next(iter(listing.owned(uid)), None)
 
 
 class Reconciler:
@@ -224,9 +219,7 @@ class Reconciler:
     def _delete_duplicates(self, client: WMLClient, keep: Deployment, uid: str) -> list[Event]:
         """Other deployments with this resource's marker: a create whose request reached WML only after we had
         given up on it (timeout) and created again. One resource, one stream: the one in use stays."""
-        tag = marker(uid)
-        extras = [d for d in self.deps.cache.deployments(client, float("inf")).values()
-                  if d.id != keep.id and tag in (d.entity.description or "")]
+        extras = [d for d in self.deps.cache.deployments(client, float("inf")).owned(uid) if d.id != keep.id]
         for extra in extras:
             self._delete(client, extra.id)
         return [("Warning", "DuplicateDeleted", f"deleted deployment {d.id}, a second one of this resource "
@@ -251,7 +244,13 @@ class Reconciler:
         events = list(events or [])
         was_ready = _ready(previous.get("conditions", []))
         if ready and was_ready is not True:
-            events.append(("Normal", "Ready", message))
+            if events and events[-1][0] == "Normal":
+                # The pass that made the change made it Ready too (WML answered with the declared state): one
+                # event says both, since every event is a write to the apiserver (1,000 creates: 1,000 fewer).
+                kind, reason, text = events[-1]
+                events[-1] = (kind, reason, f"{text}; Ready: {message}")
+            else:
+                events.append(("Normal", "Ready", message))
         elif not ready and was_ready is True and not stalled and not events:
             events.append(("Normal", "NotReady", message))
         return Outcome(status, events, finalized=finalized)

@@ -31,6 +31,8 @@ class Runtime:
     def __post_init__(self) -> None:
         pool = ClientPool(timeout=self.settings.wml_timeout, on_response=metrics.observe_request)
         self.reconciler = Reconciler(Deps(self.settings, self.secrets, pool, InstanceCache()))
+        # How often the poller looks for due resources: a pass starts at most this late.
+        self.tick = min(1.0, self.settings.poll_fast / 2)
 
     def mark_dirty(self, uid: str) -> None:
         with self.lock:
@@ -38,23 +40,24 @@ class Runtime:
             self.next_attempt.pop(uid, None)
 
     def due(self, uid: str, body: Mapping[str, Any]) -> bool:
-        """Whether a timer tick should reconcile now: a Secret changed, a change is under way, or the
+        """Whether the poller should reconcile now: a Secret changed, a change is under way, or the
         resource's steady poll interval has passed. Backoff after transient errors wins over all."""
         now = time.monotonic()
         with self.lock:
             if self.passes[uid]:
-                # A pass (a change handler's) is under way and its outcome says when the next is due: a tick
+                # A pass (a change handler's) is under way and its outcome says when the next is due: a poll
                 # that waited for it would run right after it, past the backoff or Retry-After it just set.
                 return False
             if self.next_attempt.get(uid, 0.0) > now:
                 return False
             status = body.get("status") or {}
             generation = body.get("metadata", {}).get("generation")
-            if (not status and uid not in self.last_run) or self.generations.get(uid, generation) != generation:
-                # A new resource, or a spec this process has not reconciled yet (or a body older than the one it
-                # did): kopf's create or update handler runs that pass, and may still be queued behind a burst of
-                # others when the timer ticks. A pass here would do the same work on a body the handler then
-                # reconciles again, and write the status a second time.
+            if uid not in self.last_run or self.generations.get(uid, generation) != generation:
+                # A resource this process has not reconciled yet (new, or found at start-up), or a spec it has not
+                # reconciled yet (or a body older than the one it did): kopf's create, resume or update handler
+                # runs that pass, and may still be queued behind a burst of others when the poller looks. A pass
+                # here would do the same work on a body the handler then reconciles again, and write the status
+                # a second time.
                 return False
             if uid in self.dirty:
                 return True
@@ -64,7 +67,7 @@ class Runtime:
                           for c in status.get("conditions", []))
             changing = is_changing(status, generation) and not stalled
             interval = poll_interval(body, self.settings, changing)
-            return now - self.last_run.get(uid, 0.0) >= interval - 0.5
+            return now - self.last_run.get(uid, 0.0) >= interval - self.tick / 2
 
     @contextlib.contextmanager
     def passing(self, uid: str) -> Iterator[None]:
@@ -79,15 +82,23 @@ class Runtime:
                     del self.passes[uid]
 
     def ran(self, uid: str, retry_after: float | None = None, *, generation: int | None = None) -> None:
+        """A pass ended; `retry_after`: it could not reach WML, and the poller tries again after that long."""
         with self.lock:
-            self.dirty.discard(uid)
             self.last_run[uid] = time.monotonic()
             if generation is not None:
                 self.generations[uid] = generation
             if retry_after is None:
+                self.dirty.discard(uid)
                 self.next_attempt.pop(uid, None)
             else:
+                self.dirty.add(uid)
                 self.next_attempt[uid] = time.monotonic() + retry_after
+
+    def retry_after(self, uid: str, delay: float) -> None:
+        """A poll that failed outside the reconciler (e.g. writing its status): try again after `delay`."""
+        with self.lock:
+            self.dirty.add(uid)
+            self.next_attempt[uid] = time.monotonic() + delay
 
     def forget(self, uid: str) -> None:
         with self.lock:

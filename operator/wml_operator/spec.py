@@ -140,6 +140,15 @@ class Condition(BaseModel):
                                                      description="metadata.generation this condition is about.")]
 
 
+class KopfState(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    last_handled_configuration: Annotated[str | None, Field(
+        default=None, alias="last-handled-configuration",
+        description="kopf's copy of the spec, labels and annotations it last handled (JSON): how it tells a "
+                    "change from a resync. Written with the status, in one request.")]
+
+
 class StreamingDeploymentStatus(BaseModel):
     """What the operator observed. Never holds a credential."""
 
@@ -169,6 +178,7 @@ class StreamingDeploymentStatus(BaseModel):
                                                        "Secrets); a change re-creates the deployment.")]
     conditions: Annotated[list[Condition], Field(default_factory=list,
                                                  description="Ready, Reconciling and Stalled (kstatus).")]
+    kopf: Annotated[KopfState | None, Field(default=None, description="The operator framework's bookkeeping.")]
 
 
 def parse_spec(raw: object) -> StreamingDeploymentSpec:

@@ -65,29 +65,45 @@ def test_a_change_in_the_same_second_as_the_last_write_is_written(fake: Any) -> 
     assert (patch.status["deploymentId"], patch.status["specHash"]) == ("d2", "h2")
 
 
-def test_transient_errors_keep_ready_and_retry_with_kopf(fake: Any) -> None:
+def test_transient_errors_keep_ready_and_leave_the_retry_to_the_poller(fake: Any) -> None:
     fake(Transient("GET /v3/...: 503", delay=7.0))
+    handlers.RUNTIME.forget("uid-1")
     patch = kopf.Patch()
     ready = {"type": "Ready", "status": "True", "reason": "Running", "message": "",
              "lastTransitionTime": "2026-11-27T17:00:00Z", "observedGeneration": 3}
-    with pytest.raises(kopf.TemporaryError) as retry:
-        handlers.reconcile(body=make_body({"conditions": [ready]}), patch=patch, reason="update")
-    assert retry.value.delay == 7.0
+    body = make_body({"conditions": [ready], "observedGeneration": 3})
+    handlers.reconcile(body=body, patch=patch, reason="update")  # no kopf.TemporaryError: no kopf worker waits
     by_type = {c["type"]: c for c in patch.status["conditions"]}
     assert by_type["Ready"]["status"] == "True"
     assert by_type["Ready"]["lastTransitionTime"] == "2026-11-27T17:00:00Z"
     assert by_type["Reconciling"]["reason"] == "WMLUnavailable"
     assert "retrying in 7 s" in by_type["Reconciling"]["message"]
+    assert not handlers.RUNTIME.due("uid-1", body)  # during the backoff
+    handlers.RUNTIME.next_attempt["uid-1"] -= 7.0
+    assert handlers.RUNTIME.due("uid-1", body)  # right after it, whatever the poll interval
+    handlers.RUNTIME.forget("uid-1")
 
 
-def test_timer_backs_off_instead_of_raising(fake: Any) -> None:
+def test_a_deletion_that_cannot_reach_wml_is_retried_by_kopf(fake: Any) -> None:
+    fake(Transient("connection refused", delay=4.0))
+    with pytest.raises(kopf.TemporaryError) as retry:  # kopf keeps the finalizer and calls again
+        handlers.delete(body=make_body(), patch=kopf.Patch())
+    assert retry.value.delay == 4.0
+    handlers.RUNTIME.forget("uid-1")
+
+
+def test_a_poll_backs_off_instead_of_raising(fake: Any) -> None:
     reconciler = fake(Transient("timeout", delay=30.0))
     body = make_body({"observedGeneration": 3})
     handlers.RUNTIME.forget("uid-1")
-    handlers.poll(body=body, patch=kopf.Patch())
+    handlers.RUNTIME.ran("uid-1", generation=3)
+    handlers.RUNTIME.last_run["uid-1"] -= handlers.SETTINGS.poll_slow + 1
+    assert handlers.RUNTIME.due("uid-1", body)
+    status = handlers.poll_pass(body)
     assert reconciler.calls == [False]
-    handlers.poll(body=body, patch=kopf.Patch())  # within the backoff: not called again
-    assert reconciler.calls == [False]
+    assert status is not None
+    assert status["conditions"][0]["reason"] == "WMLUnavailable"
+    assert not handlers.RUNTIME.due("uid-1", body)  # within the backoff: not polled again
     handlers.RUNTIME.forget("uid-1")
 
 
@@ -100,22 +116,12 @@ def test_delete_keeps_the_finalizer_until_done(fake: Any) -> None:
     assert reconciler.calls == [True]
 
 
-def test_index_of_referenced_secrets() -> None:
-    raw = {"modelId": "m", "sparkCredentialsSecretRef": {"name": "spark", "key": "k"},
-           "wml": {"credentialsSecretRef": {"name": "wml"}},
-           "input": {"topic": "i", "connectionSecretRef": {"name": "kafka"}},
-           "output": {"topic": "o", "connectionSecretRef": {"name": "kafka-out"}}}
-    body = kopf.Body({"metadata": {"uid": "u1"}, "spec": raw})
-    index = handlers.sdeps_by_secret(namespace="ns", spec=body.spec, uid="u1")
-    assert index == {("ns", "spark"): "u1", ("ns", "wml"): "u1", ("ns", "kafka"): "u1", ("ns", "kafka-out"): "u1"}
-    bad = kopf.Body({"metadata": {"uid": "u1"}, "spec": {"bad": 1}})
-    assert handlers.sdeps_by_secret(namespace="ns", spec=bad.spec, uid="u1") == {}
-
-
-def test_no_timer_pass_while_another_pass_of_the_resource_runs() -> None:
+def test_no_poll_while_another_pass_of_the_resource_runs() -> None:
     runtime = handlers.RUNTIME
     runtime.forget("uid-1")
     body = make_body({"observedGeneration": 3})
+    runtime.ran("uid-1", generation=3)
+    runtime.last_run["uid-1"] -= runtime.settings.poll_fast + 1
     assert runtime.due("uid-1", body)
     with runtime.passing("uid-1"):  # a change handler's pass: its outcome (backoff, Retry-After) decides
         assert not runtime.due("uid-1", body)
@@ -123,12 +129,15 @@ def test_no_timer_pass_while_another_pass_of_the_resource_runs() -> None:
     runtime.forget("uid-1")
 
 
-def test_a_new_resource_is_left_to_its_create_handler() -> None:
-    """No status and no pass in this process yet: kopf's create handler, maybe still queued behind a burst of
-    others, does the first pass; a timer tick beside it would do the same work twice."""
+def test_a_resource_is_left_to_its_create_or_resume_handler_first() -> None:
+    """No pass in this process yet: kopf's create handler (a new resource) or resume handler (one found at
+    start-up), maybe still queued behind a burst of others, does the first pass; a poll beside it would do the
+    same work twice."""
     runtime = handlers.RUNTIME
     runtime.forget("uid-1")
     assert not runtime.due("uid-1", make_body())
+    assert not runtime.due("uid-1", make_body({"observedGeneration": 3, "conditions": [
+        {"type": "Ready", "status": "True"}]}))
     runtime.mark_dirty("uid-1")  # a Secret it reads changed meanwhile: still the handler's
     assert not runtime.due("uid-1", make_body())
     runtime.ran("uid-1")
@@ -170,7 +179,7 @@ def test_routine_handler_successes_are_not_logged() -> None:
     def record(message: str, *args: object) -> logging.LogRecord:
         return logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, message, args, None)
 
-    assert not handlers._not_routine(record("Timer %r succeeded.", "poll"))
+    assert not handlers._not_routine(record("Handler %r succeeded.", "track"))
     assert not handlers._not_routine(record("Handler %r succeeded.", "secret_changed"))
     assert handlers._not_routine(record("Handler %r succeeded.", "reconcile"))
-    assert handlers._not_routine(record("Timer %r failed with an exception. Will retry.", "poll"))
+    assert handlers._not_routine(record("Handler %r failed with an exception. Will retry.", "secret_changed"))

@@ -1,0 +1,206 @@
+"""The poller that replaces a kopf timer per resource: which resources it polls, how many at once, what it writes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from wml_operator.poller import Poller, trimmed
+from wml_operator.runtime import Runtime
+from wml_operator.settings import OperatorSettings
+
+READY = [{"type": "Ready", "status": "True"}]
+
+
+def body(uid: str, *, generation: int = 1, status: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
+    return {"apiVersion": "wmlstream.dev/v1alpha1", "kind": "StreamingDeployment",
+            "metadata": {"name": f"sd-{uid}", "namespace": "ns", "uid": uid, "generation": generation,
+                         "resourceVersion": "7", **meta},
+            "spec": {"state": "RUNNING"},
+            "status": {"observedGeneration": generation, "conditions": READY} if status is None else status}
+
+
+class Recorder:
+    """A pass and a status writer that note what they were given; `block` holds passes until set."""
+
+    def __init__(self, status: dict[str, Any] | None = None, fail: bool = False) -> None:
+        self.status = status
+        self.fail = fail
+        self.passes: list[str] = []
+        self.writes: list[tuple[str, str, dict[str, Any]]] = []
+        self.block = threading.Event()
+        self.block.set()
+        self.lock = threading.Lock()
+
+    def run_pass(self, b: Mapping[str, Any]) -> dict[str, Any] | None:
+        self.block.wait(5)
+        with self.lock:
+            self.passes.append(b["metadata"]["uid"])
+        if self.fail:
+            raise RuntimeError("the apiserver is away")
+        return self.status
+
+    def write(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
+        self.writes.append((namespace, name, status))
+        return True
+
+
+def runtime(poll_fast: float = 0.2, poll_slow: float = 0.4) -> Runtime:
+    return Runtime(OperatorSettings(poll_fast=poll_fast, poll_slow=poll_slow))
+
+
+def reconciled(rt: Runtime, uid: str, ago: float, generation: int = 1) -> None:
+    rt.ran(uid, generation=generation)
+    rt.last_run[uid] -= ago
+
+
+def test_a_body_is_kept_without_managed_fields_and_foreign_annotations() -> None:
+    raw = body("u1", managedFields=[{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+               annotations={"kubectl.kubernetes.io/last-applied-configuration": "{...}" * 100,
+                            "wmlstream.dev/poll-interval": "60"})
+    kept = trimmed(raw)
+    assert "managedFields" not in kept["metadata"]
+    assert kept["metadata"]["annotations"] == {"wmlstream.dev/poll-interval": "60"}
+    assert kept["spec"] == raw["spec"]
+    assert kept["status"] == raw["status"]
+    assert {k: kept["metadata"][k] for k in ("name", "namespace", "uid", "generation")} == {
+        "name": "sd-u1", "namespace": "ns", "uid": "u1", "generation": 1}
+
+
+def test_watch_events_add_replace_and_remove_bodies() -> None:
+    poller = Poller(runtime(), Recorder().run_pass, Recorder().write, concurrency=4)
+    poller.track("ADDED", body("u1"))
+    poller.track("MODIFIED", body("u1", generation=2))
+    poller.track("ADDED", body("u2"))
+    assert poller.bodies["u1"]["metadata"]["generation"] == 2
+    poller.track("DELETED", body("u1"))
+    assert set(poller.bodies) == {"u2"}
+    assert poller.context is not None  # taken at the first event, for kopf.event() in passes
+
+
+def test_only_due_resources_are_picked_and_never_one_being_deleted() -> None:
+    rt = runtime()
+    poller = Poller(rt, Recorder().run_pass, Recorder().write, concurrency=10)
+    for uid in ("steady", "recent", "deleting", "new"):
+        poller.track("ADDED", body(uid, **({"deletionTimestamp": "2026-12-01T00:00:00Z"} if uid == "deleting"
+                                           else {})))
+    reconciled(rt, "steady", ago=1.0)  # past poll_slow
+    reconciled(rt, "recent", ago=0.0)
+    reconciled(rt, "deleting", ago=1.0)  # due by time, but deletion is kopf's delete handler's
+    # "new": no pass in this process yet, left to kopf's create/resume handler
+    assert [b["metadata"]["uid"] for b in poller.due()] == ["steady"]
+
+
+def test_no_more_passes_at_once_than_its_concurrency() -> None:
+    rt = runtime()
+    poller = Poller(rt, Recorder().run_pass, Recorder().write, concurrency=3)
+    for i in range(10):
+        poller.track("ADDED", body(f"u{i}"))
+        reconciled(rt, f"u{i}", ago=1.0)
+    assert len(poller.due()) == 3
+    poller.running.update({"u0", "u1"})
+    assert [b["metadata"]["uid"] for b in poller.due()] == ["u2"]
+
+
+async def _run_for(poller: Poller, seconds: float) -> None:
+    task = asyncio.create_task(poller.run(None))
+    await asyncio.sleep(seconds)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.gather(*poller.tasks, return_exceptions=True)
+
+
+def test_a_due_pass_runs_in_a_thread_and_its_status_is_written() -> None:
+    rt = runtime()
+    rec = Recorder(status={"wmlStatus": "RUNNING"})
+    poller = Poller(rt, rec.run_pass, rec.write, concurrency=4)
+    poller.track("ADDED", body("u1"))
+    reconciled(rt, "u1", ago=1.0)
+    asyncio.run(_run_for(poller, 0.05))
+    assert rec.passes == ["u1"]
+    assert rec.writes == [("ns", "sd-u1", {"wmlStatus": "RUNNING"})]
+    assert not poller.running
+
+
+def test_nothing_to_write_writes_nothing() -> None:
+    rt = runtime()
+    rec = Recorder(status=None)
+    poller = Poller(rt, rec.run_pass, rec.write, concurrency=4)
+    poller.track("ADDED", body("u1"))
+    reconciled(rt, "u1", ago=1.0)
+    asyncio.run(_run_for(poller, 0.05))
+    assert rec.passes == ["u1"]
+    assert rec.writes == []
+
+
+def test_a_pass_under_way_is_not_started_twice() -> None:
+    rt = runtime(poll_fast=0.02, poll_slow=0.02)  # due again at every tick
+    rec = Recorder(status=None)
+    rec.block.clear()
+    poller = Poller(rt, rec.run_pass, rec.write, concurrency=4)
+    poller.track("ADDED", body("u1"))
+    reconciled(rt, "u1", ago=1.0)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(poller.run(None))
+        await asyncio.sleep(0.2)  # ten ticks while the first pass is held
+        assert poller.running == {"u1"}
+        rec.block.set()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.gather(*poller.tasks, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert rec.passes == ["u1"]
+
+
+def test_a_failed_pass_is_retried_later_and_polling_goes_on() -> None:
+    rt = runtime()
+    rec = Recorder(fail=True)
+    poller = Poller(rt, rec.run_pass, rec.write, concurrency=4)
+    poller.track("ADDED", body("u1"))
+    reconciled(rt, "u1", ago=1.0)
+    asyncio.run(_run_for(poller, 0.05))
+    assert rec.passes == ["u1"]
+    assert not rt.due("u1", poller.bodies["u1"])  # backs off for poll_fast
+    assert rt.next_attempt["u1"] > time.monotonic()
+    rt.next_attempt["u1"] = 0.0
+    assert rt.due("u1", poller.bodies["u1"])  # and then comes back (dirty)
+
+
+SPEC = {"modelId": "m", "sparkCredentialsSecretRef": {"name": "spark", "key": "k"},
+        "wml": {"credentialsSecretRef": {"name": "wml"}},
+        "input": {"topic": "i", "connectionSecretRef": {"name": "kafka"}},
+        "output": {"topic": "o", "connectionSecretRef": {"name": "kafka-out"}}}
+
+
+def test_the_secrets_a_spec_names_wake_its_resource() -> None:
+    poller = Poller(runtime(), Recorder().run_pass, Recorder().write, concurrency=4)
+    poller.track("ADDED", {**body("u1"), "spec": SPEC})
+    poller.track("ADDED", {**body("u2"), "spec": {**SPEC, "output": {"topic": "o",
+                                                                     "connectionSecretRef": {"name": "kafka"}}}})
+    assert [poller.users_of("ns", n) for n in ("spark", "wml", "kafka", "kafka-out")] == [
+        ["u1", "u2"], ["u1", "u2"], ["u1", "u2"], ["u1"]]
+    assert poller.users_of("other-ns", "kafka") == []
+    # A spec edit that names another Secret moves the resource; deletion removes it.
+    poller.track("MODIFIED", {**body("u1", generation=2), "spec": {**SPEC, "wml": {
+        "credentialsSecretRef": {"name": "wml-2"}}}})
+    assert poller.users_of("ns", "wml") == ["u2"]
+    assert poller.users_of("ns", "wml-2") == ["u1"]
+    poller.track("DELETED", body("u2"))
+    assert poller.users_of("ns", "spark") == ["u1"]
+    assert poller.users_of("ns", "wml") == []
+
+
+def test_an_invalid_spec_names_no_secret() -> None:
+    poller = Poller(runtime(), Recorder().run_pass, Recorder().write, concurrency=4)
+    poller.track("ADDED", {**body("u1"), "spec": {"bad": 1}})
+    assert poller.users_of("ns", "spark") == []
+    assert "u1" in poller.bodies  # still polled: its Stalled condition is its own pass's
