@@ -106,7 +106,7 @@ class FakeConsumer:
             batch += taken
             self.positions[p] = position + len(taken)
         if not batch:
-            time.sleep(min(timeout, 0.01))
+            time.sleep(max(0.0, min(timeout, 0.01)))
         return batch
 
     def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
@@ -123,7 +123,9 @@ class FakeConsumer:
         return self.cluster.metadata(topic)
 
     def poll(self, timeout: float = -1) -> Any:
-        return None
+        """One record, as soon as there is one (what the real one does; it serves callbacks too)."""
+        batch = self.consume(1, timeout)
+        return batch[0] if batch else None
 
     def close(self) -> None:
         pass
@@ -457,4 +459,48 @@ def test_lag_is_the_high_watermark_minus_the_position(cluster: FakeCluster) -> N
     assert len(session.consumer.consume(10, 0)) == 10
     session._refresh_lag()
     assert metrics.registry.get_sample_value("wml_stream_consumer_lag", {"deployment_id": s.deployment_id}) == 20
+    session.close(clean=True)
+
+
+def test_a_caught_up_stream_takes_a_record_as_it_comes_not_after_a_full_batch_wait(cluster: FakeCluster) -> None:
+    """consume(batch, wait) would wait the whole `wait` for a full batch, below the batch rate every time: the
+    session never waits for more than one record, and takes what came with it."""
+    from wml_server.engine.metrics import EngineMetrics
+    from wml_server.engine.session import StreamSession
+    from wml_server.engine.state import StreamCounts
+
+    calls: list[tuple[str, int, float]] = []
+    arriving: list[bytes] = []  # records that arrive while the consumer waits in poll()
+
+    class Recording(FakeConsumer):
+        def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
+            calls.append(("consume", num_messages, timeout))
+            return super().consume(num_messages, timeout)
+
+        def poll(self, timeout: float = -1) -> Any:
+            calls.append(("poll", 1, timeout))
+            cluster.add(0, *arriving)
+            arriving.clear()
+            batch = FakeConsumer.consume(self, 1, 0)
+            return batch[0] if batch else None
+
+    class Clients(FakeClients):
+        def consumer(self, config: dict[str, Any]) -> ConsumerLike:
+            super().consumer(config)
+            return Recording(self.cluster, "in")
+
+    session = StreamSession(spec(), StreamOptions(batch_size=10, batch_timeout=5.0), Clients(cluster),
+                            threading.Event(), EngineMetrics(), StreamCounts())
+    session.connect()
+    calls.clear()
+    cluster.add(0, *tweets(3))
+    assert [m.offset() for m in session._fetch(5.0)] == [0, 1, 2]  # fetched already: taken without waiting
+    assert calls == [("consume", 10, 0)]
+    calls.clear()
+    assert session._fetch(0.0) == []  # nothing, and no time to wait: nothing waited for
+    assert calls == [("consume", 10, 0)]
+    calls.clear()
+    arriving.extend(tweets(4))
+    assert [m.offset() for m in session._fetch(5.0)] == [3, 4, 5, 6]  # the first to come, and what came with it
+    assert calls == [("consume", 10, 0), ("poll", 1, 5.0), ("consume", 9, 0)]
     session.close(clean=True)

@@ -10,9 +10,11 @@ class StreamOptions:
     batch_size: int = 2000
     """Records per transaction at most; each transaction costs a few broker round trips (~30 ms here), hidden
     behind the next batch's scoring while there is a backlog if the batch scores for longer than that
-    (2,000 VADER tweets: ~150 ms). Below the input rate a batch is whatever batch_timeout gathered."""
+    (2,000 VADER tweets: ~150 ms). Below the input rate a batch is what arrived during the last commit."""
     batch_timeout: float = 0.1
-    """Seconds to wait for a batch to fill: the latency a lone record may add."""
+    """Seconds a caught-up stream waits for the next record before it looks after other things (lag, partitions,
+    errors). A record that comes is taken at once, with whatever came with it: batches are what arrived while
+    the previous one was being committed."""
     unreachable_timeout: float = 30.0
     """Seconds the brokers may stay unreachable (or a transaction keep failing to commit) before FAILED."""
     attempt_timeout: float = 1.0

