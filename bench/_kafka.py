@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +14,9 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from localplatform.config import PlatformConfig
 from localplatform.kafka import KafkaBroker, KafkaInfo
+
+# The PID file of the broker kafka() started (none for one the environment names): its CPU is counted beside runs.
+BROKER_PID_FILE: list[Path] = []
 
 
 @contextmanager
@@ -24,9 +29,30 @@ def kafka() -> Iterator[KafkaInfo]:
         return
     broker = KafkaBroker(PlatformConfig.load(), Path(tempfile.mkdtemp(prefix="wso-bench-kafka-")))
     try:
-        yield broker.start()
+        info = broker.start()
+        BROKER_PID_FILE[:] = [broker.pid_file]
+        yield info
     finally:
+        BROKER_PID_FILE.clear()
         broker.destroy()
+
+
+def cpu_seconds(pid: int | str) -> float:
+    """User + system CPU seconds of a process so far (Linux; NaN when it cannot be read)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def broker_cpu_seconds() -> float:
+    if not BROKER_PID_FILE:
+        return float("nan")
+    try:
+        return cpu_seconds(BROKER_PID_FILE[0].read_text().split()[0])
+    except OSError:
+        return float("nan")
 
 
 def topic_admin(info: KafkaInfo, action: str, topics: tuple[str, ...], partitions: int = 1) -> None:
@@ -36,6 +62,14 @@ def topic_admin(info: KafkaInfo, action: str, topics: tuple[str, ...], partition
                else admin.delete_topics(list(topics)))
     for future in futures.values():
         future.result(30)
+    if action == "create":
+        # The broker answers the create before every listener's metadata shows the topic: a client that asks at
+        # once can be told it does not exist (and a stream told so stops, FAILED). Wait until it is seen.
+        deadline = time.monotonic() + 30
+        while any(admin.list_topics(t, timeout=5).topics[t].error is not None for t in topics):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topics {topics} not visible 30 s after they were created")
+            time.sleep(0.05)
 
 
 def preload(info: KafkaInfo, topic: str, payloads: list[bytes]) -> None:

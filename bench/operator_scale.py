@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from _machine import describe, machine
-from _operator_world import Counters, Snapshot, World, etcd_version, wml_kind
+from _operator_world import Counters, World, etcd_version, wml_kind
+from _sdep_watch import Snapshot
 from localplatform.config import read_versions
 from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
