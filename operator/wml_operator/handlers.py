@@ -153,6 +153,8 @@ async def stop_polling(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if POLLER.tasks:  # passes under way finish, and write what they found
+        await asyncio.wait(list(POLLER.tasks), timeout=10)
 
 
 @kopf.on.delete(*RESOURCE)

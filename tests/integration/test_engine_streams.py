@@ -412,23 +412,31 @@ def test_unreachable_brokers_fail_after_the_timeout_and_stop_is_prompt(kafka_top
 class _Feeder:
     """Produces keyed tweets k0, k1, ... at a steady rate in a thread, until stopped."""
 
-    def __init__(self, kafka: KafkaInfo, topic: str, per_second: int = 1000) -> None:
+    def __init__(self, kafka: KafkaInfo, topic: str, per_second: int = 1000, backlog: int = 0) -> None:
+        """`backlog`: records written at once first, so that a stream starting on them has full batches."""
         import threading
 
         self.count = 0
         self._stop = threading.Event()
         self._producer = Producer(config(kafka, {"linger.ms": 5}))
         self._topic, self._per_tick = topic, max(1, per_second // 50)
+        self._send(backlog)
+        assert self._producer.flush(30) == 0
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def _send(self, n: int) -> None:
+        for _ in range(n):
+            i = self.count
+            self._producer.produce(self._topic, json.dumps({"tweet": TWEETS[i % len(TWEETS)], "n": i}).encode(),
+                                   key=f"k{i}".encode())
+            self.count += 1
+            if i % 1000 == 999:
+                self._producer.poll(0)
+
     def _run(self) -> None:
         while not self._stop.wait(0.02):
-            for _ in range(self._per_tick):
-                i = self.count
-                self._producer.produce(self._topic, json.dumps({"tweet": TWEETS[i % len(TWEETS)], "n": i}).encode(),
-                                       key=f"k{i}".encode())
-                self.count += 1
+            self._send(self._per_tick)
             self._producer.poll(0)
 
     def stop(self) -> int:
@@ -476,14 +484,16 @@ def test_sigkill_mid_transaction_then_restart_is_exactly_once(
         kafka: KafkaInfo, kafka_topic: Callable[..., str], reader: Callable[..., Reader], tmp_path: Path) -> None:
     source, target = kafka_topic("in"), kafka_topic("out")
     spec = spec_for(kafka, source, target)
-    feeder = _Feeder(kafka, source)
+    # A backlog: the stream runs full batches, each transaction open while the next batch scores. Caught up, a
+    # transaction of a few records is open for a few milliseconds, shorter than seeing it open and killing.
+    feeder = _Feeder(kafka, source, backlog=20_000)
     children: list[_Child] = []
     try:
         # Kill while a transaction is open (the output's last stable offset is behind its end), and check it
         # stayed open once the process was gone: only then is the restart really tested. Usually one try.
         left_open = False
         for _attempt in range(5):
-            child = _Child(kafka, spec, tmp_path)
+            child = _Child(kafka, spec, tmp_path, batch_size=500)
             children.append(child)
             child.wait_running()
             deadline = time.monotonic() + 20
