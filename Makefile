@@ -85,9 +85,10 @@ demo-down: venv
 
 # Benchmarks print figures; nothing here asserts on time. Each also writes its figures as JSON into
 # BENCH_FIGURES, from which bench/write_performance.py writes docs/PERFORMANCE.md. The stream benchmark starts its
-# own Kafka broker (or uses WSO_KAFKA_BOOTSTRAP); the operator's starts its own kube-apiserver, etcd, WML service
-# (accept-only) and operator and takes most of the time: 10, 100 and 1,000 resources, about 10 minutes on 2 quiet
-# cores. BENCH_OPERATOR_ARGS passes it options (e.g. --sizes 10,100 --steady-seconds 60 for a quick look).
+# own Kafka broker (or uses WSO_KAFKA_BOOTSTRAP): 18 runs of 100,000 records and two latency runs, about 12
+# minutes on 2 cores; the operator's starts its own kube-apiserver, etcd, WML service (accept-only) and operator:
+# 10, 100 and 1,000 resources, about 10 minutes. About 25 minutes in all. BENCH_OPERATOR_ARGS passes the operator's
+# options (e.g. --sizes 10,100 --steady-seconds 60 for a quick look).
 BENCH_FIGURES := $(or $(TMPDIR),/tmp)/wso-bench-figures
 BENCH_OPERATOR_ARGS ?=
 bench: venv platform-build

@@ -112,17 +112,19 @@ it parses what it read only after the run) holds them all. A warm-up stream runs
 one-time costs (the offsets and transaction topics) are not counted. The reference, the model alone: `predict()`
 in batches of the same size over the same texts, one pass right before and one right after each stream run;
 their mean is the run's reference. Each setting runs three times and its figure is the median run by ratio: on
-this machine the model alone drifts by 10-20 % from one pass to the next (it tends to be slower after a minute of
-load), so a single run, or the best pass as the reference, would say more about the machine than the engine.
+this machine (a virtual one on a shared host) the model alone drifts by 10-40 % from one pass to the next (10,561
+and 15,162 records/s around one run of 2026-12-01), so a single run, or the best pass as the reference, would say
+more about the machine than about the engine.
 """
 
 PROSE_STREAM_ANALYSIS = """\
 ### Where the time goes (2026-12-01)
 
-- **Scoring is 92-95 % of a run**, in one thread, at 8,000-8,900 records/s while the model alone runs at
-  9,500-11,000 on the same records. On its CPU the scoring thread runs 7-18 % slower than the model alone did in
-  the passes around the run; the other core is far from busy (the broker used 2-3 CPU-seconds and the reader 0.6
-  in a 12 s run), so most of the rest is the machine's drift between the passes and the run. Parsing and writing
+- **Scoring is 92-95 % of a run**, in one thread; the engine process's CPU is about one core for the whole run
+  (the table's first CPU figure against the run's length), while the other core is far from busy: the broker
+  used 0.5-2.4 CPU-seconds and the reader about 0.5 in a 10-12 s run. On its CPU the scoring thread ran 7-18 %
+  slower than the model alone in the passes around the run; the rest of the gap to 0.8 is the machine's drift
+  between the passes and the run (the same setting gave 0.76, 0.77 and 0.94). Parsing and writing
   the JSON are now 1-5 % of a record (orjson; the standard library for a record with 19+ digits in a row, which
   orjson would turn into a float).
 - **Start-up: about 0.5 s** to the first committed output (RUNNING after 0.1 s), 4 % of a 100,000-record run.

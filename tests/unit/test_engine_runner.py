@@ -60,6 +60,7 @@ class FakeCluster:
     init_errors: list[KafkaError] = field(default_factory=list)
     aborts: int = 0
     commits: int = 0
+    commit_offsets: list[dict[int, int]] = field(default_factory=list)  # what each commit committed
     assigns: list[list[tuple[int, int]]] = field(default_factory=list)
     error_cbs: list[Callable[[KafkaError], None]] = field(default_factory=list)
     reachable: bool = True
@@ -122,6 +123,11 @@ class FakeConsumer:
     def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
         return self.cluster.metadata(topic)
 
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: bool = True) -> None:
+        """Without exactly-once only: the consumer commits its own offsets."""
+        self.cluster.committed.update({tp.partition: tp.offset for tp in offsets})
+        self.cluster.commit_offsets.append({tp.partition: tp.offset for tp in offsets})
+
     def poll(self, timeout: float = -1) -> Any:
         """One record, as soon as there is one (what the real one does; it serves callbacks too)."""
         batch = self.consume(1, timeout)
@@ -132,8 +138,9 @@ class FakeConsumer:
 
 
 class FakeProducer:
-    def __init__(self, cluster: FakeCluster) -> None:
+    def __init__(self, cluster: FakeCluster, transactional: bool = True) -> None:
         self.cluster = cluster
+        self.transactional = transactional
         self.generation = cluster.generation
         self.pending: list[tuple[bytes | None, bytes | None]] = []
         self.offsets: dict[int, int] = {}
@@ -148,9 +155,12 @@ class FakeProducer:
 
     def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None, *,
                 on_delivery: Any = None) -> None:
-        self.pending.append((key, value))
         if self.cluster.delivery_errors and on_delivery is not None:
             on_delivery(self.cluster.delivery_errors[0], None)
+        elif not self.transactional:
+            self.cluster.output.append((key, value))  # delivered at once; no transaction holds it back
+            return
+        self.pending.append((key, value))
 
     def send_offsets_to_transaction(self, positions: list[TopicPartition], group_metadata: Any,
                                     timeout: float = -1) -> None:
@@ -165,6 +175,7 @@ class FakeProducer:
         self.cluster.output += self.pending
         self.cluster.committed.update(self.offsets)
         self.cluster.commits += 1
+        self.cluster.commit_offsets.append(dict(self.offsets))
         self.pending, self.offsets = [], {}
 
     def abort_transaction(self, timeout: float = -1) -> None:
@@ -199,6 +210,9 @@ class FakeClients:
 
     def producer(self, config: dict[str, Any]) -> ProducerLike:
         self.cluster.error_cbs.append(config["error_cb"])
+        if "transactional.id" not in config:  # StreamOptions(exactly_once=False)
+            assert config["enable.idempotence"] is True
+            return FakeProducer(self.cluster, transactional=False)
         assert config["transactional.id"].startswith("wml-")
         return FakeProducer(self.cluster)
 
@@ -504,3 +518,46 @@ def test_a_caught_up_stream_takes_a_record_as_it_comes_not_after_a_full_batch_wa
     assert [m.offset() for m in session._fetch(5.0)] == [3, 4, 5, 6]  # the first to come, and what came with it
     assert calls == [("consume", 10, 0), ("poll", 1, 5.0), ("consume", 9, 0)]
     session.close(clean=True)
+
+
+def test_a_backlog_runs_in_full_batches_each_committing_its_own_records(engine: Engine, cluster: FakeCluster) -> None:
+    """With records waiting, each full batch scores while the one before it commits; the commit carries the
+    offsets just past its own records (the consumer is a batch ahead by then), and the partial batch at the end
+    goes out with the one before it."""
+    cluster.add(0, *tweets(95))  # batches of 10 (the engine fixture's)
+    run_until_output(engine, cluster, 95)
+    assert [k for k, _ in cluster.output] == [f"k0-{i}".encode() for i in range(95)]  # in order, once each
+    assert cluster.commit_offsets == [{0: n} for n in (10, 20, 30, 40, 50, 60, 70, 80, 95)]
+
+
+def test_without_exactly_once_records_go_out_and_the_consumer_commits(cluster: FakeCluster) -> None:
+    """StreamOptions(exactly_once=False), what bench/stream_throughput.py --eos off measures: no transaction,
+    the consumer commits a batch's offsets once its records are delivered."""
+    eng = Engine(registry=CollectorRegistry(), clients=FakeClients(cluster),
+                 options=StreamOptions(batch_size=10, batch_timeout=0.01, unreachable_timeout=2.0,
+                                       exactly_once=False))
+    try:
+        cluster.add(0, *tweets(25))
+        run_until_output(eng, cluster, 25)
+        assert [k for k, _ in cluster.output] == [f"k0-{i}".encode() for i in range(25)]
+        assert cluster.commits == 0  # no transaction committed
+        assert cluster.committed == {0: 25}
+    finally:
+        eng.shutdown(timeout=10)
+
+
+def test_without_exactly_once_a_deleted_output_topic_is_named(cluster: FakeCluster) -> None:
+    eng = Engine(registry=CollectorRegistry(), clients=FakeClients(cluster),
+                 options=StreamOptions(batch_size=10, batch_timeout=0.01, unreachable_timeout=2.0,
+                                       exactly_once=False))
+    try:
+        cluster.add(0, *tweets(5))
+        cluster.delivery_errors = [KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, "unknown topic")]
+        s = spec()
+        eng.start(s)
+        state = eng.wait_for(s.deployment_id, [FAILED], timeout=10)
+        assert state is not None
+        assert state.errors[0][0] == "kafka_unknown_topic"
+        assert cluster.committed == {}  # nothing delivered, nothing committed: read again at the next start
+    finally:
+        eng.shutdown(timeout=10)
