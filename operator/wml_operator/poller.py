@@ -143,7 +143,7 @@ class Poller:
         except Exception:
             log.exception("poll of %s/%s failed; it is retried", body["metadata"].get("namespace"),
                           body["metadata"].get("name"))
-            self.runtime.retry_after(uid, self.runtime.settings.poll_fast)
+            self.runtime.ran(uid, retry_after=self.runtime.settings.poll_fast)
         finally:
             self.running.discard(uid)
 

@@ -82,7 +82,8 @@ class Runtime:
                     del self.passes[uid]
 
     def ran(self, uid: str, retry_after: float | None = None, *, generation: int | None = None) -> None:
-        """A pass ended; `retry_after`: it could not reach WML, and the poller tries again after that long."""
+        """A pass ended; `retry_after`: it did not get through (WML unreachable, or its status not written), and
+        the poller tries again after that long."""
         with self.lock:
             self.last_run[uid] = time.monotonic()
             if generation is not None:
@@ -93,12 +94,6 @@ class Runtime:
             else:
                 self.dirty.add(uid)
                 self.next_attempt[uid] = time.monotonic() + retry_after
-
-    def retry_after(self, uid: str, delay: float) -> None:
-        """A poll that failed outside the reconciler (e.g. writing its status): try again after `delay`."""
-        with self.lock:
-            self.dirty.add(uid)
-            self.next_attempt[uid] = time.monotonic() + delay
 
     def forget(self, uid: str) -> None:
         with self.lock:

@@ -59,6 +59,15 @@ def reconciled(rt: Runtime, uid: str, ago: float, generation: int = 1) -> None:
     rt.last_run[uid] -= ago
 
 
+def one_due(rec: Recorder, rt: Runtime | None = None) -> Poller:
+    """A poller over one resource, u1, reconciled long enough ago to be due."""
+    rt = rt or runtime()
+    poller = Poller(rt, rec.run_pass, rec.write, concurrency=4)
+    poller.track("ADDED", body("u1"))
+    reconciled(rt, "u1", ago=1.0)
+    return poller
+
+
 def test_a_body_is_kept_without_managed_fields_and_foreign_annotations() -> None:
     raw = body("u1", managedFields=[{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
                annotations={"kubectl.kubernetes.io/last-applied-configuration": "{...}" * 100,
@@ -117,11 +126,8 @@ async def _run_for(poller: Poller, seconds: float) -> None:
 
 
 def test_a_due_pass_runs_in_a_thread_and_its_status_is_written() -> None:
-    rt = runtime()
     rec = Recorder(status={"wmlStatus": "RUNNING"})
-    poller = Poller(rt, rec.run_pass, rec.write, concurrency=4)
-    poller.track("ADDED", body("u1"))
-    reconciled(rt, "u1", ago=1.0)
+    poller = one_due(rec)
     asyncio.run(_run_for(poller, 0.05))
     assert rec.passes == ["u1"]
     assert rec.writes == [("ns", "sd-u1", {"wmlStatus": "RUNNING"})]
@@ -129,23 +135,17 @@ def test_a_due_pass_runs_in_a_thread_and_its_status_is_written() -> None:
 
 
 def test_nothing_to_write_writes_nothing() -> None:
-    rt = runtime()
     rec = Recorder(status=None)
-    poller = Poller(rt, rec.run_pass, rec.write, concurrency=4)
-    poller.track("ADDED", body("u1"))
-    reconciled(rt, "u1", ago=1.0)
+    poller = one_due(rec)
     asyncio.run(_run_for(poller, 0.05))
     assert rec.passes == ["u1"]
     assert rec.writes == []
 
 
 def test_a_pass_under_way_is_not_started_twice() -> None:
-    rt = runtime(poll_fast=0.02, poll_slow=0.02)  # due again at every tick
     rec = Recorder(status=None)
     rec.block.clear()
-    poller = Poller(rt, rec.run_pass, rec.write, concurrency=4)
-    poller.track("ADDED", body("u1"))
-    reconciled(rt, "u1", ago=1.0)
+    poller = one_due(rec, runtime(poll_fast=0.02, poll_slow=0.02))  # due again at every tick
 
     async def scenario() -> None:
         task = asyncio.create_task(poller.run(None))
@@ -162,11 +162,9 @@ def test_a_pass_under_way_is_not_started_twice() -> None:
 
 
 def test_a_failed_pass_is_retried_later_and_polling_goes_on() -> None:
-    rt = runtime()
     rec = Recorder(fail=True)
-    poller = Poller(rt, rec.run_pass, rec.write, concurrency=4)
-    poller.track("ADDED", body("u1"))
-    reconciled(rt, "u1", ago=1.0)
+    poller = one_due(rec)
+    rt = poller.runtime
     asyncio.run(_run_for(poller, 0.05))
     assert rec.passes == ["u1"]
     assert not rt.due("u1", poller.bodies["u1"])  # backs off for poll_fast
