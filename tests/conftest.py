@@ -202,9 +202,10 @@ def kafka_topic(kafka: KafkaInfo) -> Iterator[Callable[..., str]]:
     admin = AdminClient(kafka.client_config(kafka.users[0].name))
     made: list[str] = []
 
-    def create(prefix: str = "t", partitions: int = 1) -> str:
+    def create(prefix: str = "t", partitions: int = 1, config: dict[str, str] | None = None) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(30)
+        topic = NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})
+        admin.create_topics([topic])[name].result(30)
         made.append(name)
         return name
 

@@ -16,12 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_INVALID,
+    Consumer,
+    IsolationLevel,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 from prometheus_client import CollectorRegistry
 
 from localplatform import KafkaInfo
 from wml_server.engine import FAILED, RUNNING, STOPPED, Engine, KafkaEndpoint, KafkaTopic, StreamOptions, StreamSpec
+from wml_server.engine.state import KAFKA_TRANSACTION_FAILED
 from wml_server.models.sentiment import SentimentModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -284,6 +293,30 @@ def test_two_partitions(kafka: KafkaInfo, kafka_topic: Callable[..., str], engin
     assert len(offsets) == 2
     assert all(o > 0 for o in offsets.values())
     assert sum(offsets.values()) == 300
+
+
+def test_records_the_output_topic_refuses_fail_the_stream_with_the_broker_reason_and_commit_nothing(
+        kafka: KafkaInfo, kafka_topic: Callable[..., str], reader: Callable[..., Reader]) -> None:
+    # Delivery reports come back for failures only (delivery.report.only.error): the failure must still be
+    # seen, named, and leave the input where it was.
+    source, target = kafka_topic("in"), kafka_topic("out", config={"max.message.bytes": "200"})
+    produce(kafka, source, 0, 20)
+    engine = Engine(registry=CollectorRegistry(), options=StreamOptions(unreachable_timeout=10.0))
+    try:
+        spec = spec_for(kafka, source, target)
+        engine.start(spec)
+        state = engine.wait_for(spec.deployment_id, [FAILED], timeout=60)
+    finally:
+        engine.shutdown(timeout=30)
+    assert state is not None
+    assert state.status == FAILED, state
+    (code, message), = state.errors
+    assert code == KAFKA_TRANSACTION_FAILED
+    assert "aborted" in message, message
+    assert "too large" in message.lower(), message
+    assert reader(target).to_end() == []
+    assert committed_offsets(kafka, spec.group_id, source) == {0: OFFSET_INVALID}
+    assert end_offsets(kafka, source) == {0: 20}
 
 
 def test_a_zombie_producer_is_fenced_and_its_transaction_aborted(

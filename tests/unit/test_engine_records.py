@@ -125,6 +125,23 @@ def test_a_deeply_nested_record_does_not_raise() -> None:
     assert record["error"] == "invalid_json"
 
 
+@pytest.mark.parametrize("number", [2**64, -(2**63) - 1, 10**30, 2**63 - 1, -(2**63), 1234567890123456789])
+def test_integers_of_any_size_come_out_as_they_went_in(number: int) -> None:
+    # Records go through orjson, which turns integers past 64 bits into floats: those must not.
+    value = json.dumps({"tweet": "fine", "id": number, "n": [number, {"m": number}]}).encode()
+    (record,) = out(score_batch(CountingModel(), [value]).values)
+    assert (record["id"], record["n"]) == (number, [number, {"m": number}])
+    assert all(type(v) is int for v in (record["id"], record["n"][0], record["n"][1]["m"]))
+
+
+def test_many_digits_that_are_not_one_long_integer_are_kept() -> None:
+    value = json.dumps({"tweet": "1234 5678 9012 3456 7890", "ids": list(range(100)),
+                        "x": 0.12345678901234567}).encode()
+    (record,) = out(score_batch(CountingModel(), [value]).values)
+    assert record["ids"] == list(range(100))
+    assert record["x"] == 0.12345678901234567
+
+
 @given(st.lists(st.one_of(st.binary(max_size=300), st.none(),
                           st.dictionaries(st.sampled_from(["tweet", "text", "id"]),
                                           st.one_of(st.text(max_size=50), st.integers()))

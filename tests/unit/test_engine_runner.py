@@ -191,6 +191,9 @@ class FakeProducer:
     def flush(self, timeout: float = -1) -> int:
         return 0
 
+    def __len__(self) -> int:
+        return 0
+
     def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
         self.pending = []
 

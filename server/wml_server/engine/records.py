@@ -67,10 +67,17 @@ def preview(value: bytes) -> str:
 # digits in a row or more (19 and 20 can be past it; a long fraction also matches, harmlessly) is read by the
 # standard library, as is any record orjson refuses, so that what counts as invalid, and why, stays its own.
 _MAYBE_PAST_64_BITS = re.compile(rb"\d{19}")
+_DIGITS = b"0123456789"
+
+
+def _maybe_past_64_bits(value: bytes) -> bool:
+    # The regular expression alone costs 2.5x orjson's parse of a tweet (it tries at every byte); fewer than 19
+    # digits in all, which is most records, cannot hold 19 in a row, and counting them is 6x cheaper.
+    return len(value) - len(value.translate(None, _DIGITS)) >= 19 and _MAYBE_PAST_64_BITS.search(value) is not None
 
 
 def _load(value: bytes) -> Any:
-    if _MAYBE_PAST_64_BITS.search(value) is None:
+    if not _maybe_past_64_bits(value):
         try:
             return orjson.loads(value)
         except orjson.JSONDecodeError:

@@ -18,7 +18,8 @@ session to expire before the group hands its partitions out again.
 Pipelined while there is a backlog: when a full batch comes in, it is scored in a scoring thread while the
 batch before it commits in this one (broker round trips, the GIL released). Meanwhile the scoring thread
 also serves that batch's delivery reports, between chunks of records: confluent-kafka takes the GIL for
-every report, and this thread, asking for it while the other computes, would get it only every switch
+every report (only failures reach Python, delivery.report.only.error, but each report is served in C under
+the GIL), and this thread, asking for it while the other computes, would get it only every switch
 interval (5 ms), so 500 reports would hold the transaction until the scoring ends. A batch that is not
 full means the stream has caught up: it is committed at once, with the batch before it in the same
 transaction. A caught-up stream takes the next record as soon as it comes (and whatever came with it),
@@ -88,8 +89,8 @@ class StreamSession(StreamConnection):
         self._aborts = 0
         self._outage = False  # every broker of a client went down since these clients were made
         self._delivery_error: KafkaError | None = None
-        self._undelivered = 0  # records of the transaction in flight without a delivery report yet
-        self._reports_done = threading.Event()  # ... none left, or the scoring serving them has ended
+        self._reports_done = threading.Event()  # the producer has nothing left to deliver, or the scoring
+        # serving its reports has ended
         now = time.monotonic()
         self._next_probe = now
         self._next_lag = now
@@ -192,9 +193,11 @@ class StreamSession(StreamConnection):
         parts = []
         for start in range(0, len(values), _SERVE_EVERY):
             parts.append(score_batch(self.spec.model, values[start:start + _SERVE_EVERY]))
-            if self._undelivered > 0:
+            if not self._reports_done.is_set():
                 with contextlib.suppress(KafkaException, RuntimeError):  # closed meanwhile: nothing to serve
                     serve.poll(0)
+                    if len(serve) == 0:  # every record produced is delivered (or failed) and reported
+                        self._reports_done.set()
         batch = ScoredBatch([v for part in parts for v in part.values], sum(part.errored for part in parts))
         return batch, time.perf_counter() - started
 
@@ -245,7 +248,6 @@ class StreamSession(StreamConnection):
         try:
             self.producer.begin_transaction()
             self._reports_done.clear()
-            self._undelivered = len(records)
             self._produce_all(records, values, deadline)
             scoring = produced(self.producer)  # the next batch's scoring serves the delivery reports
             if scoring is not None:
@@ -304,13 +306,11 @@ class StreamSession(StreamConnection):
                 self._check_deadline(deadline, "delivering records")
 
     def _on_delivery(self, err: KafkaError | None, _message: Message) -> None:
-        """A delivery report, served by this thread or the scoring thread (never both at once: this one only
-        flushes once that scoring has ended or every report is in)."""
+        """A failed delivery (delivery.report.only.error: only failures call back), served by this thread or the
+        scoring thread (never both at once: this one only flushes once that scoring has ended or nothing is
+        left to deliver)."""
         if err is not None and self._delivery_error is None:
             self._delivery_error = err
-        self._undelivered -= 1
-        if self._undelivered <= 0:
-            self._reports_done.set()
 
     def _retrying(self, call: Callable[[float], None], deadline: float) -> None:
         """Calls a transactional operation again while Kafka says it is retriable, until `deadline`."""
