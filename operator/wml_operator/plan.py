@@ -46,6 +46,7 @@ class Observed:
     deployment_id: str
     status: str
     message: str | None = None
+    spec_hash: str | None = None  # what it was made from, as its marker says (None: made by an older version)
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,10 @@ def plan(desired: Desired, observed: Observed | None, last: Last, now: float) ->
             return Action(Do.CREATE, "DeletedBehindOurBack",
                           f"deployment {last.deployment_id} no longer exists in WML; creating a new one", event=True)
         return Action(Do.CREATE, "Creating", "creating the WML deployment")
-    if not desired.adopt_id and last.spec_hash and last.spec_hash != desired.spec_hash:
+    # The deployment's own marker says best what it was made from: the status may be a pass behind (a crash
+    # between a re-create and its status write).
+    built = observed.spec_hash or last.spec_hash
+    if not desired.adopt_id and built and built != desired.spec_hash:
         return Action(Do.RECREATE, "SpecChanged",
                       "the model, topics, connections or credentials changed; re-creating the deployment", event=True)
     if observed.status == FAILED:

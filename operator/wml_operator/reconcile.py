@@ -28,7 +28,7 @@ from wml_operator.spec import (
     explain_validation_error,
     parse_spec,
 )
-from wml_operator.wml import ClientPool, InstanceCache, Listing, marker
+from wml_operator.wml import ClientPool, InstanceCache, Listing, built_from, marker
 
 Event = tuple[str, str, str]  # (Normal | Warning, reason, message)
 ACTIONS_THAT_CHANGE_WML = frozenset({Do.CREATE, Do.RECREATE, Do.PATCH_STATE, Do.RESTART})
@@ -189,7 +189,8 @@ class Reconciler:
             events += self._delete_duplicates(client, found, uid)
         if found is not None and not desired.deleting:
             status.update(deploymentId=found.id, deploymentUrl=found.metadata.url, wmlStatus=found.status,
-                          specHash=status.get("specHash") or resolved.spec_hash)
+                          specHash=(None if desired.adopt_id else built_from(found)) or status.get("specHash")
+                          or resolved.spec_hash)
         if not status.get("specHash") and found is None:
             status.pop("wmlStatus", None)
         ready = action.ready and action.do == Do.NOTHING
@@ -208,7 +209,8 @@ class Reconciler:
         meta = body["metadata"]
         text = spec.description or f"StreamingDeployment {meta['namespace']}/{meta['name']}"
         create = DeploymentCreate(
-            name=f"{meta['namespace']}/{meta['name']}", type="stream", description=f"{text} {marker(meta['uid'])}",
+            name=f"{meta['namespace']}/{meta['name']}", type="stream",
+            description=f"{text} {marker(meta['uid'], resolved.spec_hash)}",
             input=StreamInput(connection=resolved.input, source=KafkaSource(topic=spec.input.topic)),
             output=StreamOutput(connection=resolved.output, target=KafkaTarget(topic=spec.output.topic)))
         self.deps.created.add(meta["uid"])
@@ -304,7 +306,7 @@ def _last(status: Mapping[str, Any]) -> Last:
 
 
 def _observed(found: Deployment | None) -> Observed | None:
-    return Observed(found.id, found.status, found.failure_message) if found else None
+    return Observed(found.id, found.status, found.failure_message, built_from(found)) if found else None
 
 
 def _reason_of(err: wml_errors.WMLError) -> str:

@@ -63,17 +63,25 @@ def _session() -> requests.Session:
     return session
 
 
-def marker(uid: str) -> str:
-    """What a deployment's description carries to say which resource made it (idempotent creates)."""
-    return f"(managed by wml-stream-operator, uid {uid})"
+def marker(uid: str, spec_hash: str | None = None) -> str:
+    """What a deployment's description carries to say which resource made it (idempotent creates) and from
+    what (the spec hash: a pass after a crash that lost the status write knows the deployment is current)."""
+    return f"(managed by wml-stream-operator, uid {uid}{f', spec {spec_hash}' if spec_hash else ''})"
 
 
-_MARKER = re.compile(r"\(managed by wml-stream-operator, uid (?P<uid>[^)\s]+)\)")
+# Deployments made before the spec hash was in the marker have none.
+_MARKER = re.compile(r"\(managed by wml-stream-operator, uid (?P<uid>[^),\s]+)(?:, spec (?P<spec>[^)\s]+))?\)")
 
 
 def _owner(deployment: Deployment) -> str | None:
     found = _MARKER.search(deployment.entity.description or "")
     return found.group("uid") if found else None
+
+
+def built_from(deployment: Deployment) -> str | None:
+    """The spec hash the operator made this deployment from, if its marker says."""
+    found = _MARKER.search(deployment.entity.description or "")
+    return found.group("spec") if found else None
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,26 @@ def test_recreate_on_change_and_404(world: tuple[Reconciler, WMLClient, DictSecr
     assert reconciler.run({**b, "status": again.status}, deleting=True).finalized  # 404 counts as done
 
 
+def test_a_recreate_whose_status_write_was_lost_is_not_done_twice(
+        world: tuple[Reconciler, WMLClient, DictSecrets]) -> None:
+    """kill -9 between a re-create and its status write: the next pass finds the new deployment by its marker,
+    which says what spec it was made from, and keeps it instead of re-creating it again (and restarting its
+    stream for nothing)."""
+    reconciler, api, secrets = world
+    b = body()
+    status = reconciler.run(b).status
+    old = status["deploymentId"]
+    secrets.data["kafka"]["password"] = "rotated"
+    changed = reconciler.run({**b, "status": status})
+    new = changed.status["deploymentId"]
+    assert new != old
+    after_crash = reconciler.run({**b, "status": status})  # the status from before the re-create
+    assert [e[1] for e in after_crash.events] == []
+    assert [d.id for d in api.list_instance_deployments()] == [new]
+    assert (after_crash.status["deploymentId"], after_crash.status["specHash"]) == (new, changed.status["specHash"])
+    assert after_crash.status["specHash"] != status["specHash"]
+
+
 def test_unknown_model_stalls_without_retrying(world: tuple[Reconciler, WMLClient, DictSecrets]) -> None:
     reconciler, api, _ = world
     b = body()

@@ -15,8 +15,8 @@ def d(state: str = RUN, **kw: object) -> Desired:
     return Desired(state=state, spec_hash=str(kw.pop("spec_hash", H)), **kw)  # type: ignore[arg-type]
 
 
-def o(status: str, did: str = "dep-1", message: str | None = None) -> Observed:
-    return Observed(did, status, message)
+def o(status: str, did: str = "dep-1", message: str | None = None, spec_hash: str | None = None) -> Observed:
+    return Observed(did, status, message, spec_hash)
 
 
 def last(**kw: object) -> Last:
@@ -40,6 +40,14 @@ CASES = [
      False, False, True),
     ("spec changed: recreate", d(spec_hash="hash-2"), o(RUN), last(), Do.RECREATE, "SpecChanged", False, False,
      True),
+    ("spec changed, the deployment's marker agrees with the status", d(spec_hash="hash-2"), o(RUN, spec_hash=H),
+     last(), Do.RECREATE, "SpecChanged", False, False, True),
+    ("re-created, its status write lost: the marker is current", d(spec_hash="hash-2"),
+     o(RUN, "dep-2", spec_hash="hash-2"), last(), Do.NOTHING, "Running", True, False, False),
+    ("the status is current but the deployment was made from another spec", d(), o(RUN, spec_hash="hash-0"),
+     last(), Do.RECREATE, "SpecChanged", False, False, True),
+    ("adopted: the marker of another resource's spec does not count", d(adopt_id="dep-9"),
+     o(RUN, "dep-9", spec_hash="other"), last(deployment_id="dep-9"), Do.NOTHING, "Running", True, False, False),
     ("failed, OnFailure, first restart", d(), o("FAILED", message="bad password"), last(wml_status="FAILED"),
      Do.RESTART, "Restarting", False, False, True),
     ("failed, OnFailure, in backoff", d(), o("FAILED"), last(wml_status="FAILED", restart_count=2,
