@@ -112,28 +112,48 @@ it parses what it read only after the run) holds them all. A warm-up stream runs
 one-time costs (the offsets and transaction topics) are not counted. The reference, the model alone: `predict()`
 in batches of the same size over the same texts, one pass right before and one right after each stream run;
 their mean is the run's reference. Each setting runs three times and its figure is the median run by ratio: on
-this machine (a virtual one on a shared host) the model alone drifts by 10-40 % from one pass to the next (10,561
-and 15,162 records/s around one run of 2026-12-01), so a single run, or the best pass as the reference, would say
-more about the machine than about the engine.
+a virtual machine on a shared host the model alone can drift by 10-40 % from one pass to the next (10,561 and
+15,162 records/s around one run on the host of the afternoon of 2026-12-01; within a few % on the host of this
+page's runs), so a single run, or the best pass as the reference, would say more about the machine than about the
+engine.
 """
 
 PROSE_STREAM_ANALYSIS = """\
 ### Where the time goes (2026-12-01)
 
-- **Scoring is 92-95 % of a run**, in one thread; the engine process's CPU is about one core for the whole run
+- **Scoring is 95 % of a run**, in one thread; the engine process's CPU is about one core for the whole run
   (the table's first CPU figure against the run's length), while the other core is far from busy: the broker
-  used 0.5-2.4 CPU-seconds and the reader about 0.5 in a 10-12 s run. On its CPU the scoring thread ran 7-18 %
-  slower than the model alone in the passes around the run; the rest of the gap to 0.8 is the machine's drift
-  between the passes and the run (the same setting gave 0.76, 0.77 and 0.94). Parsing and writing
-  the JSON are now 1-5 % of a record (orjson; the standard library for a record with 19+ digits in a row, which
-  orjson would turn into a float).
-- **Start-up: about 0.5 s** to the first committed output (RUNNING after 0.1 s), 4 % of a 100,000-record run.
+  used 0.4-1.5 CPU-seconds and the reader 0.3 in a 11-13 s run. On its CPU the scoring thread scores at about
+  the rate of `score_batch` alone (parse, `predict()`, write), which is a few % below `predict()` alone: the JSON
+  (orjson) and building the output records, 4.6 µs of a record's ~110 µs.
+- **The host matters more than anything left in the engine.** The same code before this evening's two changes
+  below gave 0.74-0.77 (medians; single runs 0.67-0.94) on the host of the afternoon's page, where the model
+  alone scored 10,000-15,000 tweets/s and drifted by 10-40 % between passes, and 0.89-0.91 (three runs, 1
+  partition) on this page's host, where it scores about 9,000-10,000/s within a few %. A faster model leaves the
+  fixed per-record costs (Kafka clients, JSON, the GIL handed between two threads) a larger share of the run.
+- **Start-up: about 0.5 s** to the first committed output (RUNNING after 0.1 s), 4 % of a 100,000-record run:
+  the first fetch and the first batch's scoring, which the pipeline does not hide.
 - **Latency** at 1,000 records/s with exactly-once on: a batch is what arrived while the previous transaction
   committed, about a dozen records (2,227 transactions for 30,000 records). Its transaction (flush about 5 ms,
   send_offsets about 3 ms, commit about 1 ms at the median) waits for the broker to finish the previous one
   (CONCURRENT_TRANSACTIONS, retried by librdkafka after 20 ms). The tail is the broker's.
 
-### What changed because of it (2026-12-01)
+### What changed because of it (2026-12-01, evening)
+
+- **The 19-digit guard counts digits first** (`engine/records.py`): the regular expression that sends records
+  with 19+ digits in a row to the standard library (orjson would turn an integer past 64 bits into a float) cost
+  2.3 µs per tweet, 2.5x orjson's parse of it, because it is tried at every byte. A record with fewer than 19
+  digits in all cannot hold 19 in a row, and counting them (`bytes.translate`) costs 0.4 µs. `score_batch`
+  without the model: 7.3 → 4.6 µs per record.
+- **Delivery reports reach Python only for failures** (`delivery.report.only.error`; the scoring thread watches
+  the producer's queue length instead of counting reports): the 2,000 reports of a batch cost the scoring thread
+  1.2 µs of CPU per record (a Message object and a Python call each), now 0.25 µs. A transaction's commit
+  fails if any of its records did; an integration test checks that a record the output topic refuses still FAILS
+  the stream with the broker's reason and commits nothing.
+- Together about 3 µs of a ~110 µs record, 2-3 %: below what three runs can tell apart on this host (0.89-0.91
+  before, 0.86-0.89 after, measured one after the other on 1 partition).
+
+### What changed because of it (2026-12-01, afternoon)
 
 - **A caught-up stream takes the next record as it comes** (`engine/session.py`, `_fetch`): `consume(batch,
   timeout)` waits the whole timeout for a full batch, which below the batch rate is every time: 100 ms added to
