@@ -25,7 +25,7 @@ from wml_api.models import (
     StreamInput,
     StreamOutput,
 )
-from wml_operator.reconcile import Deps, Reconciler, Transient, marker
+from wml_operator.reconcile import Deps, Outcome, Reconciler, Transient, marker
 from wml_operator.secrets import Defaults
 from wml_operator.settings import OperatorSettings
 from wml_operator.wml import ClientPool, InstanceCache
@@ -119,14 +119,22 @@ def test_ready_stop_and_drift(world: tuple[Reconciler, WMLClient, DictSecrets]) 
     assert api.get_instance_deployment(settled["deploymentId"]).status == "STOPPED"
 
 
-def test_recreate_on_change_and_404(world: tuple[Reconciler, WMLClient, DictSecrets]) -> None:
-    reconciler, api, secrets = world
+def created_then_recreated(
+        world: tuple[Reconciler, WMLClient, DictSecrets]) -> tuple[dict[str, Any], dict[str, Any], Outcome]:
+    """A resource created, then re-created by a rotation of its Kafka password: (body, status before the
+    re-create, the re-create's outcome)."""
+    reconciler, _, secrets = world
     b = body()
     status = reconciler.run(b).status
-    old = status["deploymentId"]
     secrets.data["kafka"]["password"] = "rotated"
     changed = reconciler.run({**b, "status": status})
-    assert changed.status["deploymentId"] != old
+    assert changed.status["deploymentId"] != status["deploymentId"]
+    return b, status, changed
+
+
+def test_recreate_on_change_and_404(world: tuple[Reconciler, WMLClient, DictSecrets]) -> None:
+    reconciler, api, _ = world
+    b, _, changed = created_then_recreated(world)
     assert changed.events[0][1] == "SpecChanged"
     assert [d.id for d in api.list_instance_deployments()] == [changed.status["deploymentId"]]
 
@@ -146,14 +154,9 @@ def test_a_recreate_whose_status_write_was_lost_is_not_done_twice(
     """kill -9 between a re-create and its status write: the next pass finds the new deployment by its marker,
     which says what spec it was made from, and keeps it instead of re-creating it again (and restarting its
     stream for nothing)."""
-    reconciler, api, secrets = world
-    b = body()
-    status = reconciler.run(b).status
-    old = status["deploymentId"]
-    secrets.data["kafka"]["password"] = "rotated"
-    changed = reconciler.run({**b, "status": status})
+    reconciler, api, _ = world
+    b, status, changed = created_then_recreated(world)
     new = changed.status["deploymentId"]
-    assert new != old
     after_crash = reconciler.run({**b, "status": status})  # the status from before the re-create
     assert [e[1] for e in after_crash.events] == []
     assert [d.id for d in api.list_instance_deployments()] == [new]
