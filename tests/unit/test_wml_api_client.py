@@ -178,6 +178,19 @@ def test_token_by_basic_auth_then_bearer(wml: FakeWML, client: WMLClient) -> Non
     assert call.headers["user-agent"] == "wml-stream-operator"
 
 
+def test_a_netrc_entry_for_the_host_neither_replaces_the_token_nor_is_sent(
+        wml: FakeWML, client: WMLClient, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # requests, left to itself, puts a ~/.netrc entry for the host in place of the request's Authorization.
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1\nlogin someone-else\npassword netrc-secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert client.get_instance().id == IID
+    token_call, call = wml.seen
+    assert token_call.headers["authorization"] == "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    assert call.headers["authorization"] == "Bearer " + next(iter(wml.valid))
+
+
 def test_token_falls_back_to_v2_on_404(wml: FakeWML, client: WMLClient) -> None:
     del wml.routes[("GET", "/v3/identity/token")]
     wml.on("GET", "/v2/identity/token", wml.token_by_basic_auth)
