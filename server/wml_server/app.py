@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wml_server import errors
 from wml_server.api import deployments, identity, instances
-from wml_server.api.deps import AppState
+from wml_server.api.deps import AppState, caller_before_body
 from wml_server.auth import TokenIssuer, load_or_create_signing_key
 from wml_server.db import Database
 from wml_server.models.registry import ModelRegistry, default_registry
@@ -50,7 +50,7 @@ def create_app(settings: Settings, *, models: ModelRegistry | None = None) -> Fa
                   description="A service speaking the Watson Machine Learning v3 REST API for stream "
                               "deployments, running them on Kafka. Credentials are masked in responses.")
     app.state.wml = AppState(settings=settings, db=db, issuer=issuer, service=service)
-    errors.install(app)
+    errors.install(app, before_invalid=caller_before_body)
 
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 

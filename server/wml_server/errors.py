@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -40,13 +41,21 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "missing_author
                413: "request_too_large", 415: "unsupported_media_type"}
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, before_invalid: Callable[[Request], None] | None = None) -> None:
+    """The handlers that give every error the reference's shape. `before_invalid` runs before a 400 for an
+    invalid request is sent, and may raise an APIError to send instead (the token check, see api.deps)."""
+
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
         return _response(exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if before_invalid is not None:
+            try:
+                before_invalid(request)
+            except APIError as refused:
+                return _response(refused.status, refused.code, refused.message, refused.headers)
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = _location(tuple(first.get("loc", ())))
         # pydantic's message only: never echo the offending input, it may hold a password.

@@ -38,6 +38,35 @@ def test_no_endpoint_but_the_token_ones_answers_without_a_token(wml_api_service:
     assert checked >= 10
 
 
+def test_a_body_that_is_not_json_is_judged_only_with_the_right_token(wml_api_service: WMLService,
+                                                                      wml_user: WMLUser) -> None:
+    """FastAPI parses a JSON body before the token check runs: without the token of the path's instance the
+    answer is that of the token check, and nothing is said about the body."""
+    other = wml_api_service.add_user()
+
+    def token(user: WMLUser) -> str:
+        resp = requests.get(f"{wml_api_service.url}/v3/identity/token", auth=(user.username, user.password),
+                            timeout=10)
+        return str(resp.json()["token"])
+
+    spec = requests.get(f"{wml_api_service.url}/openapi.json", timeout=10).json()
+    cases = [(method, template) for template, methods in spec["paths"].items() if template not in TOKEN_PATHS
+             for method in methods if method in ("post", "put", "patch")]
+    assert len(cases) >= 2, cases
+    for method, template in cases:
+        path = template.replace("{instance_id}", wml_user.instance_id)
+        path = path.replace("{model_id}", "3b1f3d7e-5c1a-4d8e-9b7a-6f0e2c9d4a11")
+        path = path.replace("{deployment_id}", str(uuid.uuid4()))
+        for headers, status, code in (
+                ({}, 401, "missing_authorization_token"),
+                ({"Authorization": "Basic eDp5"}, 401, "invalid_token_format"),
+                ({"Authorization": f"Bearer {token(other)}"}, 403, "instance_access_denied"),
+                ({"Authorization": f"Bearer {token(wml_user)}"}, 400, "invalid_request")):
+            resp = requests.request(method.upper(), f"{wml_api_service.url}{path}", data=b"{not json",
+                                    headers={"Content-Type": "application/json", **headers}, timeout=10)
+            assert (resp.status_code, resp.json()["errors"][0]["code"]) == (status, code), (method, template, headers)
+
+
 def test_tls_with_a_given_certificate_is_verified_by_the_client(make_wml_service: Callable[..., WMLService],
                                                                 tmp_path: Path) -> None:
     ca = CertificateAuthority(tmp_path / "pki")
