@@ -45,17 +45,22 @@ def install(app: FastAPI, before_invalid: Callable[[Request], None] | None = Non
     """The handlers that give every error the reference's shape. `before_invalid` runs before a 400 for an
     invalid request is sent, and may raise an APIError to send instead (the token check, see api.deps)."""
 
+    def refused_first(request: Request) -> JSONResponse | None:
+        if before_invalid is not None:
+            try:
+                before_invalid(request)
+            except APIError as refused:
+                return _response(refused.status, refused.code, refused.message, refused.headers)
+        return None
+
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
         return _response(exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        if before_invalid is not None:
-            try:
-                before_invalid(request)
-            except APIError as refused:
-                return _response(refused.status, refused.code, refused.message, refused.headers)
+        if (refused := refused_first(request)) is not None:
+            return refused
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = _location(tuple(first.get("loc", ())))
         # pydantic's message only: never echo the offending input, it may hold a password.
@@ -63,6 +68,9 @@ def install(app: FastAPI, before_invalid: Callable[[Request], None] | None = Non
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own 400 for a body it could not read at all ("There was an error parsing the body").
+        if exc.status_code == 400 and (refused := refused_first(request)) is not None:
+            return refused
         code = _HTTP_CODES.get(exc.status_code, "bad_request" if exc.status_code < 500 else "internal_error")
         message = str(exc.detail) if exc.status_code != 404 else f"Resource {request.url.path} not found."
         return _response(exc.status_code, code, message, dict(exc.headers or {}))

@@ -57,14 +57,17 @@ def test_a_body_that_is_not_json_is_judged_only_with_the_right_token(wml_api_ser
         path = template.replace("{instance_id}", wml_user.instance_id)
         path = path.replace("{model_id}", "3b1f3d7e-5c1a-4d8e-9b7a-6f0e2c9d4a11")
         path = path.replace("{deployment_id}", str(uuid.uuid4()))
-        for headers, status, code in (
-                ({}, 401, "missing_authorization_token"),
-                ({"Authorization": "Basic eDp5"}, 401, "invalid_token_format"),
-                ({"Authorization": f"Bearer {token(other)}"}, 403, "instance_access_denied"),
-                ({"Authorization": f"Bearer {token(wml_user)}"}, 400, "invalid_request")):
-            resp = requests.request(method.upper(), f"{wml_api_service.url}{path}", data=b"{not json",
-                                    headers={"Content-Type": "application/json", **headers}, timeout=10)
-            assert (resp.status_code, resp.json()["errors"][0]["code"]) == (status, code), (method, template, headers)
+        # Not JSON (pydantic's 400), and not even text (FastAPI's own "error parsing the body").
+        for body, invalid in ((b"{not json", "invalid_request"), (b"\x17\xff\x14", "bad_request")):
+            for headers, status, code in (
+                    ({}, 401, "missing_authorization_token"),
+                    ({"Authorization": "Basic eDp5"}, 401, "invalid_token_format"),
+                    ({"Authorization": f"Bearer {token(other)}"}, 403, "instance_access_denied"),
+                    ({"Authorization": f"Bearer {token(wml_user)}"}, 400, invalid)):
+                resp = requests.request(method.upper(), f"{wml_api_service.url}{path}", data=body,
+                                        headers={"Content-Type": "application/json", **headers}, timeout=10)
+                got = (resp.status_code, resp.json()["errors"][0]["code"])
+                assert got == (status, code), (method, template, body, headers)
 
 
 def test_tls_with_a_given_certificate_is_verified_by_the_client(make_wml_service: Callable[..., WMLService],
