@@ -65,12 +65,13 @@ def _session() -> requests.Session:
 
 def marker(uid: str, spec_hash: str | None = None) -> str:
     """What a deployment's description carries to say which resource made it (idempotent creates) and from
-    what (the spec hash: a pass after a crash that lost the status write knows the deployment is current)."""
-    return f"(managed by wml-stream-operator, uid {uid}{f', spec {spec_hash}' if spec_hash else ''})"
+    what (the spec hash: a pass after a crash that lost the status write knows the deployment is current).
+    The hash is in a group of its own, so that operators from before it still read the UID."""
+    return f"(managed by wml-stream-operator, uid {uid})" + (f" (spec {spec_hash})" if spec_hash else "")
 
 
 # Deployments made before the spec hash was in the marker have none.
-_MARKER = re.compile(r"\(managed by wml-stream-operator, uid (?P<uid>[^),\s]+)(?:, spec (?P<spec>[^)\s]+))?\)")
+_MARKER = re.compile(r"\(managed by wml-stream-operator, uid (?P<uid>[^)\s]+)\)(?: \(spec (?P<spec>[^)\s]+)\))?")
 
 
 def _owner(deployment: Deployment) -> str | None:
