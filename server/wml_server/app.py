@@ -18,6 +18,7 @@ from wml_server.api.deps import AppState, caller_before_body
 from wml_server.auth import TokenIssuer, load_or_create_signing_key
 from wml_server.db import Database
 from wml_server.models.registry import ModelRegistry, default_registry
+from wml_server.ratelimit import RateLimiter
 from wml_server.service import DeploymentService
 from wml_server.settings import Settings
 from wml_server.streams import StreamController
@@ -49,7 +50,8 @@ def create_app(settings: Settings, *, models: ModelRegistry | None = None) -> Fa
     app = FastAPI(title="WML v3 stream deployments (self-hosted)", version="0.1.0", lifespan=lifespan,
                   description="A service speaking the Watson Machine Learning v3 REST API for stream "
                               "deployments, running them on Kafka. Credentials are masked in responses.")
-    app.state.wml = AppState(settings=settings, db=db, issuer=issuer, service=service)
+    app.state.wml = AppState(settings=settings, db=db, issuer=issuer, service=service,
+                             limiter=RateLimiter(settings.rate_limit) if settings.rate_limit > 0 else None)
     errors.install(app, before_invalid=caller_before_body)
 
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)

@@ -23,6 +23,7 @@ class Settings:
     kafka_unreachable_timeout: float = 30.0
     public_url: str | None = None
     log_level: str = "info"
+    rate_limit: int = 0
 
     @property
     def database(self) -> Path:
@@ -54,6 +55,9 @@ _DOCS: dict[str, tuple[str, str]] = {
     "public_url": ("WML_SERVER_PUBLIC_URL",
                    "base URL used in metadata.url and Location (default: taken from each request)"),
     "log_level": ("WML_SERVER_LOG_LEVEL", "debug, info, warning or error"),
+    "rate_limit": ("WML_SERVER_RATE_LIMIT",
+                   "requests a minute per user (calls with a token) and per client address (token requests), "
+                   "in bursts of up to that many; more get 429 rate_limit_exceeded with Retry-After; 0: no limit"),
 }
 
 

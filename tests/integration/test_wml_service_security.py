@@ -86,3 +86,32 @@ def test_tls_with_a_given_certificate_is_verified_by_the_client(make_wml_service
                           token_cache=TokenCache())
     with pytest.raises(E.TLSError):
         untrusted.get_instance()
+
+
+def test_a_rate_limit_answers_429_with_retry_after_per_user_and_per_address(
+        make_wml_service: Callable[..., WMLService]) -> None:
+    service = make_wml_service(WML_SERVER_RATE_LIMIT="6")
+    one, two = service.add_user(), service.add_user()
+
+    def token(user: WMLUser) -> requests.Response:
+        return requests.get(f"{service.url}/v3/identity/token", auth=(user.username, user.password), timeout=10)
+
+    bearer = {"Authorization": f"Bearer {token(one).json()['token']}"}
+    instance = f"{service.url}/v3/wml_instances/{one.instance_id}"
+    statuses = [requests.get(instance, headers=bearer, timeout=10).status_code for _ in range(7)]
+    assert statuses == [200] * 6 + [429]
+    refused = requests.get(instance, headers=bearer, timeout=10)
+    assert refused.status_code == 429
+    assert refused.json()["errors"][0]["code"] == "rate_limit_exceeded"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 10  # one request every 10 s at 6 a minute
+    # Another user has a bucket of their own; the client sees a RateLimited with the wait.
+    with WMLClient(service.url, WMLCredentials(two.username, two.password), two.instance_id,
+                   token_cache=TokenCache()) as client:
+        for _ in range(6):
+            client.get_instance()
+        with pytest.raises(E.RateLimited) as limited:
+            client.get_instance()
+        assert limited.value.retry_after is not None
+        assert limited.value.retry_after >= 1
+    # Token requests count by the client's address (two made above: user one's, the client's): six in all.
+    assert [token(one).status_code for _ in range(5)] == [200, 200, 200, 200, 429]

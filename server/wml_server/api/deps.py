@@ -12,6 +12,7 @@ from fastapi.dependencies.models import Dependant
 from wml_server.auth import Principal, TokenIssuer
 from wml_server.db import Database
 from wml_server.errors import APIError
+from wml_server.ratelimit import RateLimiter
 from wml_server.service import DeploymentService
 from wml_server.settings import Settings
 
@@ -22,6 +23,7 @@ class AppState:
     db: Database
     issuer: TokenIssuer
     service: DeploymentService
+    limiter: RateLimiter | None = None  # WML_SERVER_RATE_LIMIT
 
 
 def state(request: Request) -> AppState:
@@ -41,7 +43,16 @@ def principal(request: Request,
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise APIError(401, "invalid_token_format", "The `Authorization` header must be `Bearer <token>`.")
-    return state(request).issuer.verify(token.strip())
+    who = state(request).issuer.verify(token.strip())
+    if (limiter := state(request).limiter) is not None:
+        limiter.check(f"user {who.username}")
+    return who
+
+
+def limited_by_address(request: Request) -> None:
+    """Token requests, which have no token to count by, count by the client's address."""
+    if (limiter := state(request).limiter) is not None:
+        limiter.check(f"address {request.client.host if request.client else '?'}")
 
 
 def instance_principal(instance_id: str, who: Annotated[Principal, Depends(principal)]) -> Principal:

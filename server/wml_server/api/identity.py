@@ -6,13 +6,13 @@ import base64
 import binascii
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Depends, Header
 
 from wml_api.models import TokenRefreshRequest, TokenResponse
-from wml_server.api.deps import State
+from wml_server.api.deps import State, limited_by_address
 from wml_server.errors import APIError
 
-router = APIRouter(tags=["identity"])
+router = APIRouter(tags=["identity"], dependencies=[Depends(limited_by_address)])
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="wml"'}
 
 
