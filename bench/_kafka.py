@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from _machine import cpu_seconds
 from localplatform.config import PlatformConfig
 from localplatform.kafka import KafkaBroker, KafkaInfo
 
@@ -35,15 +35,6 @@ def kafka() -> Iterator[KafkaInfo]:
     finally:
         BROKER_PID_FILE.clear()
         broker.destroy()
-
-
-def cpu_seconds(pid: int | str) -> float:
-    """User + system CPU seconds of a process so far (Linux; NaN when it cannot be read)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def broker_cpu_seconds() -> float:

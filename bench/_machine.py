@@ -10,6 +10,15 @@ from pathlib import Path
 from typing import Any
 
 
+def cpu_seconds(pid: int | str) -> float:
+    """User + system CPU seconds of a process so far ("self": this one; Linux); NaN when it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14 and 15
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)

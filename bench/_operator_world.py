@@ -9,7 +9,6 @@ manager). Nothing here asserts on time.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from prometheus_client.parser import text_string_to_metric_families
 
+from _machine import cpu_seconds
 from _sdep_watch import GROUP, PLURAL, VERSION, Watcher
 from localplatform.config import PlatformConfig
 from localplatform.faultproxy import FaultProxy, Seen
@@ -60,10 +60,8 @@ class ProcStats:
 
 def proc_stats(pid: int) -> ProcStats:
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
     return ProcStats(rss_mb=int(fields["VmRSS"].split()[0]) / 1024, hwm_mb=int(fields["VmHWM"].split()[0]) / 1024,
-                     cpu_s=(int(stat[11]) + int(stat[12])) / ticks)  # utime, stime: fields 14 and 15 of stat
+                     cpu_s=cpu_seconds(pid))
 
 
 def pid_of(pid_file: Path) -> int:

@@ -23,7 +23,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from _kafka import broker_cpu_seconds, cpu_seconds, preload, topic_admin
+from _kafka import broker_cpu_seconds, preload, topic_admin
+from _machine import cpu_seconds
 from localplatform.kafka import KafkaInfo
 from wml_server.engine import Engine, KafkaEndpoint, KafkaTopic, StreamOptions, StreamSpec, score_batch
 from wml_server.engine.session import StreamSession

@@ -74,15 +74,18 @@ def marker(uid: str, spec_hash: str | None = None) -> str:
 _MARKER = re.compile(r"\(managed by wml-stream-operator, uid (?P<uid>[^)\s]+)\)(?: \(spec (?P<spec>[^)\s]+)\))?")
 
 
-def _owner(deployment: Deployment) -> str | None:
+def _marked(deployment: Deployment, part: str) -> str | None:
     found = _MARKER.search(deployment.entity.description or "")
-    return found.group("uid") if found else None
+    return found.group(part) if found else None
+
+
+def _owner(deployment: Deployment) -> str | None:
+    return _marked(deployment, "uid")
 
 
 def built_from(deployment: Deployment) -> str | None:
     """The spec hash the operator made this deployment from, if its marker says."""
-    found = _MARKER.search(deployment.entity.description or "")
-    return found.group("spec") if found else None
+    return _marked(deployment, "spec")
 
 
 @dataclass(frozen=True)
