@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
-export PYTHONPATH := $(CURDIR)/hack
 PYTEST_ARGS ?=
 
 .PHONY: help venv platform-build platform-up platform-down platform-env platform-status \
@@ -32,20 +31,20 @@ platform-build:
 	@hack/setup-platform.sh
 
 platform-up: venv platform-build
-	@$(PY) -m localplatform up
+	@$(PY) -m wml_localplatform up
 
 platform-down: venv
-	@$(PY) -m localplatform down
+	@$(PY) -m wml_localplatform down
 
 platform-env: venv
-	@$(PY) -m localplatform env
+	@$(PY) -m wml_localplatform env
 
 platform-status: venv
-	@$(PY) -m localplatform status
+	@$(PY) -m wml_localplatform status
 
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy operator/wml_api operator/wml_operator server/wml_server hack/localplatform
+	$(VENV)/bin/mypy operator/wml_api operator/wml_operator server/wml_server localplatform/wml_localplatform
 	$(VENV)/bin/hadolint Dockerfile
 
 # One pytest session for every suite, so the platform starts once. pytest's exit code 5 (nothing
@@ -78,10 +77,10 @@ reliability: venv platform-build
 # The scenario of the README on the local platform; it stays up until `make demo-down`. State, logs and
 # PID files live in $WSO_DEMO_DIR (default /tmp/wml-stream-operator/demo).
 demo: venv platform-build
-	@$(PY) -m localplatform.demo up
+	@$(PY) -m wml_localplatform.demo up
 
 demo-down: venv
-	@$(PY) -m localplatform.demo down
+	@$(PY) -m wml_localplatform.demo down
 
 # Benchmarks print figures; nothing here asserts on time. Each also writes its figures as JSON into
 # BENCH_FIGURES, from which bench/write_performance.py writes docs/PERFORMANCE.md. The stream benchmark starts its
@@ -93,13 +92,13 @@ BENCH_FIGURES := $(or $(TMPDIR),/tmp)/wso-bench-figures
 BENCH_OPERATOR_ARGS ?=
 bench: venv platform-build
 	rm -rf $(BENCH_FIGURES) && mkdir -p $(BENCH_FIGURES)
-	PYTHONPATH=$(CURDIR)/operator:$(CURDIR)/server:$(CURDIR)/hack $(PY) bench/model_accuracy.py \
+	$(PY) bench/model_accuracy.py \
 		--json $(BENCH_FIGURES)/model_accuracy.json
-	PYTHONPATH=$(CURDIR)/operator:$(CURDIR)/server:$(CURDIR)/hack $(PY) bench/stream_throughput.py \
+	$(PY) bench/stream_throughput.py \
 		--json $(BENCH_FIGURES)/stream_throughput.json
-	PYTHONPATH=$(CURDIR)/operator:$(CURDIR)/server:$(CURDIR)/hack $(PY) bench/operator_scale.py \
+	$(PY) bench/operator_scale.py \
 		--json $(BENCH_FIGURES)/operator_scale.json $(BENCH_OPERATOR_ARGS)
-	PYTHONPATH=$(CURDIR)/operator:$(CURDIR)/server:$(CURDIR)/hack $(PY) bench/write_performance.py \
+	$(PY) bench/write_performance.py \
 		--dir $(BENCH_FIGURES) --out docs/PERFORMANCE.md
 
 clean:

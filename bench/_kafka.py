@@ -1,4 +1,4 @@
-"""The benchmarks' Kafka: a local broker (hack/localplatform) or the one the environment names; topics, data."""
+"""The benchmarks' Kafka: a local broker (wml_localplatform) or the one the environment names; topics, data."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from _machine import cpu_seconds
-from localplatform.config import PlatformConfig
-from localplatform.kafka import KafkaBroker, KafkaInfo
+from wml_localplatform.config import PlatformConfig
+from wml_localplatform.kafka import KafkaBroker, KafkaInfo
 
 # The PID file of the broker kafka() started (none for one the environment names): its CPU is counted beside runs.
 BROKER_PID_FILE: list[Path] = []

@@ -30,17 +30,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from _machine import cpu_seconds
 from _sdep_watch import GROUP, PLURAL, VERSION, Watcher
-from localplatform.config import PlatformConfig
-from localplatform.faultproxy import FaultProxy, Seen
-from localplatform.kube import KubeControlPlane, KubeInfo
-from localplatform.wmloperator import (
+from wml_localplatform.config import PlatformConfig
+from wml_localplatform.faultproxy import FaultProxy, Seen
+from wml_localplatform.kube import KubeControlPlane, KubeInfo
+from wml_localplatform.wmloperator import (
     WMLOperator,
     install_crd,
     install_rbac,
     kubectl_runner,
     service_account_kubeconfig,
 )
-from localplatform.wmlservice import WMLService, WMLUser
+from wml_localplatform.wmlservice import WMLService, WMLUser
 
 MODEL = "3b1f3d7e-5c1a-4d8e-9b7a-6f0e2c9d4a11"  # the service's "Sentiment Prediction"
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION", "APPLY"})

@@ -5,7 +5,7 @@ come from the figures of the last `make bench`.
 """
 
 PROSE_OPERATOR_SETUP = """\
-`bench/operator_scale.py` starts its own kube-apiserver and etcd (hack/localplatform, in a temporary folder),
+`bench/operator_scale.py` starts its own kube-apiserver and etcd (wml_localplatform, in a temporary folder),
 the WML service with **`WML_SERVER_RUN_STREAMS=false`** (a documented setting of the service: deployments are
 accepted and reported RUNNING or STOPPED without starting Kafka clients, so 1,000 of them fit on this machine; the
 operator sees the same API as always) behind a proxy that records every WML request, and the operator as a
@@ -164,7 +164,7 @@ PROSE_STREAM_ANALYSIS = """\
   timeout)` waits the whole timeout for a full batch, which below the batch rate is every time: 100 ms added to
   every record. Latency at 1,000 records/s went from p50 169 ms / p99 505 ms to p50 27 ms / p99 145 ms (with the
   two changes below).
-- **The local broker runs C1 only** (`hack/localplatform/kafka.py`, `-XX:TieredStopAtLevel=1`): on 2 cores the C2
+- **The local broker runs C1 only** (`wml_localplatform/kafka.py`, `-XX:TieredStopAtLevel=1`): on 2 cores the C2
   compiler kept a core busy for minutes after the broker started (5.7 CPU-seconds in 8 s, 30 s after start; still
   3.5 after 80 s), and the broker's round trips had a tail of several hundred ms meanwhile.
 - **The benchmark's sender uses librdkafka's default linger.ms of 5 ms** instead of 1 ms, at which nearly every

@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from _kafka import topic_admin
 from _stream_run import endpoint_of
-from localplatform.kafka import KafkaInfo
+from wml_localplatform.kafka import KafkaInfo
 from wml_server.engine import RUNNING, Engine, KafkaTopic, StreamOptions, StreamSpec
 from wml_server.models.sentiment import SentimentModel
 

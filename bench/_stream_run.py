@@ -25,7 +25,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from _kafka import broker_cpu_seconds, preload, topic_admin
 from _machine import cpu_seconds
-from localplatform.kafka import KafkaInfo
+from wml_localplatform.kafka import KafkaInfo
 from wml_server.engine import Engine, KafkaEndpoint, KafkaTopic, StreamOptions, StreamSpec, score_batch
 from wml_server.engine.session import StreamSession
 from wml_server.engine.state import FAILED, RUNNING, Errors

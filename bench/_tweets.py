@@ -1,6 +1,6 @@
-"""The benchmarks' data: VADER's human-rated tweets from localplatform.tweets, as bench needs them.
+"""The benchmarks' data: VADER's human-rated tweets from wml_localplatform.tweets, as bench needs them.
 
-localplatform.tweets fetches the vaderSentiment 3.3.2 sdist (sha256-checked, into $WSO_CACHE/data) and reads
+wml_localplatform.tweets fetches the vaderSentiment 3.3.2 sdist (sha256-checked, into $WSO_CACHE/data) and reads
 tweets_GroundTruth.txt from its nested archive; this adds what only the benchmarks want: download notes on
 stderr (stdout holds the figures) and input records for the stream benchmark.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import sys
 
-from localplatform import tweets
-from localplatform.tweets import Tweet
+from wml_localplatform import tweets
+from wml_localplatform.tweets import Tweet
 
 
 def _note(text: str) -> None:

@@ -1,8 +1,8 @@
 """How well, and how fast, the sample model scores VADER's own human-rated tweets.
 
-    PYTHONPATH=operator:server:hack .venv/bin/python bench/model_accuracy.py [--json PATH]
+    .venv/bin/python bench/model_accuracy.py [--json PATH]
 
-Data: tweets_GroundTruth.txt from the vaderSentiment 3.3.2 sdist (hack/localplatform/tweets.py), 4,200 tweets each
+Data: tweets_GroundTruth.txt from the vaderSentiment 3.3.2 sdist (wml_localplatform.tweets), 4,200 tweets each
 rated by 20 people. Truth: POSITIVE when the raters' mean is > 0, NEGATIVE when < 0; tweets rated exactly 0
 are dropped, since the model has only the two labels. Prints figures; asserts nothing.
 
@@ -22,7 +22,7 @@ from typing import Any
 
 from _machine import describe, machine
 from _tweets import load_tweets
-from localplatform.tweets import DATA_FILE, SDIST
+from wml_localplatform.tweets import DATA_FILE, SDIST
 from wml_server.models.sentiment import NEGATIVE, POSITIVE, SentimentModel
 
 PAPER_F1_TWEETS = 0.96

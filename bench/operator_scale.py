@@ -1,8 +1,8 @@
 """The operator at scale: StreamingDeployments on one accept-only WML instance, each figure beside its reference.
 
-    PYTHONPATH=operator:server:hack .venv/bin/python bench/operator_scale.py [--sizes 10,100,1000] [--json PATH]
+    .venv/bin/python bench/operator_scale.py [--sizes 10,100,1000] [--json PATH]
 
-Starts its own kube-apiserver + etcd (hack/localplatform), a WML service with WML_SERVER_RUN_STREAMS=false (it
+Starts its own kube-apiserver + etcd (wml_localplatform), a WML service with WML_SERVER_RUN_STREAMS=false (it
 accepts deployments and reports them RUNNING or STOPPED without Kafka clients, so 1,000 fit on one machine)
 behind a proxy that records every WML request, and the operator as a process under deploy/'s RBAC, watching
 one namespace with the default poll intervals (WML_OPERATOR_POLL_FAST_SECONDS=5, _SLOW_SECONDS=30: what users
@@ -37,9 +37,9 @@ from typing import Any
 from _machine import describe, machine
 from _operator_world import Counters, World, etcd_version, wml_kind
 from _sdep_watch import Snapshot
-from localplatform.config import read_versions
 from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
+from wml_localplatform.config import read_versions
 
 POLL_FAST, POLL_SLOW = 5.0, 30.0  # the operator's defaults, left as they are
 TARGETS = {"latency_p50_s": 0.5, "latency_p99_s": 2.0, "all_ready_1000_s": 60.0, "all_ready_over_limit": 2.0,

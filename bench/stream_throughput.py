@@ -1,6 +1,6 @@
 """Stream deployments end to end on a real broker, beside the model alone on the same records.
 
-    PYTHONPATH=operator:server:hack .venv/bin/python bench/stream_throughput.py [--records N]
+    .venv/bin/python bench/stream_throughput.py [--records N]
         [--partitions 1,2,4] [--eos on,off] [--latency-rate 1000 --latency-seconds 30] [--json PATH]
 
 Kafka: a local broker in a temporary folder, or WSO_KAFKA_BOOTSTRAP & co (bench/_kafka.py). A warm-up stream

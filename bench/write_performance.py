@@ -1,6 +1,6 @@
 """Writes docs/PERFORMANCE.md from the JSON figures of the benchmarks (what `make bench` runs).
 
-    PYTHONPATH=operator:server:hack .venv/bin/python bench/write_performance.py --dir FIGURES [--out PATH]
+    .venv/bin/python bench/write_performance.py --dir FIGURES [--out PATH]
 
 FIGURES holds model_accuracy.json, stream_throughput.json and operator_scale.json (each benchmark's --json);
 a missing one leaves its section saying so. Tables are generated; the explanatory prose lives in
@@ -68,8 +68,8 @@ assert nothing about time.
 
 ```sh
 make bench        # all of them (the operator's at N = 1,000 takes most of the time), then this page
-PYTHONPATH=operator:server:hack .venv/bin/python bench/operator_scale.py --sizes 10,100 --json /tmp/op.json
-PYTHONPATH=operator:server:hack .venv/bin/python bench/write_performance.py --dir FIGURES --out docs/PERFORMANCE.md
+.venv/bin/python bench/operator_scale.py --sizes 10,100 --json /tmp/op.json
+.venv/bin/python bench/write_performance.py --dir FIGURES --out docs/PERFORMANCE.md
 ```
 
 **Read every time with its load average.** Everything here (the benchmark, the kube-apiserver, etcd, the WML
@@ -279,7 +279,7 @@ def stream_runs_section(s: Figures) -> str:
     parts = ["## Streams end to end: `bench/stream_throughput.py`", PROSE_STREAM,
              f"{settings.get('records', 0):,} records per throughput run, batch size {settings.get('batch_size')}, "
              f"after a warm-up stream of {settings.get('warmup_records', 0):,}; Kafka {s.get('kafka', '-')} (one "
-             "KRaft node from hack/localplatform, SASL_PLAINTEXT on 127.0.0.1) on the same cores. Command: "
+             "KRaft node from wml_localplatform, SASL_PLAINTEXT on 127.0.0.1) on the same cores. Command: "
              f"`{s.get('command', 'bench/stream_throughput.py')}`.",
              table(["figure", "measured", "reference (same run)", "target", "verdict"],
                    [[f["name"].replace("_", " "), value(f), reference(f), goal(f), verdict(f.get("met"))]

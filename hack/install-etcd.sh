@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure an etcd server binary exists: Debian's etcd-server package (it does not start a service
-# without systemd, which is what we want: hack/localplatform starts and stops it).
+# without systemd, which is what we want: localplatform/wml_localplatform starts and stops it).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 if command -v etcd >/dev/null 2>&1; then

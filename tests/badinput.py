@@ -9,8 +9,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from localplatform import process
 from tests.support import DictSecrets
+from wml_localplatform import process
 from wml_operator.reconcile import Deps, Reconciler, Transient
 from wml_operator.secrets import Defaults
 from wml_operator.settings import OperatorSettings

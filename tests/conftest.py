@@ -24,9 +24,9 @@ from hypothesis import settings as hypothesis_settings
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from localplatform import KafkaBroker, KafkaInfo, KubeControlPlane, KubeInfo, PlatformConfig
-from localplatform.wmloperator import kubectl_runner
-from localplatform.wmlservice import WMLService, WMLUser
+from wml_localplatform import KafkaBroker, KafkaInfo, KubeControlPlane, KubeInfo, PlatformConfig
+from wml_localplatform.wmloperator import kubectl_runner
+from wml_localplatform.wmlservice import WMLService, WMLUser
 
 # Hypothesis fails an example slower than 200 ms by default: an assertion on time, which a 2-core machine busy with
 # something else beside the tests trips (seen once here during a Kubernetes build). The tests assert behaviour.
@@ -75,7 +75,7 @@ def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory, figures: Figu
     the fault proxy's record of every WML response, the dumps of each test namespace's events and statuses)
     holds a password the tests handed out. Torn down last, so it sees every log."""
     yield
-    from localplatform import wmlservice
+    from wml_localplatform import wmlservice
 
     secrets = SCANNED_SECRETS | set(wmlservice.ISSUED_PASSWORDS)
     leaks = []

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 
-from localplatform import KafkaInfo, KubeInfo
-from localplatform.wmloperator import Kubectl, WMLOperator, install_crd, install_rbac, service_account_kubeconfig
-from localplatform.wmlservice import WMLService, WMLUser
+from wml_localplatform import KafkaInfo, KubeInfo
+from wml_localplatform.wmloperator import Kubectl, WMLOperator, install_crd, install_rbac, service_account_kubeconfig
+from wml_localplatform.wmlservice import WMLService, WMLUser
 
 MODEL = "3b1f3d7e-5c1a-4d8e-9b7a-6f0e2c9d4a11"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from localplatform.kafka import KafkaInfo
+from wml_localplatform.kafka import KafkaInfo
 
 ROOT = Path(__file__).resolve().parents[2]
 # A row of `kubectl get sdep -o wide` (NAME STATE STATUS READY REASON AGE DEPLOYMENT MODEL).
@@ -27,9 +27,9 @@ ROW = r"^\s+tweet-sentiment\s+{state}\s+{status}\s+{ready}\s+{reason}\s"
 def run_demo(directory: Path, *args: str, timeout: float = 240, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items()
             if k not in ("KUBECONFIG", "WSO_KAFKA_BOOTSTRAP", "WSO_KAFKA_USERNAME", "WSO_KAFKA_PASSWORD")}
-    base.update({"PYTHONPATH": str(ROOT / "hack"), "WSO_DEMO_DIR": str(directory), "WSO_DEMO_NONINTERACTIVE": "1",
+    base.update({"WSO_DEMO_DIR": str(directory), "WSO_DEMO_NONINTERACTIVE": "1",
                  "WSO_DEMO_WML_PORT": "0", **env})
-    return subprocess.run([sys.executable, "-m", "localplatform.demo", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "wml_localplatform.demo", *args], capture_output=True, text=True,
                           env=base, cwd=ROOT, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
 
 

@@ -28,7 +28,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 from prometheus_client import CollectorRegistry
 
-from localplatform import KafkaInfo
+from wml_localplatform import KafkaInfo
 from wml_server.engine import FAILED, RUNNING, STOPPED, Engine, KafkaEndpoint, KafkaTopic, StreamOptions, StreamSpec
 from wml_server.engine.state import KAFKA_TRANSACTION_FAILED
 from wml_server.models.sentiment import SentimentModel

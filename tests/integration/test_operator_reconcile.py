@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 
-from localplatform import process
-from localplatform.wmlservice import WMLService, WMLUser
 from tests.support import DictSecrets
 from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
@@ -25,6 +23,8 @@ from wml_api.models import (
     StreamInput,
     StreamOutput,
 )
+from wml_localplatform import process
+from wml_localplatform.wmlservice import WMLService, WMLUser
 from wml_operator.reconcile import Deps, Outcome, Reconciler, Transient, marker
 from wml_operator.secrets import Defaults
 from wml_operator.settings import OperatorSettings

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from localplatform import KafkaInfo
+from wml_localplatform import KafkaInfo
 
 
 def _quiet(errors: list[KafkaError]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from localplatform import KubeInfo
+from wml_localplatform import KubeInfo
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import requests
 
-from localplatform.wmlservice import WMLService, WMLUser
 from wml_api import errors as E
 from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
@@ -24,6 +23,7 @@ from wml_api.models import (
     StreamInput,
     StreamOutput,
 )
+from wml_localplatform.wmlservice import WMLService, WMLUser
 
 MODEL = "3b1f3d7e-5c1a-4d8e-9b7a-6f0e2c9d4a11"
 SECRET = "kafka-pass-" + uuid.uuid4().hex

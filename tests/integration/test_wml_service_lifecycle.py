@@ -8,12 +8,12 @@ from collections.abc import Callable
 
 import requests
 
-from localplatform.wmlservice import WMLService
 from tests.integration.test_wml_service_api import MODEL, body, spark
 from wml_api import errors as E
 from wml_api.auth import TokenCache
 from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
+from wml_localplatform.wmlservice import WMLService
 
 
 def test_deployments_survive_restart_and_kill_9(make_wml_service: Callable[..., WMLService]) -> None:

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from localplatform.certs import CertificateAuthority
-from localplatform.wmlservice import WMLService, WMLUser
 from wml_api import errors as E
 from wml_api.auth import TokenCache
 from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
+from wml_localplatform.certs import CertificateAuthority
+from wml_localplatform.wmlservice import WMLService, WMLUser
 
 TOKEN_PATHS = {"/v3/identity/token", "/v2/identity/token"}
 

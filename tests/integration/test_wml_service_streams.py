@@ -12,12 +12,12 @@ from collections.abc import Callable
 import requests
 from confluent_kafka import Consumer, Producer
 
-from localplatform import KafkaInfo
-from localplatform.wmlservice import WMLService
 from tests.integration.test_wml_service_api import MODEL, spark
 from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
 from wml_api.models import DeploymentCreate, KafkaConnection, StreamInput, StreamOutput
+from wml_localplatform import KafkaInfo
+from wml_localplatform.wmlservice import WMLService
 
 
 def _deploy(api: WMLClient, kafka: KafkaInfo, source: str, target: str, password: str | None = None) -> str:

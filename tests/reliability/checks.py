@@ -10,10 +10,10 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from localplatform.wmlservice import WMLService, WMLUser
 from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
 from wml_api.models import Deployment
+from wml_localplatform.wmlservice import WMLService, WMLUser
 
 GROUP, VERSION, PLURAL = "wmlstream.dev", "v1alpha1", "streamingdeployments"
 

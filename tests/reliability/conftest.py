@@ -6,7 +6,7 @@ counts the issue asks for and renders docs/RELIABILITY.md from what the cases re
 
 Each case gets a namespace named wso-fault-* and an operator process of its own that watches only that
 namespace, so the session's e2e operator (wso-test-*) never acts on it and a case may kill its operator.
-The operator reaches the WML service through a FaultProxy (hack/localplatform/faultproxy.py) named by the
+The operator reaches the WML service through a FaultProxy (localplatform/wml_localplatform/faultproxy.py) named by the
 `url` of the credentials Secret.
 """
 
@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 
-from localplatform.faultproxy import FaultProxy
-from localplatform.wmloperator import WMLOperator
-from localplatform.wmlservice import WMLService
 from tests.conftest import fresh_namespace
 from tests.e2e.conftest import crd, operator_kubeconfig  # noqa: F401 - fixtures shared with the e2e suite
 from tests.reliability.checks import GROUP, PLURAL, VERSION, list_sdeps
+from wml_localplatform.faultproxy import FaultProxy
+from wml_localplatform.wmloperator import WMLOperator
+from wml_localplatform.wmlservice import WMLService
 
 FULL = os.environ.get("WSO_RELIABILITY") == "full"
 

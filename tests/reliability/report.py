@@ -21,7 +21,7 @@ from typing import Any
 SECTIONS: dict[str, tuple[str, str]] = {
     "faults": ("Faults injected and recovered", """\
 Each fault is injected into the real chain while the operator runs (its own process, watching one namespace)
-and the WML service answers through the fault proxy (`hack/localplatform/faultproxy.py`). *shown* is the
+and the WML service answers through the fault proxy (`localplatform/wml_localplatform/faultproxy.py`). *shown* is the
 condition/reason the resource showed while the fault lasted; *recovered* counts injections after which every
 resource was Ready again with exactly one WML deployment in the desired state (0 duplicates, 0 orphans,
 0 stuck). For stream faults, records sent, scored (read back read_committed), scored twice and missing."""),

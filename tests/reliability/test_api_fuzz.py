@@ -14,12 +14,12 @@ from typing import Any
 
 import requests
 
-from localplatform.wmlservice import WMLService, WMLUser
 from tests.conftest import Figures
 from tests.reliability.conftest import count
 from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
 from wml_api.models import DeploymentCreate, KafkaConnection, SparkServiceInstance, StreamInput, StreamOutput
+from wml_localplatform.wmlservice import WMLService, WMLUser
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 MODEL = "3b1f3d7e-5c1a-4d8e-9b7a-6f0e2c9d4a11"

@@ -19,14 +19,14 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from kubernetes import client as k8s
 
-from localplatform.faultproxy import FaultProxy
-from localplatform.wmloperator import WMLOperator
-from localplatform.wmlservice import WMLService
 from tests.badinput import DEAD, REASONS, SECRET, Case, expected_reason, mutated
 from tests.conftest import Figures
 from tests.e2e.conftest import StreamEnv, create_secrets, wait_for
 from tests.reliability.checks import GROUP, PLURAL, VERSION, condition, list_sdeps
 from tests.reliability.conftest import count
+from wml_localplatform.faultproxy import FaultProxy
+from wml_localplatform.wmloperator import WMLOperator
+from wml_localplatform.wmlservice import WMLService
 
 Kubectl = Callable[..., Any]
 REFS = {("wml", "credentialsSecretRef"): "wml", ("sparkCredentialsSecretRef",): "spark",

@@ -14,13 +14,13 @@ from collections.abc import Callable
 import requests
 from confluent_kafka import Consumer, Producer
 
-from localplatform import KafkaInfo
-from localplatform.wmlservice import WMLService
 from tests.conftest import Figures
 from tests.integration.test_wml_service_streams import _deploy, _wait_status
 from tests.reliability.conftest import count
 from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
+from wml_localplatform import KafkaInfo
+from wml_localplatform.wmlservice import WMLService
 
 NEAR_1MB = 1_040_000  # over the engine's 1,000,000-byte record limit, under the broker's default 1,048,588
 

@@ -19,13 +19,13 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from localplatform import KubeInfo
-from localplatform.wmloperator import DEPLOY, WMLOperator, service_account_kubeconfig
-from localplatform.wmlservice import WMLService
 from tests.conftest import Figures, fresh_namespace
 from tests.e2e.conftest import StreamEnv, create_secrets
 from tests.reliability.checks import condition, list_sdeps
 from tests.reliability.conftest import OPERATOR_ENV
+from wml_localplatform import KubeInfo
+from wml_localplatform.wmloperator import DEPLOY, WMLOperator, service_account_kubeconfig
+from wml_localplatform.wmlservice import WMLService
 
 Kubectl = Callable[..., Any]
 RBAC_KINDS = {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}

@@ -40,10 +40,6 @@ from typing import Any, cast
 import pytest
 from kubernetes import client as k8s
 
-from localplatform import process
-from localplatform.faultproxy import FaultProxy, Seen
-from localplatform.wmloperator import WMLOperator
-from localplatform.wmlservice import WMLService
 from tests.conftest import Figures
 from tests.e2e.conftest import StreamEnv, create_secrets
 from tests.reliability.checks import (
@@ -57,6 +53,10 @@ from tests.reliability.checks import (
     wml_client,
 )
 from tests.reliability.conftest import count
+from wml_localplatform import process
+from wml_localplatform.faultproxy import FaultProxy, Seen
+from wml_localplatform.wmloperator import WMLOperator
+from wml_localplatform.wmlservice import WMLService
 
 Kubectl = Callable[..., Any]
 

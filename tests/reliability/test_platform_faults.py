@@ -28,14 +28,14 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 from kubernetes import client as k8s
 
-from localplatform import KafkaBroker, KafkaInfo, KubeControlPlane
-from localplatform.faultproxy import FaultProxy
-from localplatform.wmloperator import WMLOperator
-from localplatform.wmlservice import WMLService
 from tests.conftest import Figures
 from tests.e2e.conftest import StreamEnv, create_secrets, wait_for
 from tests.reliability.checks import Convergence, condition, list_sdeps, wait_converged, wml_client
 from tests.reliability.conftest import count
+from wml_localplatform import KafkaBroker, KafkaInfo, KubeControlPlane
+from wml_localplatform.faultproxy import FaultProxy
+from wml_localplatform.wmloperator import WMLOperator
+from wml_localplatform.wmlservice import WMLService
 from wml_server.settings import Settings
 
 Kubectl = Callable[..., Any]

@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from localplatform.faultproxy import FaultProxy, Seen
-from localplatform.wmloperator import WMLOperator
-from localplatform.wmlservice import WMLService, WMLUser
 from tests.conftest import Figures
 from tests.e2e.conftest import StreamEnv, create_secrets, wait_for
 from tests.reliability.checks import Convergence, condition, convergence, list_sdeps, wait_converged, wml_client
 from tests.reliability.conftest import OPERATOR_ENV, count
 from wml_api.models import Deployment
+from wml_localplatform.faultproxy import FaultProxy, Seen
+from wml_localplatform.wmloperator import WMLOperator
+from wml_localplatform.wmlservice import WMLService, WMLUser
 
 Kubectl = Callable[..., Any]
 

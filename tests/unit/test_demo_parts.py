@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from localplatform import demo
-from localplatform.tweets import Tweet, parse
+from wml_localplatform import demo
+from wml_localplatform.tweets import Tweet, parse
 
 
 def test_the_sample_is_applied_unchanged_but_for_namespace_and_endpoint() -> None:

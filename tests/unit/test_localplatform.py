@@ -9,10 +9,10 @@ from pathlib import Path
 import yaml
 from cryptography import x509
 
-from localplatform.certs import CertificateAuthority
-from localplatform.config import PlatformConfig, read_versions
-from localplatform.kafka import KafkaInfo, KafkaUser, server_properties
-from localplatform.kube import kubeconfig_yaml
+from wml_localplatform.certs import CertificateAuthority
+from wml_localplatform.config import PlatformConfig, read_versions
+from wml_localplatform.kafka import KafkaInfo, KafkaUser, server_properties
+from wml_localplatform.kube import kubeconfig_yaml
 
 
 def test_versions_are_pinned() -> None:

@@ -7,9 +7,9 @@ import time
 import uuid
 from typing import Any
 
-from localplatform.demo.errors import DemoError
-from localplatform.kafka import KafkaInfo
-from localplatform.tweets import Tweet
+from wml_localplatform.demo.errors import DemoError
+from wml_localplatform.kafka import KafkaInfo
+from wml_localplatform.tweets import Tweet
 
 QUIET = {"log_level": 4}  # librdkafka: warnings and errors only, no informational lines in the demo's output
 

@@ -1,4 +1,4 @@
-"""`python -m localplatform up|down|status|env` (with hack/ on PYTHONPATH; the Makefile does that)."""
+"""`python -m wml_localplatform up|down|status|env`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from localplatform.config import MissingPrerequisite, PlatformConfig
-from localplatform.kafka import KafkaBroker
-from localplatform.kube import KubeControlPlane
-from localplatform.process import StartFailed
+from wml_localplatform.config import MissingPrerequisite, PlatformConfig
+from wml_localplatform.kafka import KafkaBroker
+from wml_localplatform.kube import KubeControlPlane
+from wml_localplatform.process import StartFailed
 
 
 def default_dir() -> Path:
@@ -73,7 +73,7 @@ def status(root: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="localplatform", description=__doc__)
+    parser = argparse.ArgumentParser(prog="wml_localplatform", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status", "env"])
     parser.add_argument("--dir", type=Path, default=default_dir(),
                         help="where run-time files live (default $WSO_PLATFORM_DIR or %(default)s)")

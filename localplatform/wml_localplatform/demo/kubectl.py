@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from localplatform.demo.console import Console
-from localplatform.demo.errors import DemoError
+from wml_localplatform.demo.console import Console
+from wml_localplatform.demo.errors import DemoError
 
 
 class Kubectl:

@@ -4,8 +4,8 @@ Used by the test fixtures (tests/conftest.py), `make platform-up` / `make platfo
 Binaries and jars come from the cache filled by hack/setup-platform.sh; nothing here downloads.
 """
 
-from localplatform.config import PlatformConfig
-from localplatform.kafka import KafkaBroker, KafkaInfo, KafkaUser
-from localplatform.kube import KubeControlPlane, KubeInfo
+from wml_localplatform.config import PlatformConfig
+from wml_localplatform.kafka import KafkaBroker, KafkaInfo, KafkaUser
+from wml_localplatform.kube import KubeControlPlane, KubeInfo
 
 __all__ = ["KafkaBroker", "KafkaInfo", "KafkaUser", "KubeControlPlane", "KubeInfo", "PlatformConfig"]

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from localplatform.config import cache_dir
+from wml_localplatform.config import cache_dir
 
 PACKAGE, VERSION = "vaderSentiment", "3.3.2"
 SDIST = f"{PACKAGE}-{VERSION}.tar.gz"

@@ -1,12 +1,12 @@
 """`make demo`: tweets scored POSITIVE/NEGATIVE by a stream declared as a StreamingDeployment, on the local platform.
 
-    python -m localplatform.demo up       start everything, run the scenario, leave it running
-    python -m localplatform.demo status   what is running, and how to look around
-    python -m localplatform.demo down     stop everything the demo started, remove its folder
-    python -m localplatform.demo send TEXT...   one tweet per argument to the input topic
-    python -m localplatform.demo scores [--follow]   the scored records of the output topic
+    python -m wml_localplatform.demo up       start everything, run the scenario, leave it running
+    python -m wml_localplatform.demo status   what is running, and how to look around
+    python -m wml_localplatform.demo down     stop everything the demo started, remove its folder
+    python -m wml_localplatform.demo send TEXT...   one tweet per argument to the input topic
+    python -m wml_localplatform.demo scores [--follow]   the scored records of the output topic
 
-(hack/ on PYTHONPATH; the Makefile does that.) Everything lives in $WSO_DEMO_DIR (default
+Everything lives in $WSO_DEMO_DIR (default
 /tmp/wml-stream-operator/demo): the platform's data, logs and PID files, so `down` stops exactly what `up`
 started. `up` pauses before each change of state when run in a terminal; `--ci` (or WSO_DEMO_NONINTERACTIVE=1,
 or CI=true) never pauses and prints no colours.
@@ -21,14 +21,14 @@ from pathlib import Path
 
 from confluent_kafka import KafkaException
 
-from localplatform.config import MissingPrerequisite, PlatformConfig
-from localplatform.demo.commands import down, scores, send, up
-from localplatform.demo.console import Console
-from localplatform.demo.errors import DemoError, PortTaken
-from localplatform.demo.show import show_status
-from localplatform.demo.state import Layout, default_dir
-from localplatform.process import StartFailed
-from localplatform.tweets import TweetsUnavailable
+from wml_localplatform.config import MissingPrerequisite, PlatformConfig
+from wml_localplatform.demo.commands import down, scores, send, up
+from wml_localplatform.demo.console import Console
+from wml_localplatform.demo.errors import DemoError, PortTaken
+from wml_localplatform.demo.show import show_status
+from wml_localplatform.demo.state import Layout, default_dir
+from wml_localplatform.process import StartFailed
+from wml_localplatform.tweets import TweetsUnavailable
 
 DEFAULT_WML_PORT = 9443  # the WML service's own default; WSO_DEMO_WML_PORT=0 picks a free one
 
@@ -44,7 +44,7 @@ def _wml_port(raw: str) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m localplatform.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m wml_localplatform.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "status", "send", "scores"])
     parser.add_argument("texts", nargs="*", help="send: the tweets to send")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
-from localplatform.config import MissingPrerequisite, PlatformConfig
-from localplatform.demo.errors import PortTaken
+from wml_localplatform.config import MissingPrerequisite, PlatformConfig
+from wml_localplatform.demo.errors import PortTaken
 
 
 def check_prerequisites(config: PlatformConfig) -> list[str]:

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from localplatform.demo.console import Console
-from localplatform.demo.errors import DemoError
-from localplatform.demo.kubectl import Kubectl
-from localplatform.demo.state import DEFAULT_DIR, DemoState, Layout
-from localplatform.demo.topics import OutputReader
-from localplatform.tweets import Tweet
-from localplatform.wmloperator import OPERATOR_NAMESPACE, SERVICE_ACCOUNT
+from wml_localplatform.demo.console import Console
+from wml_localplatform.demo.errors import DemoError
+from wml_localplatform.demo.kubectl import Kubectl
+from wml_localplatform.demo.state import DEFAULT_DIR, DemoState, Layout
+from wml_localplatform.demo.topics import OutputReader
+from wml_localplatform.tweets import Tweet
+from wml_localplatform.wmloperator import OPERATOR_NAMESPACE, SERVICE_ACCOUNT
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-HACK_DIR = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: localplatform/wml_localplatform/config.py
+HACK_DIR = ROOT / "hack"
 
 
 def read_versions(path: Path = HACK_DIR / "versions.env") -> dict[str, str]:

@@ -7,13 +7,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from localplatform import process
-from localplatform.config import PlatformConfig
-from localplatform.demo.errors import DemoError
-from localplatform.kafka import KafkaBroker, KafkaInfo
-from localplatform.kube import KubeControlPlane
-from localplatform.wmloperator import WMLOperator
-from localplatform.wmlservice import WMLService
+from wml_localplatform import process
+from wml_localplatform.config import PlatformConfig
+from wml_localplatform.demo.errors import DemoError
+from wml_localplatform.kafka import KafkaBroker, KafkaInfo
+from wml_localplatform.kube import KubeControlPlane
+from wml_localplatform.wmloperator import WMLOperator
+from wml_localplatform.wmlservice import WMLService
 
 DEFAULT_DIR = Path("/tmp/wml-stream-operator/demo")  # noqa: S108 - beside `make platform-up`'s folder
 MARKER = ".wml-stream-operator-demo"  # only a folder holding it is ever removed by `down`

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from localplatform import process
-from localplatform.certs import CertificateAuthority, service_account_keys
-from localplatform.config import PlatformConfig
+from wml_localplatform import process
+from wml_localplatform.certs import CertificateAuthority, service_account_keys
+from wml_localplatform.config import PlatformConfig
 
 CONTROLLERS = "namespace-controller,garbage-collector-controller,serviceaccount-controller"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"  # a setting the apiserver requires; nothing routes to it

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import random
 
-from localplatform.demo.console import Console
-from localplatform.demo.errors import DemoError
-from localplatform.demo.kubectl import Kubectl, watch
-from localplatform.demo.show import show_records, summarize
-from localplatform.demo.start import Running
-from localplatform.demo.state import DemoState
-from localplatform.demo.topics import OutputReader, produce
-from localplatform.tweets import DATA_FILE, SDIST, Tweet
+from wml_localplatform.demo.console import Console
+from wml_localplatform.demo.errors import DemoError
+from wml_localplatform.demo.kubectl import Kubectl, watch
+from wml_localplatform.demo.show import show_records, summarize
+from wml_localplatform.demo.start import Running
+from wml_localplatform.demo.state import DemoState
+from wml_localplatform.demo.topics import OutputReader, produce
+from wml_localplatform.tweets import DATA_FILE, SDIST, Tweet
 
 BEFORE_STOP, WHILE_STOPPED = 240, 60  # tweets sent while RUNNING, then while STOPPED
 QUIET_SECONDS = 5.0  # how long the demo watches the output topic while the stream is STOPPED

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import yaml
 
-from localplatform import process
-from localplatform.config import HACK_DIR
-from localplatform.kube import kubeconfig_yaml
+from wml_localplatform import process
+from wml_localplatform.config import ROOT
+from wml_localplatform.kube import kubeconfig_yaml
 
-ROOT = HACK_DIR.parent
 CRD = ROOT / "crds" / "wmlstream.dev_streamingdeployments.yaml"
 DEPLOY = ROOT / "deploy"
 OPERATOR_NAMESPACE = SERVICE_ACCOUNT = "wml-stream-operator"

@@ -11,16 +11,15 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from localplatform.config import PlatformConfig
-from localplatform.demo.console import Console
-from localplatform.demo.kubectl import Kubectl
-from localplatform.demo.samples import SAMPLE, sample_resource, sample_secrets
-from localplatform.demo.state import DemoState, Layout
-from localplatform.demo.topics import create_topics
-from localplatform.kafka import KafkaInfo
-from localplatform.wmloperator import (
+from wml_localplatform.config import PlatformConfig
+from wml_localplatform.demo.console import Console
+from wml_localplatform.demo.kubectl import Kubectl
+from wml_localplatform.demo.samples import SAMPLE, sample_resource, sample_secrets
+from wml_localplatform.demo.state import DemoState, Layout
+from wml_localplatform.demo.topics import create_topics
+from wml_localplatform.kafka import KafkaInfo
+from wml_localplatform.wmloperator import (
     OPERATOR_NAMESPACE,
-    ROOT,
     SERVICE_ACCOUNT,
     install_crd,
     install_rbac,
@@ -48,8 +47,8 @@ def install_commands(layout: Layout, config: PlatformConfig) -> Path:
     wrapper = layout.bin / "wso-demo"
     q = shlex.quote
     wrapper.write_text(f"#!/bin/sh\n# `make demo`'s script for the demo in {layout.root}\n"
-                       f"WSO_DEMO_DIR={q(str(layout.root))} PYTHONPATH={q(str(ROOT / 'hack'))} "
-                       f'exec {q(sys.executable)} -m localplatform.demo "$@"\n')
+                       f"WSO_DEMO_DIR={q(str(layout.root))} "
+                       f'exec {q(sys.executable)} -m wml_localplatform.demo "$@"\n')
     wrapper.chmod(0o755)
     return kubectl
 

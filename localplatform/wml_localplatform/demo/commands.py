@@ -8,18 +8,18 @@ import uuid
 
 from confluent_kafka import KafkaException
 
-from localplatform import process
-from localplatform.config import MissingPrerequisite, PlatformConfig
-from localplatform.demo.console import Console
-from localplatform.demo.errors import DemoError
-from localplatform.demo.prereqs import check_port_free, check_prerequisites
-from localplatform.demo.scenario import BEFORE_STOP, WHILE_STOPPED, pick_tweets, scenario
-from localplatform.demo.show import look_around, scored_line, show_status
-from localplatform.demo.start import start_platform
-from localplatform.demo.state import MARKER, Layout, running_kafka
-from localplatform.demo.topics import OutputReader, produce
-from localplatform.process import StartFailed
-from localplatform.tweets import DATA_FILE, Tweet, TweetsUnavailable, polar_tweets
+from wml_localplatform import process
+from wml_localplatform.config import MissingPrerequisite, PlatformConfig
+from wml_localplatform.demo.console import Console
+from wml_localplatform.demo.errors import DemoError
+from wml_localplatform.demo.prereqs import check_port_free, check_prerequisites
+from wml_localplatform.demo.scenario import BEFORE_STOP, WHILE_STOPPED, pick_tweets, scenario
+from wml_localplatform.demo.show import look_around, scored_line, show_status
+from wml_localplatform.demo.start import start_platform
+from wml_localplatform.demo.state import MARKER, Layout, running_kafka
+from wml_localplatform.demo.topics import OutputReader, produce
+from wml_localplatform.process import StartFailed
+from wml_localplatform.tweets import DATA_FILE, Tweet, TweetsUnavailable, polar_tweets
 
 
 def up(layout: Layout, console: Console, config: PlatformConfig, wml_port: int) -> int:

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localplatform import process
+from wml_localplatform import process
 
 
 @dataclass(frozen=True)

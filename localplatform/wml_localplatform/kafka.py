@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localplatform import process
-from localplatform.config import PlatformConfig
+from wml_localplatform import process
+from wml_localplatform.config import PlatformConfig
 
 # The broker authenticates itself as the first user; the second is what the WML service and the demo use,
 # so a test can tell one identity's credentials from another's.
