@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
+
+from wml_api.errors import NotFound
+from wml_api.models import Deployment, DeploymentCreate, SparkServiceInstance
+from wml_operator.secrets import Endpoint
+from wml_operator.wml import Listing
 
 
 class DictSecrets:
@@ -16,3 +22,67 @@ class DictSecrets:
         if self.namespace is not None:
             assert namespace == self.namespace, f"read from namespace {namespace}, expected {self.namespace}"
         return self.data.get(name)
+
+
+class MemoryWML:
+    """An in-memory WML instance for unit tests of the reconciler: implements reconcile.Connector (one instance
+    whatever the endpoint) and reconcile.WML. `fail[call] = error` makes that call raise once; `calls` records
+    every call; `answer_status` is what a created or patched deployment reports (WML's own status after it)."""
+
+    def __init__(self, models: tuple[str, ...] = ("m1",), answer_status: str | None = None) -> None:
+        self.models = set(models)
+        self.deployments: dict[str, Deployment] = {}
+        self.calls: list[tuple[str, ...]] = []
+        self.fail: dict[str, Exception] = {}
+        self.answer_status = answer_status
+        self.endpoints: list[Endpoint] = []
+        self._ids = itertools.count(1)
+
+    # reconcile.Connector
+    def instance(self, endpoint: Endpoint) -> MemoryWML:
+        self.endpoints.append(endpoint)
+        return self
+
+    def _call(self, *call: str) -> None:
+        self.calls.append(call)
+        error = self.fail.pop(call[0], None)
+        if error is not None:
+            raise error
+
+    # reconcile.WML
+    def listing(self, max_age: float) -> Listing:
+        self._call("list", str(max_age))
+        return Listing.of(0.0, dict(self.deployments))
+
+    def create(self, model_id: str, body: DeploymentCreate, spark: SparkServiceInstance) -> Deployment:
+        self._call("create", model_id)
+        if model_id not in self.models:
+            raise NotFound(f"Published model {model_id} does not exist.", method="POST", path="/v3/...", status=404)
+        deployment_id = f"dep-{next(self._ids)}"
+        deployment = Deployment.model_validate({
+            "metadata": {"guid": deployment_id, "url": f"http://wml/v3/wml_instances/i/published_models/{model_id}"
+                                                       f"/deployments/{deployment_id}"},
+            "entity": {"type": "stream", "name": body.name, "description": body.description,
+                       "status": self.answer_status or "INITIALIZING",
+                       "published_model": {"guid": model_id}}})
+        self.deployments[deployment_id] = deployment
+        return deployment
+
+    def set_state(self, model_id: str, deployment_id: str, value: str, spark: SparkServiceInstance) -> Deployment:
+        self._call("patch", deployment_id, value)
+        self.set_status(deployment_id, self.answer_status or value)
+        return self.deployments[deployment_id]
+
+    def delete(self, deployment_id: str) -> None:
+        self._call("delete", deployment_id)
+        self.deployments.pop(deployment_id, None)
+
+    # for tests
+    def set_status(self, deployment_id: str, status: str) -> None:
+        old = self.deployments[deployment_id]
+        self.deployments[deployment_id] = old.model_copy(
+            update={"entity": old.entity.model_copy(update={"status": status})})
+
+    def changes(self) -> list[tuple[str, ...]]:
+        """The calls that change WML (not the lists)."""
+        return [c for c in self.calls if c[0] != "list"]

@@ -1,4 +1,5 @@
-"""`python -m wml_operator`: run the operator (kopf, standalone: no peering), configured by environment."""
+"""`python -m wml_operator`: run the operator (kopf, standalone: no peering), configured by environment;
+`--help` lists the settings."""
 
 from __future__ import annotations
 
@@ -7,22 +8,38 @@ import logging
 import sys
 
 import kopf
+from pydantic import ValidationError
 
-from wml_operator.settings import OperatorSettings
+from wml_operator.settings import OperatorSettings, usage
 
 
-def main() -> int:
-    settings = OperatorSettings.from_env()
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if args:
+        print(f"error: unexpected arguments {args}; settings come from the environment\n\n{usage()}",
+              file=sys.stderr)
+        return 2
+    try:
+        settings = OperatorSettings()
+    except ValidationError as exc:
+        for err in exc.errors(include_input=False, include_url=False):
+            name = ".".join(str(p) for p in err["loc"])
+            print(f"error: WML_OPERATOR_{name.upper()}: {err['msg']}", file=sys.stderr)
+        return 2
     kopf.configure(log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
                    verbose=False)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     import wml_operator.handlers  # noqa: F401 - registers the handlers
+    from wml_operator.app import OperatorApp
 
-    host_port = settings.health_address
     try:
         asyncio.run(kopf.operator(
             standalone=True, clusterwide=not settings.namespaces, namespaces=list(settings.namespaces),
-            liveness_endpoint=f"http://{host_port}/healthz"))
+            liveness_endpoint=f"http://{settings.health_address}/healthz",
+            memo=kopf.Memo(app=OperatorApp.build(settings))))
     except KeyboardInterrupt:
         return 130
     return 0

@@ -1,17 +1,19 @@
-"""Kubernetes-side helpers: a Secret store fed by the watch, so reconciles read Secrets without API calls, and
-the status writer of the poller's passes."""
+"""Kubernetes-side helpers: a Secret store fed by the watch, so passes read Secrets without API calls, and the
+one writer of the status."""
 
 from __future__ import annotations
 
 import base64
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import kopf
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from wml_operator.spec import GROUP, PLURAL, VERSION
+from wml_operator.status import KOPF
 
 SecretKey = tuple[str, str]
 
@@ -73,20 +75,36 @@ class SecretStore:
 
 
 class StatusWriter:
-    """Merge-patches the status subresource, as kopf does with the status its handlers leave in their patch."""
+    """Writes a pass's status: only when it changed, only what changed (a field no longer reported is set to
+    null), once per pass. A pass run by a kopf handler writes into the handler's patch, so that kopf's own
+    bookkeeping (status.kopf, see persistence.py) goes in the same request; the poller's passes merge-patch the
+    status subresource themselves."""
 
-    def __init__(self, api: k8s.CustomObjectsApi | None = None) -> None:
+    def __init__(self, api: k8s.CustomObjectsApi | None = None, on_write: Callable[[], None] | None = None) -> None:
         self._api = api
+        self._on_write = on_write
 
     def set_api(self, api: k8s.CustomObjectsApi) -> None:
         self._api = api
 
-    def __call__(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
+    def write(self, body: Mapping[str, Any], status: Mapping[str, Any], patch: kopf.Patch | None = None) -> bool:
         """False when the resource is gone (deleted meanwhile: nothing left to report on)."""
+        old = {k: v for k, v in (body.get("status") or {}).items() if k != KOPF}
+        # Compared whole, not by lastSyncTime: that has 1 s resolution, and a change made in the same second as
+        # the last write (a re-create right after a flip) would not be written.
+        if dict(status) == old:
+            return True
+        delta = {**{k: None for k in old if k not in status}, **status}
+        if self._on_write is not None:
+            self._on_write()
+        if patch is not None:
+            patch.status.update(delta)
+            return True
         assert self._api is not None, "set_api() first"
+        meta = body["metadata"]
         try:
             self._api.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": status},
+                GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], {"status": delta},
                 _content_type="application/merge-patch+json")
         except ApiException as exc:
             if exc.status == 404:

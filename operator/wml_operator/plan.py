@@ -1,20 +1,29 @@
-"""The operator's every decision, as one pure function: (desired, observed, last status) -> the next action.
+"""The operator's every decision, as pure functions: (desired, observed, last status) -> the next action.
 
-Nothing here does I/O; tests/unit/test_plan.py holds the table of cases.
+`plan()` decides what to do with a resource whose spec and Secrets resolved; `plan_unresolved()` what to do when
+they did not; `plan_refused()` and `retry_delay()` what a WML error means; `settle()` what WML's answer to a
+change means; `poll_interval()` when to look again. Nothing here does I/O: tests/unit/test_plan.py holds the
+tables of cases, and wml_operator.reconcile only carries the actions out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
+from wml_api import errors as wml_errors
 from wml_api.models import DeploymentStatus
+from wml_operator import conditions
+from wml_operator.spec import ANNOTATION_POLL_INTERVAL
 
 # The contract names them once; str values, so they compare equal to what any server sends.
 RUNNING, STOPPED, INITIALIZING, FAILED = (DeploymentStatus.RUNNING.value, DeploymentStatus.STOPPED.value,
                                           DeploymentStatus.INITIALIZING.value, DeploymentStatus.FAILED.value)
 RESTART_BACKOFF_BASE = 10.0
 RESTART_BACKOFF_MAX = 600.0
+RETRY_BACKOFF_MAX = 300.0
 
 
 class Do(StrEnum):
@@ -24,8 +33,13 @@ class Do(StrEnum):
     RESTART = "restart"  # PATCH RUNNING on a FAILED stream, counted
     RECREATE = "recreate"  # delete, then create
     DELETE = "delete"
+    LOOK_AGAIN = "look-again"  # the list may be too old to create from: list again, then plan again
     WAIT = "wait"  # something is changing on WML's side; look again soon
+    RETRY = "retry"  # WML could not be reached: nothing happened, try again after `retry_after`
     NOTHING = "nothing"
+
+
+CHANGES_WML = frozenset({Do.CREATE, Do.RECREATE, Do.PATCH_STATE, Do.RESTART})
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,18 @@ class Observed:
 
 
 @dataclass(frozen=True)
+class View:
+    """What one list of the instance showed of this resource."""
+
+    found: Observed | None
+    # Other deployments carrying this resource's marker: a create that reached WML only after it had been given
+    # up on (timeout) and sent again. One resource, one stream: they go.
+    extras: tuple[str, ...] = ()
+    fresh: bool = True  # the list began after this pass asked for it (not one shared from the cache)
+    made_here: bool = False  # this process sent a create for the resource (its answer may have been lost)
+
+
+@dataclass(frozen=True)
 class Last:
     """What the resource's status said before this pass."""
 
@@ -70,13 +96,29 @@ class Action:
     stalled: bool = False  # only a user can fix this
     event: bool = False  # worth a Kubernetes event (drift, recreate, restart)
     wait: float | None = None  # seconds until this action can proceed (restart backoff)
+    finalize: bool = False  # a deletion is complete once this action is done: the finalizer may go
+    retry_after: float | None = None  # Do.RETRY: seconds until the next attempt
+    extras: tuple[str, ...] = field(default=())  # duplicate deployments to delete beside the action
 
 
 def restart_backoff(restart_count: int) -> float:
     return float(min(RESTART_BACKOFF_BASE * 2 ** max(restart_count, 0), RESTART_BACKOFF_MAX))
 
 
-def plan(desired: Desired, observed: Observed | None, last: Last, now: float) -> Action:
+def plan(desired: Desired, view: View, last: Last, now: float) -> Action:
+    action = _plan(desired, view.found, last, now)
+    if action.do == Do.CREATE and not view.fresh and (last.deployment_id or view.made_here):
+        # Never create from a shared list when a deployment may exist that it does not show: the one the status
+        # names, or one this process made (a create whose answer was lost). A resource with neither can have
+        # none newer than the cached list, which began after this process started; a burst of 1,000 new
+        # resources then shares that list instead of queueing one list call each.
+        return Action(Do.LOOK_AGAIN, "Observing", "listing the instance's deployments again before creating")
+    if view.found is not None and view.extras and not (desired.deleting or desired.paused or desired.adopt_id):
+        action = replace(action, extras=view.extras)
+    return action
+
+
+def _plan(desired: Desired, observed: Observed | None, last: Last, now: float) -> Action:
     if desired.deleting:
         return _plan_delete(desired, observed)
     if desired.paused:
@@ -106,10 +148,11 @@ def plan(desired: Desired, observed: Observed | None, last: Last, now: float) ->
 
 def _plan_delete(desired: Desired, observed: Observed | None) -> Action:
     if desired.deletion_policy == "Orphan":
-        return Action(Do.NOTHING, "Orphaned", "deletionPolicy Orphan: the WML deployment is left as it is")
+        return Action(Do.NOTHING, "Orphaned", "deletionPolicy Orphan: the WML deployment is left as it is",
+                      finalize=True)
     if observed is None:
-        return Action(Do.NOTHING, "Deleted", "the WML deployment is gone")
-    return Action(Do.DELETE, "Deleting", f"deleting WML deployment {observed.deployment_id}")
+        return Action(Do.NOTHING, "Deleted", "the WML deployment is gone", finalize=True)
+    return Action(Do.DELETE, "Deleting", f"deleting WML deployment {observed.deployment_id}", finalize=True)
 
 
 def _paused(desired: Desired, observed: Observed | None) -> Action:
@@ -151,3 +194,74 @@ def _plan_state(desired: Desired, observed: Observed, last: Last) -> Action:
                           "the stream was started outside Kubernetes; stopping it again", value=STOPPED, event=True)
         return Action(Do.PATCH_STATE, "Stopping", "stopping the stream", value=STOPPED)
     return Action(Do.WAIT, "Waiting", f"WML reports {status}; waiting for it to settle")
+
+
+def settle(desired: Desired, done: Action, after: Observed | None, last: Last, now: float) -> Action:
+    """What WML's answer to a change says: it may already be in the declared state (accept-only, or a stream
+    stopped at once). Then this pass reports Ready, instead of the next poll, poll_fast seconds later."""
+    if done.do not in CHANGES_WML or after is None or desired.deleting:
+        return done
+    again = _plan(desired, after, last, now)
+    return again if again.do == Do.NOTHING and again.ready else done
+
+
+def plan_unresolved(deleting: bool, last: Last, endpoint_known: bool, reason: str, message: str) -> Action:
+    """The spec is invalid, or a Secret it names is missing or wrong: a user must fix it. A deletion still
+    goes through the endpoint the last good pass used, as long as this process remembers it."""
+    if not deleting:
+        return Action(Do.NOTHING, reason, message, stalled=True)
+    if not last.deployment_id:
+        return Action(Do.NOTHING, "Deleted", "no WML deployment was made", finalize=True)
+    if endpoint_known:
+        return Action(Do.DELETE, "Deleting", f"deleting WML deployment {last.deployment_id} through the endpoint "
+                                             f"last used ({message})", finalize=True)
+    return Action(Do.NOTHING, "CannotDelete", f"cannot delete WML deployment {last.deployment_id}: {message}",
+                  stalled=True)
+
+
+def plan_refused(err: wml_errors.WMLError, model_id: str) -> Action:
+    """A WML error that retrying will not cure: the resource is Stalled with WML's answer."""
+    if isinstance(err, wml_errors.Unauthorized | wml_errors.Forbidden):
+        return Action(Do.NOTHING, "WMLUnauthorized",
+                      f"spec.wml.credentialsSecretRef: WML refused the credentials: {err}", stalled=True)
+    if isinstance(err, wml_errors.NotFound):
+        return Action(Do.NOTHING, "ModelNotFound", f"spec.modelId: published model {model_id} was not found: {err}",
+                      stalled=True)
+    if isinstance(err, wml_errors.TLSError):
+        return Action(Do.NOTHING, "WMLTLSError", str(err), stalled=True)
+    return Action(Do.NOTHING, "WMLRejected", str(err), stalled=True)
+
+
+def retry_delay(attempts: int, retry_after: float | None, *, held_back: bool, jitter: float) -> float:
+    """Seconds until a pass that could not reach WML is tried again: exponential backoff (attempts counts this
+    failure too) with `jitter` in [0, 1) spreading retries, never sooner than WML's Retry-After. A request held
+    back by an earlier Retry-After was never sent, so nothing failed: only the rest of that wait counts."""
+    if held_back:
+        return (retry_after or 0.0) * (1.0 + 0.2 * jitter)
+    backoff = min(2.0 ** attempts, RETRY_BACKOFF_MAX) * (0.8 + 0.4 * jitter)
+    return max(backoff, retry_after or 0.0)
+
+
+def plan_transient(err: wml_errors.WMLError, delay: float) -> Action:
+    return Action(Do.RETRY, "WMLUnavailable", f"WML unavailable, retrying in {delay:.0f} s: {err}",
+                  retry_after=delay)
+
+
+def is_changing(status: Mapping[str, Any], generation: int | None) -> bool:
+    """Not Ready, or a spec not yet observed: polled fast."""
+    return (conditions.is_true(status.get("conditions", []), conditions.READY) is not True
+            or status.get("observedGeneration") != generation)
+
+
+def is_stalled(status: Mapping[str, Any]) -> bool:
+    return conditions.is_true(status.get("conditions", []), conditions.STALLED) is True
+
+
+def poll_interval(body: Mapping[str, Any], fast: float, slow: float, changing: bool) -> float:
+    if changing:
+        return fast
+    raw = (body.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_POLL_INTERVAL)
+    try:
+        return max(1.0, float(raw)) if raw else slow
+    except ValueError:
+        return slow

@@ -1,50 +1,68 @@
-"""The operator's settings, from environment variables (documented in the README)."""
+"""The operator's settings: one typed source for environment variables, defaults and `--help`.
+
+Every field is read from `WML_OPERATOR_<FIELD>` (e.g. WML_OPERATOR_POLL_FAST_SECONDS); `python -m wml_operator
+--help` lists them with their descriptions and defaults, generated from this class.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from wml_operator.secrets import Defaults
 
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        raise SystemExit(f"error: {name} must be a number of seconds, got {raw!r}") from None
+ENV_PREFIX = "WML_OPERATOR_"
 
 
-@dataclass(frozen=True)
-class OperatorSettings:
-    defaults: Defaults = field(default_factory=Defaults)
-    namespaces: tuple[str, ...] = ()  # empty: every namespace
-    poll_fast: float = 5.0
-    poll_slow: float = 30.0
-    log_format: str = "text"
-    metrics_address: str = "127.0.0.1:9090"
-    health_address: str = "127.0.0.1:8080"
-    wml_timeout: float = 30.0
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
+    wml_url: Annotated[str | None, Field(
+        description="default WML base URL, for resources that name none (nor does their credentials Secret)")] = None
+    wml_instance_id: Annotated[str | None, Field(
+        description="default WML instance id, for resources that name none")] = None
+    wml_credentials_secret: Annotated[str | None, Field(
+        pattern=r"^[^/]+/[^/]+$", description="default WML credentials Secret, as namespace/name")] = None
+    namespaces: Annotated[tuple[str, ...], NoDecode, Field(
+        description="comma-separated namespaces to watch; empty: every namespace")] = ()
+    poll_fast_seconds: Annotated[float, Field(
+        gt=0, description="poll interval while a resource is changing (not Ready, or a spec not yet observed)")] = 5.0
+    poll_slow_seconds: Annotated[float, Field(
+        gt=0, description="poll interval of a steady resource (the annotation wmlstream.dev/poll-interval "
+                          "overrides it per resource)")] = 30.0
+    log_format: Annotated[Literal["text", "json"], Field(description="text or json")] = "text"
+    metrics_address: Annotated[str, Field(
+        description="host:port of the Prometheus metrics; empty: none")] = "127.0.0.1:9090"
+    health_address: Annotated[str, Field(description="host:port of the liveness endpoint /healthz")] = \
+        "127.0.0.1:8080"
+    wml_timeout_seconds: Annotated[float, Field(gt=0, description="read timeout of a WML request")] = 30.0
+
+    @field_validator("namespaces", mode="before")
     @classmethod
-    def from_env(cls) -> OperatorSettings:
-        env = os.environ.get
-        namespaces = tuple(n.strip() for n in (env("WML_OPERATOR_NAMESPACES") or "").split(",") if n.strip())
-        log_format = env("WML_OPERATOR_LOG_FORMAT", "text")
-        if log_format not in ("text", "json"):
-            raise SystemExit(f"error: WML_OPERATOR_LOG_FORMAT must be text or json, got {log_format!r}")
-        creds = env("WML_OPERATOR_WML_CREDENTIALS_SECRET") or None
-        if creds and "/" not in creds:
-            raise SystemExit("error: WML_OPERATOR_WML_CREDENTIALS_SECRET must be namespace/name")
-        return cls(
-            defaults=Defaults(url=env("WML_OPERATOR_WML_URL") or None,
-                              instance_id=env("WML_OPERATOR_WML_INSTANCE_ID") or None, credentials_secret=creds),
-            namespaces=namespaces,
-            poll_fast=_float("WML_OPERATOR_POLL_FAST_SECONDS", 5.0),
-            poll_slow=_float("WML_OPERATOR_POLL_SLOW_SECONDS", 30.0),
-            log_format=log_format,
-            metrics_address=env("WML_OPERATOR_METRICS_ADDRESS", "127.0.0.1:9090"),
-            health_address=env("WML_OPERATOR_HEALTH_ADDRESS", "127.0.0.1:8080"),
-            wml_timeout=_float("WML_OPERATOR_WML_TIMEOUT_SECONDS", 30.0),
-        )
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(n.strip() for n in value.split(",") if n.strip())
+        return value
+
+    @field_validator("wml_url", "wml_instance_id", "wml_credentials_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def defaults(self) -> Defaults:
+        return Defaults(url=self.wml_url, instance_id=self.wml_instance_id,
+                        credentials_secret=self.wml_credentials_secret)
+
+
+def usage() -> str:
+    """What `--help` prints: every setting, its variable, default and description, from the class above."""
+    lines = ["python -m wml_operator: the StreamingDeployment operator. Settings, from the environment:", ""]
+    for name, field in OperatorSettings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        lines.append(f"  {ENV_PREFIX}{name.upper()}  (default: {shown if shown not in (None, '') else 'unset'})")
+        lines.append(f"      {field.description}")
+    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""WML clients, one per endpoint and login, and the per-instance deployment list they share.
+"""The WML instances the reconciler acts on: clients, one per endpoint and login, and the per-instance
+deployment list they share (`Instances.instance(endpoint)` is the reconciler's `reconcile.WML`).
 
 One list call per WML instance per interval serves every resource on that instance: each resource asks
 the cache for data no older than its own poll interval, and only the first asker after that age pays
@@ -7,19 +8,23 @@ for a call (under a per-instance lock, so a burst of resources makes one request
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+import shutil
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 from requests.adapters import HTTPAdapter
 
+from wml_api import errors as wml_errors
 from wml_api.client import WMLClient
-from wml_api.models import Deployment
+from wml_api.models import Deployment, DeploymentCreate, SparkServiceInstance
 from wml_api.transport import OnResponse
 from wml_operator.secrets import Endpoint
 
@@ -27,30 +32,50 @@ InstanceKey = tuple[str, str]  # (url, instance id)
 HANDLER_THREADS = 32  # kopf's settings.execution.max_workers (handlers.configure)
 
 
+MAX_CLIENTS = 256  # clients kept; each credentials rotation makes a new one, the least recently used goes
+
+
 class ClientPool:
     def __init__(self, *, timeout: float = 30.0, on_response: OnResponse | None = None) -> None:
-        self._clients: dict[tuple[str, ...], WMLClient] = {}
+        # The sessions are the pool's: it closes them when it lets a client go.
+        self._clients: OrderedDict[tuple[str, ...], tuple[WMLClient, requests.Session]] = OrderedDict()
         self._lock = threading.Lock()
         self._timeout = timeout
         self._on_response = on_response
-        self._ca_dir = Path(tempfile.mkdtemp(prefix="wml-operator-ca-"))
+        self._ca_dir: Path | None = None  # made on first need, removed by close()
 
     def client(self, ep: Endpoint) -> WMLClient:
         ca_hash = hashlib.sha256(ep.ca_pem.encode()).hexdigest() if ep.ca_pem else ""
         key = (ep.url, ep.instance_id, *ep.credentials.cache_key(ep.url)[1:], ca_hash)
         with self._lock:
-            client = self._clients.get(key)
-            if client is None:
-                ca_bundle = None
-                if ep.ca_pem:
-                    path = self._ca_dir / f"{ca_hash}.pem"
-                    path.write_text(ep.ca_pem)
-                    ca_bundle = str(path)
-                client = WMLClient(ep.url, ep.credentials, ep.instance_id, ca_bundle=ca_bundle,
-                                   read_timeout=self._timeout, on_response=self._on_response,
-                                   session=_session())
-                self._clients[key] = client
+            kept = self._clients.get(key)
+            if kept is not None:
+                self._clients.move_to_end(key)
+                return kept[0]
+            ca_bundle = None
+            if ep.ca_pem:
+                # requests reads a CA bundle from a file only.
+                self._ca_dir = self._ca_dir or Path(tempfile.mkdtemp(prefix="wml-operator-ca-"))
+                path = self._ca_dir / f"{ca_hash}.pem"
+                path.write_text(ep.ca_pem)
+                ca_bundle = str(path)
+            session = _session()
+            client = WMLClient(ep.url, ep.credentials, ep.instance_id, ca_bundle=ca_bundle,
+                               read_timeout=self._timeout, on_response=self._on_response, session=session)
+            self._clients[key] = (client, session)
+            while len(self._clients) > MAX_CLIENTS:
+                _, (_, old) = self._clients.popitem(last=False)
+                old.close()
             return client
+
+    def close(self) -> None:
+        with self._lock:
+            for _, session in self._clients.values():
+                session.close()
+            self._clients.clear()
+            if self._ca_dir is not None:
+                shutil.rmtree(self._ca_dir, ignore_errors=True)
+                self._ca_dir = None
 
 
 def _session() -> requests.Session:
@@ -174,3 +199,44 @@ class InstanceCache:
             listing = self._listings.get(key)
             if listing is not None and deployment_id in listing.by_id:
                 self._listings[key] = listing.without(deployment_id)
+
+
+class Instance:
+    """One WML instance as the reconciler uses it (reconcile.WML): its deployments through the shared list."""
+
+    def __init__(self, client: WMLClient, cache: InstanceCache) -> None:
+        self.client = client
+        self.cache = cache
+
+    def listing(self, max_age: float) -> Listing:
+        return self.cache.deployments(self.client, max_age)
+
+    def create(self, model_id: str, body: DeploymentCreate, spark: SparkServiceInstance) -> Deployment:
+        created = self.client.create_deployment(model_id, body, spark)
+        self.cache.put(self.client, created)
+        return created
+
+    def set_state(self, model_id: str, deployment_id: str, value: str, spark: SparkServiceInstance) -> Deployment:
+        self.client.set_deployment_status(model_id, deployment_id, value, spark)
+        changed = self.client.get_instance_deployment(deployment_id)
+        self.cache.put(self.client, changed)
+        return changed
+
+    def delete(self, deployment_id: str) -> None:
+        with contextlib.suppress(wml_errors.NotFound):  # gone already: that is what we wanted
+            self.client.delete_instance_deployment(deployment_id)
+        self.cache.forget(self.client, deployment_id)
+
+
+class Instances:
+    """Every WML instance the operator's resources name (reconcile.Connector)."""
+
+    def __init__(self, *, timeout: float = 30.0, on_response: OnResponse | None = None) -> None:
+        self.pool = ClientPool(timeout=timeout, on_response=on_response)
+        self.cache = InstanceCache()
+
+    def instance(self, endpoint: Endpoint) -> Instance:
+        return Instance(self.pool.client(endpoint), self.cache)
+
+    def close(self) -> None:
+        self.pool.close()

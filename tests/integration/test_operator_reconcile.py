@@ -25,10 +25,11 @@ from wml_api.models import (
 )
 from wml_localplatform import process
 from wml_localplatform.wmlservice import WMLService, WMLUser
-from wml_operator.reconcile import Deps, Outcome, Reconciler, Transient, marker
+from wml_operator.reconcile import Reconciler
+from wml_operator.resources import Resources
 from wml_operator.secrets import Defaults
-from wml_operator.settings import OperatorSettings
-from wml_operator.wml import ClientPool, InstanceCache
+from wml_operator.status import Outcome
+from wml_operator.wml import Instances, marker
 
 MODEL = "3b1f3d7e-5c1a-4d8e-9b7a-6f0e2c9d4a11"
 SPARK = {"tenant_id": "t", "tenant_id_full": "tf", "cluster_master_url": "https://s", "instance_id": "i",
@@ -55,11 +56,15 @@ def body(state: str = "RUNNING", status: dict[str, Any] | None = None, uid: str 
             "status": status or {}}
 
 
+def reconciler_for(secrets: DictSecrets, poll: float = 0.0) -> Reconciler:
+    """The operator's reconciler over the real WML client; `poll`: the age of a deployment list a pass accepts."""
+    return Reconciler(secrets, Instances(), Resources(poll, poll), Defaults())
+
+
 @pytest.fixture
 def world(wml_api_service: WMLService, wml_user: WMLUser) -> tuple[Reconciler, WMLClient, DictSecrets]:
     secrets = secrets_for(wml_api_service.url, wml_user)
-    settings = OperatorSettings(defaults=Defaults(), poll_fast=0.0, poll_slow=0.0)
-    reconciler = Reconciler(Deps(settings, secrets, ClientPool(), InstanceCache()))
+    reconciler = reconciler_for(secrets)
     api = WMLClient(wml_api_service.url, WMLCredentials(wml_user.username, wml_user.password), wml_user.instance_id)
     return reconciler, api, secrets
 
@@ -177,15 +182,18 @@ def test_unknown_model_stalls_without_retrying(world: tuple[Reconciler, WMLClien
 
 def test_wml_down_is_transient_with_backoff(wml_user: WMLUser) -> None:
     dead = f"http://127.0.0.1:{process.free_port()}"
-    reconciler = Reconciler(Deps(OperatorSettings(), secrets_for(dead, wml_user), ClientPool(), InstanceCache()))
+    reconciler = reconciler_for(secrets_for(dead, wml_user))
     b = body()
     delays = []
     for _ in range(3):
-        with pytest.raises(Transient) as exc:
-            reconciler.run(b)
-        delays.append(exc.value.delay)
-        assert wml_user.password not in str(exc.value)
+        outcome = reconciler.run(b)
+        assert outcome.retry_after is not None
+        delays.append(outcome.retry_after)
+        assert wml_user.password not in json.dumps(outcome.status)
+        assert outcome.events == []
     assert delays[0] < delays[2]  # exponential (with jitter)
+    reconciling = next(c for c in outcome.status["conditions"] if c["type"] == "Reconciling")
+    assert reconciling["reason"] == "WMLUnavailable"
 
 
 def test_rate_limits_are_honoured(wml_user: WMLUser) -> None:
@@ -213,22 +221,24 @@ def test_rate_limits_are_honoured(wml_user: WMLUser) -> None:
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        reconciler = Reconciler(Deps(OperatorSettings(), secrets_for(url, wml_user), ClientPool(), InstanceCache()))
-        with pytest.raises(Transient) as exc:
-            reconciler.run(body())
-        assert exc.value.delay >= 42
-        assert "rate_limit_exceeded" in str(exc.value)
+        reconciler = reconciler_for(secrets_for(url, wml_user))
+        outcome = reconciler.run(body())
+        assert outcome.retry_after is not None
+        assert outcome.retry_after >= 42
+        reconciling = next(c for c in outcome.status["conditions"] if c["type"] == "Reconciling")
+        assert "rate_limit_exceeded" in reconciling["message"]
     finally:
         server.shutdown()
         server.server_close()
 
 
 def test_one_list_call_serves_every_resource_of_an_instance(world: tuple[Reconciler, WMLClient, DictSecrets]) -> None:
-    reconciler, _, _ = world
-    reconciler.deps.settings = OperatorSettings(poll_fast=30.0, poll_slow=30.0)
+    _, _, secrets = world
+    wml = Instances()
+    reconciler = Reconciler(secrets, wml, Resources(30.0, 30.0), Defaults())
     bodies = [body() for _ in range(4)]
-    statuses = [reconciler.run(b).status for b in bodies]  # creates: each looks at a fresh list first
-    before = reconciler.deps.cache.list_calls
+    statuses = [reconciler.run(b).status for b in bodies]  # new resources share one list
+    before = wml.cache.list_calls
     for b, status in zip(bodies, statuses, strict=True):
         reconciler.run({**b, "status": status})
-    assert reconciler.deps.cache.list_calls - before <= 1
+    assert wml.cache.list_calls - before <= 1

@@ -19,7 +19,7 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from kubernetes import client as k8s
 
-from tests.badinput import DEAD, REASONS, SECRET, Case, expected_reason, mutated
+from tests.badinput import DEAD, REASONS, SECRET, Case, mutated, reconciled_reason
 from tests.conftest import Figures
 from tests.e2e.conftest import StreamEnv, create_secrets, wait_for
 from tests.reliability.checks import GROUP, PLURAL, VERSION, condition, list_sdeps
@@ -98,7 +98,7 @@ def test_generated_bad_specs_through_the_apiserver(fault_namespace: str, k8s_api
         # The oracle runs with WML at a dead port: a case it finds acceptable would otherwise reach bad_proxy.
         offline = {name: {k: DEAD if v == bad_proxy.url else v for k, v in data.items()}
                    for name, data in secrets.items()}
-        reason, _ = expected_reason(stored["spec"], offline)
+        reason, _ = reconciled_reason(stored["spec"], offline)
         if reason is None:
             skipped_valid += 1
         assume(reason is not None)  # acceptable input is not bad input: it would rightly call WML

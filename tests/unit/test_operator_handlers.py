@@ -1,178 +1,218 @@
-"""The kopf handlers, called as kopf calls them, with real kopf.Patch() and kopf.Body() objects."""
+"""The kopf handlers, called as kopf calls them, with real kopf.Patch(), kopf.Body() and kopf.Memo() objects. Each
+test makes an operator of its own (OperatorApp.build over Secrets from a dict and an in-memory WML): no
+module-level state, no order between tests."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from typing import Any
 
 import kopf
 import pytest
 
+from tests.support import DictSecrets, MemoryWML
+from tests.unit.test_reconcile import SECRETS, SPEC
+from wml_api.errors import Unavailable
 from wml_operator import handlers
-from wml_operator.reconcile import Outcome, Transient
+from wml_operator.app import OperatorApp
+from wml_operator.resources import Resources
+from wml_operator.settings import OperatorSettings
+
+UID = "uid-1"
+Event = tuple[str, str, str]
 
 
-def make_body(status: dict[str, Any] | None = None) -> kopf.Body:
-    return kopf.Body({"apiVersion": "wmlstream.dev/v1alpha1", "kind": "StreamingDeployment",
-                      "metadata": {"name": "t", "namespace": "ns", "uid": "uid-1", "generation": 3},
-                      "spec": {"state": "RUNNING"}, "status": status or {}})
+def age(resources: Resources, seconds: float) -> None:
+    """As if the resource's last pass had run `seconds` earlier."""
+    state = resources._state(UID)
+    assert state is not None
+    assert state.last_run is not None
+    state.last_run -= seconds
 
 
-class FakeReconciler:
-    def __init__(self, result: Outcome | Exception) -> None:
-        self.result = result
-        self.calls: list[bool] = []
+class Operator:
+    """An OperatorApp with a recorder of the events it posts, and the memo kopf hands to every handler."""
 
-    def run(self, body: Any, *, deleting: bool = False) -> Outcome:
-        self.calls.append(deleting)
-        if isinstance(self.result, Exception):
-            raise self.result
-        return self.result
+    def __init__(self, answer_status: str | None = "RUNNING") -> None:
+        self.wml = MemoryWML(answer_status=answer_status)
+        self.events: list[Event] = []
+        self.secrets = {k: dict(v) for k, v in SECRETS.items()}
+        self.app = OperatorApp.build(OperatorSettings(poll_fast_seconds=5.0, poll_slow_seconds=30.0),
+                                     secrets=DictSecrets(self.secrets), wml=self.wml,
+                                     post_event=lambda body, event: self.events.append(event))
+        self.memo = kopf.Memo(app=self.app)
+        self.status: dict[str, Any] = {}
+
+    def body(self, generation: int = 1) -> kopf.Body:
+        return kopf.Body({"apiVersion": "wmlstream.dev/v1alpha1", "kind": "StreamingDeployment",
+                          "metadata": {"name": "t", "namespace": "ns", "uid": UID, "generation": generation},
+                          "spec": json.loads(json.dumps(SPEC)), "status": dict(self.status)})
+
+    def reconcile(self, reason: str = "create") -> kopf.Patch:
+        patch = kopf.Patch()
+        handlers.reconcile(body=self.body(), patch=patch, reason=reason, memo=self.memo)
+        self.status.update({k: v for k, v in patch.status.items()})
+        self.status = {k: v for k, v in self.status.items() if v is not None}
+        return patch
+
+    def track(self, event_type: str) -> None:
+        asyncio.run(handlers.track(event={"type": event_type}, body=self.body(), memo=self.memo))
 
 
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
-    def install(result: Outcome | Exception) -> FakeReconciler:
-        reconciler = FakeReconciler(result)
-        monkeypatch.setattr(handlers.RUNTIME, "reconciler", reconciler)
-        return reconciler
-    return install
+def test_status_is_written_into_kopfs_patch_once_and_only_when_changed() -> None:
+    op = Operator()
+    first = op.reconcile()
+    assert first.status["wmlStatus"] == "RUNNING"
+    assert "kopf" not in first.status  # kopf's own part is kopf's to write
+    assert op.app.metrics.status_writes._value.get() == 1
+    again = op.reconcile(reason="update")
+    assert not again  # nothing changed: no write at all
+    assert op.app.metrics.status_writes._value.get() == 1
 
 
-def test_status_is_written_once_and_only_when_changed(fake: Any) -> None:
-    new = {"wmlStatus": "RUNNING", "deploymentId": "d1", "lastSyncTime": "2026-11-27T18:00:00Z",
-           "conditions": [{"type": "Ready", "status": "True"}]}
-    fake(Outcome(dict(new)))
-    patch = kopf.Patch()
-    handlers.reconcile(body=make_body({"message": "old", "kopf": {"x": 1}}), patch=patch, reason="create")
+def test_a_field_no_longer_reported_is_removed() -> None:
+    op = Operator()
+    op.reconcile()
+    op.status["wmlState"] = "RUNNING"  # what an older version wrote: no longer part of the status
+    patch = op.reconcile(reason="update")
+    assert patch.status["wmlState"] is None
     assert patch.status["wmlStatus"] == "RUNNING"
-    assert patch.status["message"] is None  # a field we no longer report is removed
-    assert "kopf" not in patch.status
-
-    same = kopf.Patch()
-    fake(Outcome(dict(new)))
-    handlers.reconcile(body=make_body(dict(new)), patch=same, reason="update")
-    assert not same  # nothing changed: no write at all
 
 
-def test_a_change_in_the_same_second_as_the_last_write_is_written(fake: Any) -> None:
-    # lastSyncTime has 1 s resolution: a re-create right after another write carries the same one.
-    before = {"wmlStatus": "RUNNING", "deploymentId": "d1", "specHash": "h1", "lastSyncTime": "2026-11-27T18:00:00Z",
-              "conditions": [{"type": "Ready", "status": "True"}]}
-    fake(Outcome({**before, "deploymentId": "d2", "specHash": "h2"}))
+def test_transient_errors_keep_ready_and_leave_the_retry_to_the_poller() -> None:
+    op = Operator()
+    op.reconcile()
+    ready = next(c for c in op.status["conditions"] if c["type"] == "Ready")
+    op.wml.fail["list"] = Unavailable("503", method="GET", path="/v3/x", status=503)
     patch = kopf.Patch()
-    handlers.reconcile(body=make_body(dict(before)), patch=patch, reason="update")
-    assert (patch.status["deploymentId"], patch.status["specHash"]) == ("d2", "h2")
-
-
-def test_transient_errors_keep_ready_and_leave_the_retry_to_the_poller(fake: Any) -> None:
-    fake(Transient("GET /v3/...: 503", delay=7.0))
-    handlers.RUNTIME.forget("uid-1")
-    patch = kopf.Patch()
-    ready = {"type": "Ready", "status": "True", "reason": "Running", "message": "",
-             "lastTransitionTime": "2026-11-27T17:00:00Z", "observedGeneration": 3}
-    body = make_body({"conditions": [ready], "observedGeneration": 3})
-    handlers.reconcile(body=body, patch=patch, reason="update")  # no kopf.TemporaryError: no kopf worker waits
+    handlers.reconcile(body=op.body(generation=2), patch=patch, reason="update", memo=op.memo)  # no TemporaryError
     by_type = {c["type"]: c for c in patch.status["conditions"]}
-    assert by_type["Ready"]["status"] == "True"
-    assert by_type["Ready"]["lastTransitionTime"] == "2026-11-27T17:00:00Z"
+    assert {k: by_type["Ready"][k] for k in ("status", "reason", "lastTransitionTime")} == {
+        k: ready[k] for k in ("status", "reason", "lastTransitionTime")}
     assert by_type["Reconciling"]["reason"] == "WMLUnavailable"
-    assert "retrying in 7 s" in by_type["Reconciling"]["message"]
-    assert not handlers.RUNTIME.due("uid-1", body)  # during the backoff
-    handlers.RUNTIME.next_attempt["uid-1"] -= 7.0
-    assert handlers.RUNTIME.due("uid-1", body)  # right after it, whatever the poll interval
-    handlers.RUNTIME.forget("uid-1")
+    resources = op.app.resources
+    kept = op.body(generation=2)
+    assert not resources.due(UID, kept)  # during the backoff
+    state = resources._state(UID)
+    assert state is not None
+    state.next_attempt = 0.0
+    assert resources.due(UID, kept)  # right after it, whatever the poll interval
 
 
-def test_a_deletion_that_cannot_reach_wml_is_retried_by_kopf(fake: Any) -> None:
-    fake(Transient("connection refused", delay=4.0))
+def test_a_deletion_that_cannot_reach_wml_is_retried_by_kopf() -> None:
+    op = Operator()
+    op.reconcile()
+    op.wml.fail["list"] = Unavailable("connection refused", method="GET", path="/v3/x")
     with pytest.raises(kopf.TemporaryError) as retry:  # kopf keeps the finalizer and calls again
-        handlers.delete(body=make_body(), patch=kopf.Patch())
-    assert retry.value.delay == 4.0
-    handlers.RUNTIME.forget("uid-1")
+        handlers.delete(body=op.body(), patch=kopf.Patch(), memo=op.memo)
+    assert retry.value.delay is not None
+    assert 1.6 <= retry.value.delay <= 2.4
+    assert op.wml.deployments  # nothing deleted yet
 
 
-def test_a_poll_backs_off_instead_of_raising(fake: Any) -> None:
-    reconciler = fake(Transient("timeout", delay=30.0))
-    body = make_body({"observedGeneration": 3})
-    handlers.RUNTIME.forget("uid-1")
-    handlers.RUNTIME.ran("uid-1", generation=3)
-    handlers.RUNTIME.last_run["uid-1"] -= handlers.SETTINGS.poll_slow + 1
-    assert handlers.RUNTIME.due("uid-1", body)
-    status = handlers.poll_pass(body)
-    assert reconciler.calls == [False]
-    assert status is not None
-    assert status["conditions"][0]["reason"] == "WMLUnavailable"
-    assert not handlers.RUNTIME.due("uid-1", body)  # within the backoff: not polled again
-    handlers.RUNTIME.forget("uid-1")
-
-
-def test_delete_keeps_the_finalizer_until_done(fake: Any) -> None:
-    fake(Outcome({"message": "cannot delete"}, finalized=False))
+def test_delete_keeps_the_finalizer_until_done_then_forgets_the_resource() -> None:
+    op = Operator()
+    op.reconcile()
+    op.track("ADDED")
+    op.secrets.clear()
+    op.app.resources.forget(UID)  # as after a restart: no endpoint remembered, no Secrets to find one
+    op.track("ADDED")
     with pytest.raises(kopf.TemporaryError):
-        handlers.delete(body=make_body(), patch=kopf.Patch())
-    reconciler = fake(Outcome({}, finalized=True))
-    handlers.delete(body=make_body(), patch=kopf.Patch())
-    assert reconciler.calls == [True]
+        handlers.delete(body=op.body(), patch=kopf.Patch(), memo=op.memo)
+    assert op.events[-1][1] == "CannotDelete"
+    op.secrets.update({k: dict(v) for k, v in SECRETS.items()})  # the Secrets come back
+    handlers.delete(body=op.body(), patch=kopf.Patch(), memo=op.memo)
+    assert op.wml.deployments == {}
+    assert op.app.resources.sizes() == {"resources": 0, "secret_users": 0}
 
 
-def test_no_poll_while_another_pass_of_the_resource_runs() -> None:
-    runtime = handlers.RUNTIME
-    runtime.forget("uid-1")
-    body = make_body({"observedGeneration": 3})
-    runtime.ran("uid-1", generation=3)
-    runtime.last_run["uid-1"] -= runtime.settings.poll_fast + 1
-    assert runtime.due("uid-1", body)
-    with runtime.passing("uid-1"):  # a change handler's pass: its outcome (backoff, Retry-After) decides
-        assert not runtime.due("uid-1", body)
-    assert runtime.due("uid-1", body)
-    runtime.forget("uid-1")
+def test_every_per_resource_table_is_empty_after_create_and_delete() -> None:
+    """Section 2 of issue 13: the operator's memory must not grow with every resource ever created."""
+    op = Operator()
+    for i in range(50):
+        uid = f"churn-{i}"
+        body = kopf.Body({"apiVersion": "wmlstream.dev/v1alpha1", "kind": "StreamingDeployment",
+                          "metadata": {"name": f"t{i}", "namespace": "ns", "uid": uid, "generation": 1},
+                          "spec": json.loads(json.dumps(SPEC)), "status": {}})
+        asyncio.run(handlers.track(event={"type": "ADDED"}, body=body, memo=op.memo))
+        patch = kopf.Patch()
+        handlers.reconcile(body=body, patch=patch, reason="create", memo=op.memo)
+        done = kopf.Body({**body, "status": dict(patch.status)})
+        handlers.delete(body=done, patch=kopf.Patch(), memo=op.memo)
+        asyncio.run(handlers.track(event={"type": "DELETED"}, body=done, memo=op.memo))
+    assert op.app.resources.sizes() == {"resources": 0, "secret_users": 0}
+    assert op.wml.deployments == {}
+    gauge = {s.labels["wml_status"]: s.value for s in op.app.metrics.resources.collect()[0].samples}
+    assert set(gauge.values()) == {0}
+
+
+def test_a_secret_change_wakes_the_resources_that_read_it() -> None:
+    op = Operator()
+    op.reconcile()
+    op.track("MODIFIED")
+    resources = op.app.resources
+    state = resources._state(UID)
+    assert state is not None
+    assert not state.dirty
+    asyncio.run(handlers.secret_changed(event={"type": "MODIFIED"}, namespace="ns", name="kafka",
+                                        body=kopf.Body({"data": {}}), memo=op.memo))
+    assert state.dirty
+    state.dirty = False
+    asyncio.run(handlers.secret_changed(event={"type": "MODIFIED"}, namespace="ns", name="unrelated",
+                                        body=kopf.Body({"data": {}}), memo=op.memo))
+    assert not state.dirty
 
 
 def test_a_resource_is_left_to_its_create_or_resume_handler_first() -> None:
     """No pass in this process yet: kopf's create handler (a new resource) or resume handler (one found at
     start-up), maybe still queued behind a burst of others, does the first pass; a poll beside it would do the
     same work twice."""
-    runtime = handlers.RUNTIME
-    runtime.forget("uid-1")
-    assert not runtime.due("uid-1", make_body())
-    assert not runtime.due("uid-1", make_body({"observedGeneration": 3, "conditions": [
-        {"type": "Ready", "status": "True"}]}))
-    runtime.mark_dirty("uid-1")  # a Secret it reads changed meanwhile: still the handler's
-    assert not runtime.due("uid-1", make_body())
-    runtime.ran("uid-1")
-    runtime.last_run["uid-1"] -= runtime.settings.poll_fast + 1
-    assert runtime.due("uid-1", make_body())
-    runtime.forget("uid-1")
+    op = Operator()
+    op.track("ADDED")
+    resources = op.app.resources
+    assert not resources.due(UID, op.body())
+    resources.mark_dirty(UID)  # a Secret it reads changed meanwhile: still the handler's
+    assert not resources.due(UID, op.body())
+    op.reconcile()
+    age(resources, 31)
+    assert resources.due(UID, op.body())
 
 
 def test_a_spec_change_is_left_to_its_update_handler() -> None:
-    """A generation the last pass did not see: kopf's update handler (maybe queued) reconciles it, not a tick."""
-    runtime = handlers.RUNTIME
-    runtime.forget("uid-1")
-    runtime.ran("uid-1", generation=2)
-    runtime.last_run["uid-1"] -= runtime.settings.poll_slow + 1
-    body = make_body({"observedGeneration": 2, "conditions": [{"type": "Ready", "status": "True"}]})
-    assert not runtime.due("uid-1", body)  # generation 3: not reconciled yet
-    runtime.ran("uid-1", generation=3)
-    runtime.last_run["uid-1"] -= runtime.settings.poll_slow + 1
-    assert runtime.due("uid-1", body)
-    runtime.forget("uid-1")
+    op = Operator()
+    op.track("ADDED")
+    op.reconcile()
+    resources = op.app.resources
+    age(resources, 31)
+    assert not resources.due(UID, op.body(generation=2))  # generation 2: not reconciled yet
+    assert resources.due(UID, op.body(generation=1))
+
+
+def test_no_poll_while_another_pass_of_the_resource_runs() -> None:
+    op = Operator()
+    op.track("ADDED")
+    op.reconcile()
+    resources = op.app.resources
+    age(resources, 31)
+    assert resources.due(UID, op.body())
+    with resources.passing(UID):  # a change handler's pass: its outcome (backoff, Retry-After) decides
+        assert not resources.due(UID, op.body())
+    assert resources.due(UID, op.body())
 
 
 def test_stalled_resources_are_not_polled_fast() -> None:
-    stalled = make_body({"conditions": [{"type": "Ready", "status": "False"},
-                                        {"type": "Stalled", "status": "True"}], "observedGeneration": 3})
-    changing = make_body({"conditions": [{"type": "Ready", "status": "False"}], "observedGeneration": 3})
-    runtime = handlers.RUNTIME
-    runtime.ran("uid-1")
-    # One fast interval later: a changing resource is due, a stalled one waits for the steady interval.
-    runtime.last_run["uid-1"] -= runtime.settings.poll_fast + 1
-    assert runtime.due("uid-1", changing)
-    assert not runtime.due("uid-1", stalled)
-    runtime.mark_dirty("uid-1")  # ... or for a Secret it reads to change
-    assert runtime.due("uid-1", stalled)
-    runtime.forget("uid-1")
+    op = Operator()
+    op.track("ADDED")
+    op.secrets.pop("kafka")
+    op.reconcile()
+    assert any(c["type"] == "Stalled" for c in op.status["conditions"])
+    resources = op.app.resources
+    age(resources, 6)  # one fast interval later: a stalled resource waits for the steady interval
+    assert not resources.due(UID, op.body())
+    resources.mark_dirty(UID)  # ... or for a Secret it reads to change
+    assert resources.due(UID, op.body())
 
 
 def test_routine_handler_successes_are_not_logged() -> None:

@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from wml_operator.poller import Poller, trimmed
-from wml_operator.runtime import Runtime
-from wml_operator.settings import OperatorSettings
+from wml_operator.poller import Poller
+from wml_operator.resources import Resources, trimmed
 
 READY = [{"type": "Ready", "status": "True"}]
 
@@ -26,44 +25,42 @@ def body(uid: str, *, generation: int = 1, status: dict[str, Any] | None = None,
 
 
 class Recorder:
-    """A pass and a status writer that note what they were given; `block` holds passes until set."""
+    """A pass that notes what it was given; `block` holds passes until set."""
 
-    def __init__(self, status: dict[str, Any] | None = None, fail: bool = False) -> None:
-        self.status = status
+    def __init__(self, fail: bool = False) -> None:
         self.fail = fail
         self.passes: list[str] = []
-        self.writes: list[tuple[str, str, dict[str, Any]]] = []
         self.block = threading.Event()
         self.block.set()
         self.lock = threading.Lock()
 
-    def run_pass(self, b: Mapping[str, Any]) -> dict[str, Any] | None:
+    def run_pass(self, b: Mapping[str, Any]) -> None:
         self.block.wait(5)
         with self.lock:
             self.passes.append(b["metadata"]["uid"])
         if self.fail:
             raise RuntimeError("the apiserver is away")
-        return self.status
-
-    def write(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
-        self.writes.append((namespace, name, status))
-        return True
 
 
-def runtime(poll_fast: float = 0.2, poll_slow: float = 0.4) -> Runtime:
-    return Runtime(OperatorSettings(poll_fast=poll_fast, poll_slow=poll_slow))
+def runtime(poll_fast: float = 0.2, poll_slow: float = 0.4) -> Resources:
+    return Resources(poll_fast, poll_slow)
 
 
-def reconciled(rt: Runtime, uid: str, ago: float, generation: int = 1) -> None:
+def reconciled(rt: Resources, uid: str, ago: float, generation: int = 1) -> None:
+    with rt.passing(uid):
+        pass
     rt.ran(uid, generation=generation)
-    rt.last_run[uid] -= ago
+    state = rt._state(uid)
+    assert state is not None
+    assert state.last_run is not None
+    state.last_run -= ago
 
 
-def one_due(rec: Recorder, rt: Runtime | None = None) -> Poller:
+def one_due(rec: Recorder, rt: Resources | None = None) -> Poller:
     """A poller over one resource, u1, reconciled long enough ago to be due."""
     rt = rt or runtime()
-    poller = Poller(rt, rec.run_pass, rec.write, concurrency=4)
-    poller.track("ADDED", body("u1"))
+    poller = Poller(rt, rec.run_pass, concurrency=4)
+    rt.track("ADDED", body("u1"))
     reconciled(rt, "u1", ago=1.0)
     return poller
 
@@ -82,21 +79,23 @@ def test_a_body_is_kept_without_managed_fields_and_foreign_annotations() -> None
 
 
 def test_watch_events_add_replace_and_remove_bodies() -> None:
-    poller = Poller(runtime(), Recorder().run_pass, Recorder().write, concurrency=4)
-    poller.track("ADDED", body("u1"))
-    poller.track("MODIFIED", body("u1", generation=2))
-    poller.track("ADDED", body("u2"))
-    assert poller.bodies["u1"]["metadata"]["generation"] == 2
-    poller.track("DELETED", body("u1"))
-    assert set(poller.bodies) == {"u2"}
+    poller = Poller(runtime(), Recorder().run_pass, concurrency=4)
+    poller.resources.track("ADDED", body("u1"))
+    poller.resources.track("MODIFIED", body("u1", generation=2))
+    poller.resources.track("ADDED", body("u2"))
+    assert {b["metadata"]["uid"]: b["metadata"]["generation"] for b in poller.resources.bodies()} == {"u1": 2, "u2": 1}
+    poller.resources.track("DELETED", body("u1"))
+    assert [b["metadata"]["uid"] for b in poller.resources.bodies()] == ["u2"]
+    assert poller.resources.sizes()["resources"] == 1  # u1 is forgotten whole
+    poller.seen()
     assert poller.context is not None  # taken at the first event, for kopf.event() in passes
 
 
 def test_only_due_resources_are_picked_and_never_one_being_deleted() -> None:
     rt = runtime()
-    poller = Poller(rt, Recorder().run_pass, Recorder().write, concurrency=10)
+    poller = Poller(rt, Recorder().run_pass, concurrency=10)
     for uid in ("steady", "recent", "deleting", "new"):
-        poller.track("ADDED", body(uid, **({"deletionTimestamp": "2026-12-01T00:00:00Z"} if uid == "deleting"
+        poller.resources.track("ADDED", body(uid, **({"deletionTimestamp": "2026-12-01T00:00:00Z"} if uid == "deleting"
                                            else {})))
     reconciled(rt, "steady", ago=1.0)  # past poll_slow
     reconciled(rt, "recent", ago=0.0)
@@ -107,9 +106,9 @@ def test_only_due_resources_are_picked_and_never_one_being_deleted() -> None:
 
 def test_no_more_passes_at_once_than_its_concurrency() -> None:
     rt = runtime()
-    poller = Poller(rt, Recorder().run_pass, Recorder().write, concurrency=3)
+    poller = Poller(rt, Recorder().run_pass, concurrency=3)
     for i in range(10):
-        poller.track("ADDED", body(f"u{i}"))
+        poller.resources.track("ADDED", body(f"u{i}"))
         reconciled(rt, f"u{i}", ago=1.0)
     assert len(poller.due()) == 3
     poller.running.update({"u0", "u1"})
@@ -125,25 +124,16 @@ async def _run_for(poller: Poller, seconds: float) -> None:
     await asyncio.gather(*poller.tasks, return_exceptions=True)
 
 
-def test_a_due_pass_runs_in_a_thread_and_its_status_is_written() -> None:
-    rec = Recorder(status={"wmlStatus": "RUNNING"})
+def test_a_due_pass_runs_in_a_thread() -> None:
+    rec = Recorder()
     poller = one_due(rec)
     asyncio.run(_run_for(poller, 0.05))
     assert rec.passes == ["u1"]
-    assert rec.writes == [("ns", "sd-u1", {"wmlStatus": "RUNNING"})]
     assert not poller.running
 
 
-def test_nothing_to_write_writes_nothing() -> None:
-    rec = Recorder(status=None)
-    poller = one_due(rec)
-    asyncio.run(_run_for(poller, 0.05))
-    assert rec.passes == ["u1"]
-    assert rec.writes == []
-
-
 def test_a_pass_under_way_is_not_started_twice() -> None:
-    rec = Recorder(status=None)
+    rec = Recorder()
     rec.block.clear()
     poller = one_due(rec, runtime(poll_fast=0.02, poll_slow=0.02))  # due again at every tick
 
@@ -164,13 +154,16 @@ def test_a_pass_under_way_is_not_started_twice() -> None:
 def test_a_failed_pass_is_retried_later_and_polling_goes_on() -> None:
     rec = Recorder(fail=True)
     poller = one_due(rec)
-    rt = poller.runtime
+    rt = poller.resources
     asyncio.run(_run_for(poller, 0.05))
     assert rec.passes == ["u1"]
-    assert not rt.due("u1", poller.bodies["u1"])  # backs off for poll_fast
-    assert rt.next_attempt["u1"] > time.monotonic()
-    rt.next_attempt["u1"] = 0.0
-    assert rt.due("u1", poller.bodies["u1"])  # and then comes back (dirty)
+    (kept,) = rt.bodies()
+    assert not rt.due("u1", kept)  # backs off for poll_fast
+    state = rt._state("u1")
+    assert state is not None
+    assert state.next_attempt > time.monotonic()
+    state.next_attempt = 0.0
+    assert rt.due("u1", kept)  # and then comes back (dirty)
 
 
 SPEC = {"modelId": "m", "sparkCredentialsSecretRef": {"name": "spark", "key": "k"},
@@ -180,25 +173,26 @@ SPEC = {"modelId": "m", "sparkCredentialsSecretRef": {"name": "spark", "key": "k
 
 
 def test_the_secrets_a_spec_names_wake_its_resource() -> None:
-    poller = Poller(runtime(), Recorder().run_pass, Recorder().write, concurrency=4)
-    poller.track("ADDED", {**body("u1"), "spec": SPEC})
-    poller.track("ADDED", {**body("u2"), "spec": {**SPEC, "output": {"topic": "o",
+    poller = Poller(runtime(), Recorder().run_pass, concurrency=4)
+    poller.resources.track("ADDED", {**body("u1"), "spec": SPEC})
+    poller.resources.track("ADDED", {**body("u2"), "spec": {**SPEC, "output": {"topic": "o",
                                                                      "connectionSecretRef": {"name": "kafka"}}}})
-    assert [poller.users_of("ns", n) for n in ("spark", "wml", "kafka", "kafka-out")] == [
+    assert [poller.resources.users_of("ns", n) for n in ("spark", "wml", "kafka", "kafka-out")] == [
         ["u1", "u2"], ["u1", "u2"], ["u1", "u2"], ["u1"]]
-    assert poller.users_of("other-ns", "kafka") == []
+    assert poller.resources.users_of("other-ns", "kafka") == []
     # A spec edit that names another Secret moves the resource; deletion removes it.
-    poller.track("MODIFIED", {**body("u1", generation=2), "spec": {**SPEC, "wml": {
+    poller.resources.track("MODIFIED", {**body("u1", generation=2), "spec": {**SPEC, "wml": {
         "credentialsSecretRef": {"name": "wml-2"}}}})
-    assert poller.users_of("ns", "wml") == ["u2"]
-    assert poller.users_of("ns", "wml-2") == ["u1"]
-    poller.track("DELETED", body("u2"))
-    assert poller.users_of("ns", "spark") == ["u1"]
-    assert poller.users_of("ns", "wml") == []
+    assert poller.resources.users_of("ns", "wml") == ["u2"]
+    assert poller.resources.users_of("ns", "wml-2") == ["u1"]
+    poller.resources.track("DELETED", body("u2"))
+    assert poller.resources.users_of("ns", "spark") == ["u1"]
+    assert poller.resources.users_of("ns", "wml") == []
 
 
 def test_an_invalid_spec_names_no_secret() -> None:
-    poller = Poller(runtime(), Recorder().run_pass, Recorder().write, concurrency=4)
-    poller.track("ADDED", {**body("u1"), "spec": {"bad": 1}})
-    assert poller.users_of("ns", "spark") == []
-    assert "u1" in poller.bodies  # still polled: its Stalled condition is its own pass's
+    poller = Poller(runtime(), Recorder().run_pass, concurrency=4)
+    poller.resources.track("ADDED", {**body("u1"), "spec": {"bad": 1}})
+    assert poller.resources.users_of("ns", "spark") == []
+    # Still polled: its Stalled condition is its own pass's.
+    assert [b["metadata"]["uid"] for b in poller.resources.bodies()] == ["u1"]

@@ -4,7 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from wml_operator.plan import Desired, Do, Last, Observed, plan, restart_backoff
+from wml_api import errors as wml_errors
+from wml_operator.plan import (
+    Action,
+    Desired,
+    Do,
+    Last,
+    Observed,
+    View,
+    plan,
+    plan_refused,
+    plan_unresolved,
+    poll_interval,
+    restart_backoff,
+    retry_delay,
+    settle,
+)
 
 RUN, STOP = "RUNNING", "STOPPED"
 H = "hash-1"
@@ -84,25 +99,128 @@ CASES = [
                          [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_plan(desired: Desired, observed: Observed | None, previous: Last, do: Do, reason: str, ready: bool,
               stalled: bool, event: bool) -> None:
-    action = plan(desired, observed, previous, NOW)
+    action = plan(desired, View(observed), previous, NOW)
     assert (action.do, action.reason, action.ready, action.stalled, action.event) == (do, reason, ready, stalled,
                                                                                       event)
     assert action.message
 
 
 def test_patch_values() -> None:
-    assert plan(d(STOP), o(RUN), last(), NOW).value == STOP
-    assert plan(d(), o(STOP), last(wml_status=STOP), NOW).value == RUN
-    assert plan(d(), o("FAILED"), last(), NOW).value == RUN
+    assert plan(d(STOP), View(o(RUN)), last(), NOW).value == STOP
+    assert plan(d(), View(o(STOP)), last(wml_status=STOP), NOW).value == RUN
+    assert plan(d(), View(o("FAILED")), last(), NOW).value == RUN
 
 
 def test_failure_reason_reaches_the_message() -> None:
-    assert "unknown topic tweets" in plan(d(restart_policy="Never"), o("FAILED", message="unknown topic tweets"),
+    assert "unknown topic tweets" in plan(d(restart_policy="Never"), View(o("FAILED", message="unknown topic tweets")),
                                           last(), NOW).message
 
 
 def test_restart_backoff_grows_and_is_capped() -> None:
     assert [restart_backoff(n) for n in range(4)] == [10.0, 20.0, 40.0, 80.0]
     assert restart_backoff(30) == 600.0
-    waiting = plan(d(), o("FAILED"), last(restart_count=1, last_restart_at=NOW - 5), NOW)
+    waiting = plan(d(), View(o("FAILED")), last(restart_count=1, last_restart_at=NOW - 5), NOW)
     assert waiting.wait == pytest.approx(15.0)
+
+
+def test_delete_actions_let_the_finalizer_go_once_done() -> None:
+    assert plan(d(deleting=True), View(o(RUN)), last(), NOW).finalize
+    assert plan(d(deleting=True), View(None), last(), NOW).finalize
+    assert plan(d(deleting=True, deletion_policy="Orphan"), View(o(RUN)), last(), NOW).finalize
+    assert not plan(d(), View(o(RUN)), last(), NOW).finalize
+
+
+LOOKS = [
+    # (id, view, last, expected do): a create from a shared list only when nothing can be missing from it
+    ("new resource, shared list: create from it", View(None, fresh=False), Last(), Do.CREATE),
+    ("status names a deployment the shared list lacks: list again", View(None, fresh=False), last(),
+     Do.LOOK_AGAIN),
+    ("this process created one (answer lost): list again", View(None, fresh=False, made_here=True), Last(),
+     Do.LOOK_AGAIN),
+    ("a fresh list lacks it too: create", View(None), last(), Do.CREATE),
+]
+
+
+@pytest.mark.parametrize(("view", "previous", "do"), [c[1:] for c in LOOKS], ids=[c[0] for c in LOOKS])
+def test_no_create_from_a_list_that_may_be_too_old(view: View, previous: Last, do: Do) -> None:
+    assert plan(d(), view, previous, NOW).do == do
+
+
+def test_duplicates_go_beside_the_action_unless_deleting_paused_or_adopting() -> None:
+    view = View(o(RUN), extras=("dep-2",))
+    assert plan(d(), view, last(), NOW).extras == ("dep-2",)
+    assert plan(d(STOP), view, last(), NOW).extras == ("dep-2",)
+    for desired in (d(deleting=True), d(paused=True), d(adopt_id="dep-1")):
+        assert plan(desired, view, last(), NOW).extras == ()
+
+
+SETTLES = [
+    # (id, desired, done, WML's answer, expected reason, ready)
+    ("created and answered RUNNING: Ready now", d(), Action(Do.CREATE, "Creating", "m"), o(RUN), "Running", True),
+    ("created, still INITIALIZING: as done", d(), Action(Do.CREATE, "Creating", "m"), o("INITIALIZING"),
+     "Creating", False),
+    ("stopped at once", d(STOP), Action(Do.PATCH_STATE, "Stopping", "m", value=STOP), o(STOP), "Stopped", True),
+    ("a wait changes nothing", d(), Action(Do.WAIT, "Starting", "m"), o(RUN), "Starting", False),
+    ("deleting: nothing to settle", d(deleting=True), Action(Do.DELETE, "Deleting", "m"), o(RUN), "Deleting",
+     False),
+]
+
+
+@pytest.mark.parametrize(("desired", "done", "after", "reason", "ready"), [c[1:] for c in SETTLES],
+                         ids=[c[0] for c in SETTLES])
+def test_settle_on_wmls_answer(desired: Desired, done: Action, after: Observed, reason: str, ready: bool) -> None:
+    verdict = settle(desired, done, after, last(), NOW)
+    assert (verdict.reason, verdict.ready) == (reason, ready)
+
+
+UNRESOLVED = [
+    # (id, deleting, last, endpoint known, do, reason, stalled, finalize)
+    ("not deleting: stalled with the problem", False, last(), True, Do.NOTHING, "SecretNotFound", True, False),
+    ("deleting, nothing was made", True, Last(), False, Do.NOTHING, "Deleted", False, True),
+    ("deleting through the endpoint last used", True, last(), True, Do.DELETE, "Deleting", False, True),
+    ("deleting, no endpoint known: cannot", True, last(), False, Do.NOTHING, "CannotDelete", True, False),
+]
+
+
+@pytest.mark.parametrize(("deleting", "previous", "known", "do", "reason", "stalled", "finalize"),
+                         [c[1:] for c in UNRESOLVED], ids=[c[0] for c in UNRESOLVED])
+def test_unresolved_spec_or_secrets(deleting: bool, previous: Last, known: bool, do: Do, reason: str,
+                                    stalled: bool, finalize: bool) -> None:
+    action = plan_unresolved(deleting, previous, known, "SecretNotFound", "spec.x: Secret ns/s does not exist")
+    assert (action.do, action.reason, action.stalled, action.finalize) == (do, reason, stalled, finalize)
+    assert action.message
+    if do != Do.NOTHING or stalled:
+        assert "Secret ns/s does not exist" in action.message  # the problem, named
+
+
+@pytest.mark.parametrize(("error", "reason", "field"), [
+    (wml_errors.Unauthorized("no", status=401), "WMLUnauthorized", "spec.wml.credentialsSecretRef"),
+    (wml_errors.Forbidden("no", status=403), "WMLUnauthorized", "spec.wml.credentialsSecretRef"),
+    (wml_errors.NotFound("no such model", status=404), "ModelNotFound", "spec.modelId: published model m7"),
+    (wml_errors.TLSError("certificate verify failed"), "WMLTLSError", "certificate verify failed"),
+    (wml_errors.BadRequest("limit reached", status=400), "WMLRejected", "limit reached"),
+])
+def test_refusals_stall_with_a_reason_and_the_field_to_fix(error: wml_errors.WMLError, reason: str,
+                                                           field: str) -> None:
+    action = plan_refused(error, "m7")
+    assert (action.reason, action.stalled, action.do) == (reason, True, Do.NOTHING)
+    assert field in action.message
+
+
+def test_retry_delay_backs_off_with_jitter_and_honours_retry_after() -> None:
+    assert [retry_delay(n, None, held_back=False, jitter=0.5) for n in (1, 2, 3)] == [2.0, 4.0, 8.0]
+    assert retry_delay(1, None, held_back=False, jitter=0.0) == pytest.approx(1.6)
+    assert retry_delay(1, None, held_back=False, jitter=0.999) == pytest.approx(2.4, abs=0.01)
+    assert retry_delay(20, None, held_back=False, jitter=0.5) == 300.0  # capped
+    assert retry_delay(1, 45.0, held_back=False, jitter=0.5) == 45.0  # never sooner than WML asked
+    assert retry_delay(0, 10.0, held_back=True, jitter=0.0) == 10.0  # held back: only what is left
+
+
+def test_poll_interval() -> None:
+    plain = {"metadata": {}}
+    annotated = {"metadata": {"annotations": {"wmlstream.dev/poll-interval": "120"}}}
+    assert poll_interval(plain, 5, 30, changing=True) == 5
+    assert poll_interval(plain, 5, 30, changing=False) == 30
+    assert poll_interval(annotated, 5, 30, changing=False) == 120
+    assert poll_interval({"metadata": {"annotations": {"wmlstream.dev/poll-interval": "soon"}}}, 5, 30,
+                         changing=False) == 30

@@ -1,0 +1,90 @@
+"""The operator's objects, made once at start-up (`OperatorApp.build`) and handed to kopf's handlers in its
+memo: no module-level state, so tests make an app of their own for each case."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import kopf
+from kubernetes import client as k8s
+
+from wml_operator.kube import SecretStore, StatusWriter
+from wml_operator.metrics import Metrics
+from wml_operator.poller import Poller
+from wml_operator.reconcile import Connector, Reconciler
+from wml_operator.resources import Resources
+from wml_operator.secrets import SecretReader
+from wml_operator.settings import OperatorSettings
+from wml_operator.status import Event, Outcome
+from wml_operator.wml import HANDLER_THREADS, Instances
+
+PostEvent = Callable[[Mapping[str, Any], Event], None]
+
+
+def post_kopf_event(body: Mapping[str, Any], event: Event) -> None:
+    kind, reason, message = event
+    obj = body if isinstance(body, kopf.Body) else kopf.Body(cast(kopf.RawBody, dict(body)))
+    kopf.event(obj, type=kind, reason=reason, message=message)
+
+
+@dataclass
+class OperatorApp:
+    settings: OperatorSettings
+    metrics: Metrics
+    resources: Resources
+    secrets: SecretStore
+    wml: Connector
+    reconciler: Reconciler
+    status: StatusWriter
+    poller: Poller
+    post_event: PostEvent
+
+    @classmethod
+    def build(cls, settings: OperatorSettings, *, secrets: SecretReader | None = None,
+              wml: Connector | None = None, post_event: PostEvent = post_kopf_event) -> OperatorApp:
+        metrics = Metrics()
+        resources = Resources(settings.poll_fast_seconds, settings.poll_slow_seconds,
+                              on_status=metrics.status_changed)
+        store = SecretStore()
+        wml = wml or Instances(timeout=settings.wml_timeout_seconds, on_response=metrics.observe_request)
+        reconciler = Reconciler(secrets or store, wml, resources, settings.defaults)
+        status = StatusWriter(on_write=metrics.status_writes.inc)
+        app = cls(settings, metrics, resources, store, wml, reconciler, status,
+                  poller=cast(Poller, None), post_event=post_event)
+        app.poller = Poller(resources, app.poll, concurrency=HANDLER_THREADS // 2)
+        return app
+
+    def connect(self, core: k8s.CoreV1Api, custom: k8s.CustomObjectsApi) -> None:
+        self.secrets.set_api(core)
+        self.status.set_api(custom)
+
+    def reconcile(self, trigger: str, body: Mapping[str, Any], patch: kopf.Patch | None = None, *,
+                  deleting: bool = False) -> Outcome:
+        """One pass: reconciled, its events sent, its status written (into kopf's `patch` when a handler runs
+        it). When WML could not be reached, the poller tries again after the backoff (or Retry-After)."""
+        meta = body["metadata"]
+        uid = meta["uid"]
+        outcome = self.reconciler.run(body, deleting=deleting)
+        for event in outcome.events:
+            self.post_event(body, event)
+            if event[0] == "Warning":
+                self.metrics.errors.labels(event[1]).inc()
+        if outcome.retry_after is not None:
+            self.metrics.errors.labels("WMLUnavailable").inc()
+        else:
+            self.resources.set_wml_status(uid, outcome.status.get("wmlStatus") or "NONE")
+        self.resources.ran(uid, retry_after=outcome.retry_after, generation=meta.get("generation"))
+        self.status.write(body, outcome.status, patch)
+        self.metrics.reconciles.labels(trigger, "ok" if outcome.retry_after is None else "transient").inc()
+        return outcome
+
+    def poll(self, body: Mapping[str, Any]) -> None:
+        """A pass of the poller (poller.Pass)."""
+        self.reconcile("poll", body)
+
+    def close(self) -> None:
+        closing = getattr(self.wml, "close", None)
+        if callable(closing):
+            closing()
