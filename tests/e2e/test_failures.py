@@ -7,12 +7,15 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 from kubernetes import client as k8s
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import MODEL, OperatorProcess, StreamEnv, create_secrets, wait_for
 from tests.e2e.test_behaviours import ready, wml
 from tests.e2e.test_lifecycle import condition, sdep
+from wml_api import NotFound
 from wml_api.models import DeploymentCreate, KafkaConnection, SparkServiceInstance, StreamInput, StreamOutput
 
 Kubectl = Callable[..., Any]
@@ -92,6 +95,16 @@ def test_operator_metrics(stream_env: StreamEnv, operator: OperatorProcess, kube
     kubectl("delete", "sdep", "tweets", "-n", stream_env.namespace, "--timeout=60s")
 
 
+def delete_passes_waiting_for_wml(operator: OperatorProcess) -> float:
+    """How many deletion passes of the operator found WML unavailable (and so were left to be retried)."""
+    with urllib.request.urlopen(operator.metrics_url, timeout=10) as resp:  # noqa: S310 - loopback
+        text = resp.read().decode()
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == "wml_operator_reconciles_total"
+               and sample.labels == {"trigger": "delete", "result": "transient"})
+
+
 def test_deletion_waits_for_wml_and_leaks_nothing(namespace: str, operator: OperatorProcess, kubectl: Kubectl,
                                                   k8s_api: k8s.ApiClient,
                                                   make_wml_service: Callable[..., Any]) -> None:
@@ -102,16 +115,30 @@ def test_deletion_waits_for_wml_and_leaks_nothing(namespace: str, operator: Oper
     kubectl("apply", "-f", "-", input=env.manifest())
     ready(kubectl, namespace)
     dep = sdep(k8s_api, namespace, "tweets")["status"]["deploymentId"]
+    assert [d.id for d in wml(env).list_instance_deployments()] == [dep]
+    before = delete_passes_waiting_for_wml(operator)
 
+    # WML unreachable: the deletion is tried, found impossible for now, and tried again; the finalizer stays.
     service.stop()
     kubectl("delete", "sdep", "tweets", "-n", namespace, "--wait=false")
     waiting = wait_for("a condition saying why deletion waits", lambda: (
         (c := condition(sdep(k8s_api, namespace, "tweets"), "Reconciling")) and c["reason"] == "WMLUnavailable"
         and c), timeout=60)
     assert isinstance(waiting, dict)
-    assert "wmlstream.dev/finalizer" in sdep(k8s_api, namespace, "tweets")["metadata"]["finalizers"]
+    wait_for("a second deletion attempt while WML is down",
+             lambda: delete_passes_waiting_for_wml(operator) >= before + 2, timeout=90)
+    held = sdep(k8s_api, namespace, "tweets")
+    assert held["metadata"].get("deletionTimestamp")
+    assert "wmlstream.dev/finalizer" in held["metadata"]["finalizers"]
+    assert held["status"]["deploymentId"] == dep
 
+    # WML back: the next attempt deletes the deployment in WML, then the resource goes.
     service.start()
     kubectl("wait", "--for=delete", "--timeout=120s", "-n", namespace, "sdep/tweets")
+    with pytest.raises(k8s.ApiException) as gone:
+        k8s.CustomObjectsApi(k8s_api).get_namespaced_custom_object(
+            "wmlstream.dev", "v1alpha1", namespace, "streamingdeployments", "tweets")
+    assert gone.value.status == 404
+    with pytest.raises(NotFound):
+        wml(env).get_deployment(MODEL, dep)
     assert wml(env).list_instance_deployments() == []
-    assert dep

@@ -85,14 +85,3 @@ def test_tweets_ground_truth_format() -> None:
     assert [t.label for t in tweets] == ["POSITIVE", "NEGATIVE"]
     with pytest.raises(ValueError, match="line 1"):
         parse(b"only\ttwo\n")
-
-
-def test_a_taken_port_is_named_with_how_to_free_it() -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        port = sock.getsockname()[1]
-        with pytest.raises(demo.PortTaken, match=f"port {port} on 127.0.0.1 is taken.*WSO_DEMO_WML_PORT"):
-            demo.check_port_free(port)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -21,16 +21,33 @@ def spec(deployment_id: str | None = None) -> StreamSpec:
     return StreamSpec(deployment_id or str(uuid.uuid4()), MODEL, KafkaTopic("in", CONN), KafkaTopic("out", CONN))
 
 
-def test_a_thousand_deployments_without_a_thread() -> None:
+class NoClients:
+    """Kafka clients that must never be asked for: each request is recorded and refused."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def consumer(self, config: dict[str, Any]) -> Any:
+        self.asked.append("consumer")
+        raise AssertionError("accept-only engine asked for a Kafka consumer")
+
+    def producer(self, config: dict[str, Any]) -> Any:
+        self.asked.append("producer")
+        raise AssertionError("accept-only engine asked for a Kafka producer")
+
+
+def test_a_thousand_deployments_without_a_thread_or_a_kafka_client() -> None:
     changes: list[tuple[str, str]] = []
-    engine = Engine(run_streams=False, on_status_change=lambda d, s, e: changes.append((d, s)))
+    clients = NoClients()
+    engine = Engine(run_streams=False, on_status_change=lambda d, s, e: changes.append((d, s)), clients=clients)
     threads = threading.active_count()
-    started = time.perf_counter()
     specs = [spec() for _ in range(1000)]
     for s in specs:
         engine.start(s)
-    assert time.perf_counter() - started < 5
     assert threading.active_count() == threads
+    assert clients.asked == []
+    # Each start reported RUNNING exactly once, in the order they were started.
+    assert changes == [(s.deployment_id, RUNNING) for s in specs]
     assert all((st := engine.status(s.deployment_id)) is not None and st.status == RUNNING for s in specs)
     assert len(engine.deployments()) == 1000
 
@@ -45,6 +62,7 @@ def test_a_thousand_deployments_without_a_thread() -> None:
     assert engine.remove(first)
     assert engine.status(first) is None
     assert [c for c in changes if c[0] == first] == [(first, RUNNING), (first, STOPPED), (first, RUNNING)]
+    assert clients.asked == []
     engine.shutdown()
     with pytest.raises(RuntimeError):
         engine.start(spec())

@@ -1,4 +1,5 @@
-"""WMLClient against a scripted HTTP server on 127.0.0.1 (a real socket, no mocked `requests`)."""
+"""WMLClient against a scripted HTTP server on 127.0.0.1 (a real socket, no mocked `requests`): an integration
+test, since it binds and serves."""
 
 from __future__ import annotations
 
