@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 
 import kopf
 from pydantic import ValidationError
 
-from wml_operator.settings import OperatorSettings, usage
+from wml_operator.settings import OperatorSettings, unknown_variables, usage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     if args:
         print(f"error: unexpected arguments {args}; settings come from the environment\n\n{usage()}",
               file=sys.stderr)
+        return 2
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        print(f"error: no setting reads {', '.join(unknown)}\n\n{usage()}", file=sys.stderr)
         return 2
     try:
         settings = OperatorSettings()

@@ -6,6 +6,7 @@ Every field is read from `WML_OPERATOR_<FIELD>` (e.g. WML_OPERATOR_POLL_FAST_SEC
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -55,6 +56,17 @@ class OperatorSettings(BaseSettings):
     def defaults(self) -> Defaults:
         return Defaults(url=self.wml_url, instance_id=self.wml_instance_id,
                         credentials_secret=self.wml_credentials_secret)
+
+
+def variables() -> list[str]:
+    """The environment variables the operator reads."""
+    return [f"{ENV_PREFIX}{name.upper()}" for name in OperatorSettings.model_fields]
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """Variables with our prefix that no setting reads: a typo would otherwise be ignored silently."""
+    known = set(variables())
+    return sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
 
 
 def usage() -> str:
