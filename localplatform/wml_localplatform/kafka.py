@@ -156,9 +156,9 @@ class KafkaBroker:
         log4j = self.dir / "log4j2.yaml"
         log4j.write_text(_LOG4J2)
         classpath = f"{libs}/*"
-        # C1 only (TieredStopAtLevel=1): on 2 cores the C2 compiler kept one busy for minutes after the broker
-        # started (5.7 CPU-seconds in 8 s, 30 s after start, and still 3.5 after 80 s), slowing every client
-        # beside it; C1's code is a little slower, which a local broker does not notice.
+        # C1 only (TieredStopAtLevel=1): on 2 cores the C2 compiler keeps a core busy for minutes after the
+        # broker starts, slowing every client beside it (figures in docs/PERFORMANCE.md); C1's code is a little
+        # slower, which a local broker does not notice.
         jvm: list[str | os.PathLike[str]] = [java, "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
                                              "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}",
                                              "-cp", classpath]

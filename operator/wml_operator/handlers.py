@@ -46,10 +46,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=persistence.PREFIX)
     settings.persistence.diffbase_storage = persistence.StatusDiffBase()
     settings.execution.max_workers = HANDLER_THREADS
-    # At most OBJECT_WORKERS resources in kopf's hands at once (a burst of 1,000 creates otherwise has 1,000
-    # handler invocations waiting for the HANDLER_THREADS threads, each holding its body, patch and causes: about
-    # 50 MB more at the peak, which Python keeps afterwards). Since a worker holds its place while it idles, it
-    # goes after 1 s instead of kopf's 5 s; and retries after WML errors wait in the poller, not in a worker.
+    # At most OBJECT_WORKERS resources in kopf's hands at once: otherwise a burst of creates has one handler
+    # invocation per resource waiting for the HANDLER_THREADS threads, each holding its body, patch and causes,
+    # memory that Python keeps afterwards. Since a worker holds its place while it idles, it goes after 1 s
+    # instead of kopf's 5 s; and retries after WML errors wait in the poller, not in a worker.
     settings.queueing.worker_limit = OBJECT_WORKERS
     settings.queueing.idle_timeout = 1.0
     settings.posting.level = logging.WARNING

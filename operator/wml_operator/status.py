@@ -156,7 +156,7 @@ def _events(result: Result, ready: bool, conds: list[dict[str, Any]]) -> list[Ev
     if ready and was_ready is not True:
         if events and events[-1][0] == "Normal":
             # The pass that made the change made it Ready too (WML answered with the declared state): one event
-            # says both, since every event is a write to the apiserver (1,000 creates: 1,000 fewer).
+            # says both, since every event is a write to the apiserver.
             kind, reason, text = events[-1]
             events[-1] = (kind, reason, f"{text}; Ready: {verdict.message}")
         else:
