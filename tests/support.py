@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+import os
+import subprocess
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 from wml_api.errors import NotFound
 from wml_api.models import Deployment, DeploymentCreate, SparkServiceInstance
@@ -86,3 +92,23 @@ class MemoryWML:
     def changes(self) -> list[tuple[str, ...]]:
         """The calls that change WML (not the lists)."""
         return [c for c in self.calls if c[0] != "list"]
+
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+
+
+def overlay_of_deploy(directory: Path, components: list[str]) -> Path:
+    """A user's kustomize overlay of deploy/ with the named components, in `directory` (outside the repository,
+    as a user would have it)."""
+    directory.mkdir()
+    # kustomize refuses absolute paths: refer to deploy/ relatively, as a sibling checkout would.
+    base = os.path.relpath(DEPLOY, directory)
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [base], "components": [f"{base}/components/{name}" for name in components]}))
+    return directory
+
+
+def kustomize_build(kubectl: Callable[..., subprocess.CompletedProcess[str]], path: Path) -> list[dict[str, Any]]:
+    """The objects `kubectl kustomize` renders from `path`."""
+    return [doc for doc in yaml.safe_load_all(kubectl("kustomize", str(path)).stdout) if doc]

@@ -7,15 +7,15 @@ samples, the CRD (a dry-run CRD serves no resource). Each is created only when m
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
+
+from tests.support import kustomize_build, overlay_of_deploy
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]  # the `kubectl` fixture of tests/conftest.py
 
@@ -48,8 +48,6 @@ def dry_run_objects(stdout: str) -> set[str]:
     return names
 
 
-def built(kubectl: Kubectl, path: Path) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(kubectl("kustomize", str(path)).stdout) if doc]
 
 
 @pytest.fixture
@@ -81,22 +79,12 @@ def crd_installed(kubectl: Kubectl) -> Iterator[None]:
 
 @pytest.fixture
 def overlay(tmp_path: Path) -> Path:
-    """A user's overlay of deploy/ with both components, outside the repository (as a user would have it)."""
-    directory = tmp_path / "overlay"
-    directory.mkdir()
-    # kustomize refuses absolute paths: refer to deploy/ relatively, as a sibling checkout would.
-    base = os.path.relpath(DEPLOY, directory)
-    (directory / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": [base],
-        "components": [f"{base}/components/wml-server", f"{base}/components/namespaced-rbac"],
-    }))
-    return directory
+    """A user's overlay of deploy/ with both components."""
+    return overlay_of_deploy(tmp_path / "overlay", ["wml-server", "namespaced-rbac"])
 
 
 def test_the_base_builds_to_the_expected_objects(kubectl: Kubectl) -> None:
-    docs = built(kubectl, DEPLOY)
+    docs = kustomize_build(kubectl, DEPLOY)
     kinds = sorted((doc["kind"], doc["metadata"]["name"]) for doc in docs)
     assert kinds == sorted([
         ("CustomResourceDefinition", CRD), ("Namespace", OPERATOR_NAMESPACE),
@@ -118,7 +106,7 @@ def test_the_base_passes_a_server_side_dry_run(kubectl: Kubectl, namespaces_for_
 
 def test_the_base_with_both_components(kubectl: Kubectl, overlay: Path, namespaces_for_dry_run: None) -> None:
     docs = {(doc["kind"], doc["metadata"].get("namespace"), doc["metadata"]["name"]): doc
-            for doc in built(kubectl, overlay)}
+            for doc in kustomize_build(kubectl, overlay)}
     # wml-server: the service, its data and the operator's default endpoint.
     for kind, name in (("Deployment", "wml-server"), ("Service", "wml-server"),
                        ("PersistentVolumeClaim", "wml-server-data")):
@@ -149,7 +137,7 @@ def test_the_base_with_both_components(kubectl: Kubectl, overlay: Path, namespac
 
 
 def test_the_samples_build(kubectl: Kubectl) -> None:
-    docs = built(kubectl, DEPLOY / "samples")
+    docs = kustomize_build(kubectl, DEPLOY / "samples")
     assert sorted((doc["kind"], doc["metadata"]["name"]) for doc in docs) == [
         ("Secret", "kafka-connection"), ("Secret", "spark-credentials"), ("Secret", "wml-credentials"),
         ("StreamingDeployment", "tweet-sentiment"),

@@ -16,7 +16,6 @@ accepted as such; tests/reliability/test_namespaced_rbac.py checks the namespace
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,6 +27,8 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+from tests.support import kustomize_build, overlay_of_deploy
+
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]  # the `kubectl` fixture of tests/conftest.py
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,8 +37,6 @@ GROUP = "wmlstream.dev"
 RBAC_KINDS = {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
 
-def built(kubectl: Kubectl, path: Path) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(kubectl("kustomize", str(path)).stdout) if doc]
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ def allowed(k8s_api: k8s.ApiClient, who: Identity, verb: str, resource: str, *, 
 def operator_identity(kubectl: Kubectl, namespace: str) -> Iterator[Identity]:
     """deploy/'s ServiceAccount and RBAC applied for real, the ServiceAccount moved into the test's namespace;
     the identity the operator's pod runs as."""
-    docs = built(kubectl, DEPLOY)
+    docs = kustomize_build(kubectl, DEPLOY)
     (deployment,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "wml-stream-operator"]
     (account,) = [d for d in docs if d["kind"] == "ServiceAccount"]
     pod_account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
@@ -178,20 +177,14 @@ def test_the_grants_reach_the_operators_service_account_only(k8s_api: k8s.ApiCli
 @pytest.fixture
 def overlay(tmp_path: Path) -> Path:
     """deploy/ with the wml-server component: every pod template deploy/ ships."""
-    directory = tmp_path / "overlay"
-    directory.mkdir()
-    base = os.path.relpath(DEPLOY, directory)
-    (directory / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": [base], "components": [f"{base}/components/wml-server"]}))
-    return directory
+    return overlay_of_deploy(tmp_path / "overlay", ["wml-server"])
 
 
 @pytest.fixture
 def restricted_like_deploy(kubectl: Kubectl, namespace: str, overlay: Path) -> tuple[str, list[dict[str, Any]]]:
     """The test's namespace with the Pod Security labels of deploy/'s Namespace; the pods of deploy/ to try
     in it (their ServiceAccounts exist there, as the ServiceAccount admission wants)."""
-    docs = built(kubectl, overlay)
+    docs = kustomize_build(kubectl, overlay)
     (ns_doc,) = [d for d in docs if d["kind"] == "Namespace"]
     pss = {k: v for k, v in ns_doc["metadata"].get("labels", {}).items() if k.startswith("pod-security.kubernetes.io/")}
     assert pss, "deploy/'s Namespace sets no Pod Security level"
@@ -250,7 +243,7 @@ def test_a_weakened_operator_pod_is_refused(kubectl: Kubectl,
 
 def test_every_image_names_a_release(kubectl: Kubectl, overlay: Path) -> None:
     """What `kubectl apply -k` would pull: a fixed version tag of our registry, never `latest` or none."""
-    images = [c["image"] for d in built(kubectl, overlay) if d["kind"] == "Deployment"
+    images = [c["image"] for d in kustomize_build(kubectl, overlay) if d["kind"] == "Deployment"
               for c in [*d["spec"]["template"]["spec"].get("initContainers", []),
                         *d["spec"]["template"]["spec"]["containers"]]]
     assert images

@@ -57,6 +57,13 @@ class Operator:
         self.status = {k: v for k, v in self.status.items() if v is not None}
         return patch
 
+    def reconciled_long_ago(self) -> Resources:
+        """Seen by the watch, reconciled, and that past the steady poll interval."""
+        self.track("ADDED")
+        self.reconcile()
+        age(self.app.resources, 31)
+        return self.app.resources
+
     def track(self, event_type: str) -> None:
         asyncio.run(handlers.track(event={"type": event_type}, body=self.body(), memo=self.memo))
 
@@ -182,20 +189,14 @@ def test_a_resource_is_left_to_its_create_or_resume_handler_first() -> None:
 
 def test_a_spec_change_is_left_to_its_update_handler() -> None:
     op = Operator()
-    op.track("ADDED")
-    op.reconcile()
-    resources = op.app.resources
-    age(resources, 31)
+    resources = op.reconciled_long_ago()
     assert not resources.due(UID, op.body(generation=2))  # generation 2: not reconciled yet
     assert resources.due(UID, op.body(generation=1))
 
 
 def test_no_poll_while_another_pass_of_the_resource_runs() -> None:
     op = Operator()
-    op.track("ADDED")
-    op.reconcile()
-    resources = op.app.resources
-    age(resources, 31)
+    resources = op.reconciled_long_ago()
     assert resources.due(UID, op.body())
     with resources.passing(UID):  # a change handler's pass: its outcome (backoff, Retry-After) decides
         assert not resources.due(UID, op.body())
