@@ -4,7 +4,7 @@ memo: no module-level state, so tests make an app of their own for each case."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
@@ -38,8 +38,11 @@ class OperatorApp:
     wml: Connector
     reconciler: Reconciler
     status: StatusWriter
-    poller: Poller
     post_event: PostEvent
+    poller: Poller = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.poller = Poller(self.resources, self.poll, concurrency=HANDLER_THREADS // 2)
 
     @classmethod
     def build(cls, settings: OperatorSettings, *, secrets: SecretReader | None = None,
@@ -51,10 +54,7 @@ class OperatorApp:
         wml = wml or Instances(timeout=settings.wml_timeout_seconds, on_response=metrics.observe_request)
         reconciler = Reconciler(secrets or store, wml, resources, settings.defaults)
         status = StatusWriter(on_write=metrics.status_writes.inc)
-        app = cls(settings, metrics, resources, store, wml, reconciler, status,
-                  poller=cast(Poller, None), post_event=post_event)
-        app.poller = Poller(resources, app.poll, concurrency=HANDLER_THREADS // 2)
-        return app
+        return cls(settings, metrics, resources, store, wml, reconciler, status, post_event)
 
     def connect(self, core: k8s.CoreV1Api, custom: k8s.CustomObjectsApi) -> None:
         self.secrets.set_api(core)
