@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 # The Spark header models live in their own module; they are part of this contract, so re-exported here.
 from wml_api.spark import SPARK_HEADER, SparkCredentials, SparkHeaderError, SparkServiceInstance
-from wml_api.wire import MASK, SECRET_KEYS, WireModel, describe_validation_error, mask_secrets
+from wml_api.wire import MASK, SECRET_KEYS, WireModel, describe_errors, describe_validation_error, mask_secrets
 
 __all__ = [
     "MASK", "SECRET_KEYS", "SPARK_HEADER", "Author", "CountedLink", "DeployedVersion", "Deployment",
@@ -23,7 +23,8 @@ __all__ = [
     "PatchOperation", "PublishedModel", "PublishedModelEntity", "PublishedModelList", "PublishedModelRef",
     "ResourceList", "ResourceMetadata", "SparkCredentials", "SparkHeaderError", "SparkService",
     "SparkServiceInstance", "StatusDetails", "StreamInput", "StreamOutput", "TokenRefreshRequest",
-    "TokenResponse", "WMLInstance", "WireModel", "describe_validation_error", "mask_secrets", "status_patch",
+    "TokenResponse", "WMLInstance", "WireModel", "describe_errors", "describe_validation_error", "mask_secrets",
+    "status_patch",
 ]
 
 # --- stream deployment request -----------------------------------------------------------------------

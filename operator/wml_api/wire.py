@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -33,9 +33,22 @@ class WireModel(BaseModel):
             yield name, (MASK if secret and value else mask_secrets(value))
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """Where and what, without the offending input (it may be a password)."""
-    first = exc.errors(include_input=False, include_url=False)
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in first[:3]]
-    more = f" (and {len(first) - 3} more)" if len(first) > 3 else ""
+def describe_validation_error(exc: ValidationError, prefix: str = "", *, limit: int = 3) -> str:
+    """Where and what, without the offending input (it may be a password): `input.source.topic: Field required`.
+    With prefix "spec": `spec.input.source.topic: ...`, and `spec: ...` for the object as a whole."""
+    return describe_errors(exc.errors(include_input=False, include_url=False), prefix, limit=limit)
+
+
+def describe_errors(errors: Sequence[Mapping[str, Any]], prefix: str = "", *, limit: int = 3,
+                    drop_first: str | None = None) -> str:
+    """The same for errors already listed (FastAPI's). `drop_first` drops a leading location part that says
+    nothing to the reader (FastAPI's "body"). Only `loc` and `msg` are read: an error's `input` is never shown."""
+    parts = []
+    for error in errors[:limit]:
+        loc = [str(p) for p in error.get("loc", ())]
+        if loc and loc[0] == drop_first:
+            loc = loc[1:]
+        where = ".".join([prefix, *loc] if prefix else loc)
+        parts.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - limit} more)" if len(errors) > limit else ""
     return "; ".join(parts) + more

@@ -7,7 +7,13 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from wml_api.models import DeploymentCreate, DeploymentStatus, SparkServiceInstance, describe_validation_error
+from wml_api.models import (
+    SPARK_HEADER,
+    DeploymentCreate,
+    DeploymentStatus,
+    SparkServiceInstance,
+    describe_validation_error,
+)
 from wml_server.db import Database, DeploymentRecord, now_iso
 from wml_server.errors import APIError
 from wml_server.models.base import Model
@@ -16,7 +22,6 @@ from wml_server.models.registry import ModelRegistry
 # The contract names them once; str values, so they compare equal to what any server sends.
 RUNNING, STOPPED, INITIALIZING, FAILED = (DeploymentStatus.RUNNING.value, DeploymentStatus.STOPPED.value,
                                           DeploymentStatus.INITIALIZING.value, DeploymentStatus.FAILED.value)
-SPARK_HEADER = "X-Spark-Service-Instance"
 
 
 class Streams(Protocol):

@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response
 
+from wml_api.models import SPARK_HEADER
 from wml_server.api.deps import BaseURL, Caller, State
 from wml_server.api.paging import MAX_START, page
-from wml_server.service import SPARK_HEADER
 from wml_server.views import deployment_url, render_deployment
 
 router = APIRouter(tags=["deployments"])
