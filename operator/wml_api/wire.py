@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -31,6 +31,15 @@ class WireModel(BaseModel):
         for name, value in super().__repr_args__():
             secret = name is not None and (name in self._secret_fields or name.lower() in SECRET_KEYS)
             yield name, (MASK if secret and value else mask_secrets(value))
+
+    def masked(self) -> Self:
+        """A copy safe to show, the service's responses included: every secret-named value, at any depth and
+        in unknown fields too, replaced by the mask."""
+        data = mask_secrets(self.model_dump(mode="json"))
+        for name in self._secret_fields:
+            if data.get(name):
+                data[name] = MASK
+        return self.model_validate(data)
 
 
 def describe_validation_error(exc: ValidationError, prefix: str = "", *, limit: int = 3) -> str:

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Depends, Header
 
 from wml_api.models import TokenRefreshRequest, TokenResponse
 from wml_api.paths import IDENTITY_V2, IDENTITY_V3
-from wml_server.api.deps import State, limited_by_address
+from wml_server.api.deps import ERRORS, State, limited_by_address
 from wml_server.errors import APIError
 
-router = APIRouter(tags=["identity"], dependencies=[Depends(limited_by_address)])
+router = APIRouter(tags=["identity"], dependencies=[Depends(limited_by_address)], responses=ERRORS)
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="wml"'}
 
 
