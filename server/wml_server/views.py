@@ -26,7 +26,16 @@ from wml_api.models import (
     StreamOutput,
     WMLInstance,
 )
-from wml_api.paths import INSTANCE, MODEL, MODEL_DEPLOYMENT, MODEL_VERSION, fill
+from wml_api.paths import (
+    INSTANCE,
+    INSTANCE_DEPLOYMENTS,
+    MODEL,
+    MODEL_DEPLOYMENT,
+    MODEL_DEPLOYMENTS,
+    MODEL_VERSION,
+    MODELS,
+    fill,
+)
 from wml_server.db import DeploymentRecord
 from wml_server.models.base import Model
 
@@ -64,7 +73,8 @@ def render_model(base: str, instance_id: str, model: Model, created_at: str, dep
             label_col="prediction",
             latest_version=DeployedVersion(guid=version_id(model.id), url=version_url(base, instance_id, model.id),
                                            created_at=created_at),
-            deployments=CountedLink(count=deployments, url=f"{url}/deployments"),
+            deployments=CountedLink(count=deployments, url=base + fill(MODEL_DEPLOYMENTS, instance_id=instance_id,
+                                                                       model_id=model.id)),
         ),
     )
 
@@ -103,7 +113,8 @@ def render_instance(base: str, instance_id: str, created_at: str, plan: str, dep
     # `plan` and `region` are fields the contract does not name (it keeps unknown fields): hence a dict.
     entity = InstanceEntity.model_validate({
         "status": "Active", "plan_id": plan, "plan": plan, "region": "local",
-        "published_models": Link(url=f"{url}/published_models"), "deployments": Link(url=f"{url}/deployments"),
+        "published_models": Link(url=base + fill(MODELS, instance_id=instance_id)),
+        "deployments": Link(url=base + fill(INSTANCE_DEPLOYMENTS, instance_id=instance_id)),
         "usage": {"deployment_count": {"current": deployments, "limit": limit}, "model_count": {"current": models}},
     })
     return WMLInstance(metadata=ResourceMetadata(guid=instance_id, url=url, created_at=created_at,
