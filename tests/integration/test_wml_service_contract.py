@@ -74,14 +74,15 @@ class Caller:
             headers.setdefault("Authorization", f"Bearer {token or self.token}")
         return requests.request(method, self.service.url + path, headers=headers, timeout=10, **kw)
 
-    def parsed(self, model: type[Any], method: str, path: str, status: int = 200, **kw: Any) -> Any:
+    def parsed(self, model: type[Any], method: str, path: str, status: int = 200, *,
+               allowed: frozenset[str] | set[str] = frozenset(), **kw: Any) -> Any:
         resp = self.call(method, path, **kw)
         assert resp.status_code == status, resp.text
         assert resp.headers["content-type"] == "application/json"
         assert SECRET not in resp.text
         assert SPARK_SECRET not in resp.text
         parsed = model.model_validate(resp.json())
-        assert extras(parsed) <= KNOWN_EXTRAS, extras(parsed)
+        assert extras(parsed) <= KNOWN_EXTRAS | allowed, extras(parsed)
         return parsed
 
 
@@ -239,3 +240,19 @@ def test_rate_limited_answers_too(make_wml_service: Callable[..., WMLService]) -
                for _ in range(3)]
     assert answers[0].status_code == 200
     _error(answers[-1], 429, "rate_limit_exceeded")
+
+
+def test_unknown_fields_in_a_create_are_tolerated_and_kept_where_the_contract_keeps_them(caller: Caller) -> None:
+    sent = body().model_dump(mode="json", exclude_none=True)
+    sent["future_field"] = {"x": 1}
+    sent["input"]["connection"]["client_id"] = "tweets-reader"
+    sent["input"]["connection"]["extra_credentials"] = {"password": SECRET}
+    created: Deployment = caller.parsed(Deployment, "POST", caller.path(MODEL_DEPLOYMENTS, model_id=MODEL), 201,
+                                        json=sent, allowed={"entity.input.connection.client_id",
+                                                            "entity.input.connection.extra_credentials"})
+    try:
+        assert created.entity.input is not None
+        assert created.entity.input.connection.model_dump()["client_id"] == "tweets-reader"
+        assert created.entity.input.connection.model_dump()["extra_credentials"] == {"password": MASK}
+    finally:
+        caller.call("DELETE", caller.path(INSTANCE_DEPLOYMENT, deployment_id=created.id))
