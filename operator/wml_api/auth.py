@@ -21,12 +21,11 @@ from pydantic import ValidationError
 from wml_api.credentials import WMLCredentials
 from wml_api.errors import InvalidResponse, WMLError, error_from_response
 from wml_api.models import TokenRefreshRequest, TokenResponse, describe_validation_error
+from wml_api.paths import IDENTITY_V2, IDENTITY_V3
 from wml_api.transport import Transport
 
 log = logging.getLogger("wml_api")
 
-IDENTITY_V3 = "/v3/identity/token"
-IDENTITY_V2 = "/v2/identity/token"
 # IBM's client refreshed 30 minutes before exp; short-lived tokens refresh in their last tenth instead.
 REFRESH_MARGIN_MAX = 30 * 60.0
 REFRESH_MARGIN_FRACTION = 0.1

@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 from pydantic import BaseModel, ValidationError
@@ -28,15 +28,17 @@ from wml_api.models import (
     describe_validation_error,
     status_patch,
 )
+from wml_api.paths import (
+    INSTANCE,
+    INSTANCE_DEPLOYMENT,
+    INSTANCE_DEPLOYMENTS,
+    MODEL,
+    MODEL_DEPLOYMENT,
+    MODEL_DEPLOYMENTS,
+    MODELS,
+    fill,
+)
 from wml_api.transport import OnResponse, Transport
-
-INSTANCE = "/v3/wml_instances/{instance_id}"
-MODELS = INSTANCE + "/published_models"
-MODEL = MODELS + "/{model_id}"
-MODEL_DEPLOYMENTS = MODEL + "/deployments"
-MODEL_DEPLOYMENT = MODEL_DEPLOYMENTS + "/{deployment_id}"
-INSTANCE_DEPLOYMENTS = INSTANCE + "/deployments"
-INSTANCE_DEPLOYMENT = INSTANCE_DEPLOYMENTS + "/{deployment_id}"
 
 # A server whose `next` links never end would otherwise keep a reconcile busy forever.
 MAX_PAGES = 1000
@@ -137,11 +139,7 @@ class WMLClient:
     # --- plumbing --------------------------------------------------------------------------------------
 
     def _path(self, template: str, **ids: str) -> tuple[str, str]:
-        # Quoting every id keeps a hostile or mistyped id ("../..", "a/b") inside its own path segment.
-        if any(not v for v in ids.values()):
-            raise ValueError(f"empty id in {template}")
-        values = {k: quote(v, safe="") for k, v in {"instance_id": self.instance_id, **ids}.items()}
-        return template, template.format(**values)
+        return template, fill(template, instance_id=self.instance_id, **ids)
 
     def _call(self, method: str, template: str, path: str, *, url: str | None = None,
               params: Mapping[str, str] | None = None, json: Any = None,

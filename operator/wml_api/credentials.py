@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-MASK = "********"
+from wml_api.wire import MASK
 
 
 @dataclass(frozen=True)

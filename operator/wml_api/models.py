@@ -14,16 +14,17 @@ from pydantic import Field, field_validator, model_validator
 
 # The Spark header models live in their own module; they are part of this contract, so re-exported here.
 from wml_api.spark import SPARK_HEADER, SparkCredentials, SparkHeaderError, SparkServiceInstance
-from wml_api.wire import MASK, SECRET_KEYS, WireModel, describe_validation_error, mask_secrets
+from wml_api.wire import MASK, SECRET_KEYS, WireModel, describe_errors, describe_validation_error, mask_secrets
 
 __all__ = [
-    "MASK", "SECRET_KEYS", "SPARK_HEADER", "Author", "CountedLink", "DeployedVersion", "Deployment",
+    "MASK", "SECRET_KEYS", "SPARK_HEADER", "STATUS_PATH", "Author", "CountedLink", "DeployedVersion", "Deployment",
     "DeploymentCreate", "DeploymentEntity", "DeploymentList", "DeploymentMetadata", "DeploymentStatus", "ErrorBody",
     "ErrorItem", "Failure", "InstanceEntity", "KafkaConnection", "KafkaSource", "KafkaTarget", "Link",
     "PatchOperation", "PublishedModel", "PublishedModelEntity", "PublishedModelList", "PublishedModelRef",
     "ResourceList", "ResourceMetadata", "SparkCredentials", "SparkHeaderError", "SparkService",
     "SparkServiceInstance", "StatusDetails", "StreamInput", "StreamOutput", "TokenRefreshRequest",
-    "TokenResponse", "WMLInstance", "WireModel", "describe_validation_error", "mask_secrets", "status_patch",
+    "TokenResponse", "WMLInstance", "WireModel", "describe_errors", "describe_validation_error", "mask_secrets",
+    "status_patch",
 ]
 
 # --- stream deployment request -----------------------------------------------------------------------
@@ -49,11 +50,6 @@ class KafkaConnection(WireModel):
         if isinstance(value, str):
             return [b.strip() for b in value.split(",") if b.strip()]
         return value
-
-    def masked(self) -> KafkaConnection:
-        """A copy safe to show: the service never echoes secrets back."""
-        secret = self._secret_fields | SECRET_KEYS
-        return self.model_copy(update={k: MASK for k, v in self if v and k.lower() in secret})
 
 
 class KafkaSource(WireModel):
@@ -271,14 +267,19 @@ PublishedModelList = ResourceList[PublishedModel]
 
 
 class PatchOperation(WireModel):
+    """One JSON Patch operation; a stream deployment takes exactly one, replacing `/status`."""
+
     op: Literal["replace"] = "replace"
     path: str
     value: str
 
 
+STATUS_PATH = "/status"
+
+
 def status_patch(status: str) -> list[dict[str, str]]:
     """The one-operation PATCH body that starts (RUNNING) or stops (STOPPED) a stream."""
-    return [{"op": "replace", "path": "/status", "value": str(status)}]
+    return [PatchOperation(path=STATUS_PATH, value=str(status)).model_dump(mode="json")]
 
 
 class TokenResponse(WireModel):
@@ -294,5 +295,7 @@ class TokenRefreshRequest(WireModel):
 
 
 class ErrorBody(WireModel):
+    """Every error answer: `{"trace": "<id>", "errors": [{"code", "message"}]}`."""
+
     trace: str
     errors: list[ErrorItem]

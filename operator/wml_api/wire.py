@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, ClassVar
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -32,10 +32,32 @@ class WireModel(BaseModel):
             secret = name is not None and (name in self._secret_fields or name.lower() in SECRET_KEYS)
             yield name, (MASK if secret and value else mask_secrets(value))
 
+    def masked(self) -> Self:
+        """A copy safe to show, the service's responses included: every secret-named value, at any depth and
+        in unknown fields too, replaced by the mask."""
+        data = mask_secrets(self.model_dump(mode="json"))
+        for name in self._secret_fields:
+            if data.get(name):
+                data[name] = MASK
+        return self.model_validate(data)
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """Where and what, without the offending input (it may be a password)."""
-    first = exc.errors(include_input=False, include_url=False)
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in first[:3]]
-    more = f" (and {len(first) - 3} more)" if len(first) > 3 else ""
+
+def describe_validation_error(exc: ValidationError, prefix: str = "", *, limit: int = 3) -> str:
+    """Where and what, without the offending input (it may be a password): `input.source.topic: Field required`.
+    With prefix "spec": `spec.input.source.topic: ...`, and `spec: ...` for the object as a whole."""
+    return describe_errors(exc.errors(include_input=False, include_url=False), prefix, limit=limit)
+
+
+def describe_errors(errors: Sequence[Mapping[str, Any]], prefix: str = "", *, limit: int = 3,
+                    drop_first: str | None = None) -> str:
+    """The same for errors already listed (FastAPI's). `drop_first` drops a leading location part that says
+    nothing to the reader (FastAPI's "body"). Only `loc` and `msg` are read: an error's `input` is never shown."""
+    parts = []
+    for error in errors[:limit]:
+        loc = [str(p) for p in error.get("loc", ())]
+        if loc and loc[0] == drop_first:
+            loc = loc[1:]
+        where = ".".join([prefix, *loc] if prefix else loc)
+        parts.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - limit} more)" if len(errors) > limit else ""
     return "; ".join(parts) + more

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -86,7 +85,7 @@ class BodyLimit:
         message = f"Request bodies are limited to {self.limit} bytes."
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await JSONResponse(errors.error_body("request_too_large", message), status_code=413)(scope, receive, send)
+            await errors.error_response(413, "request_too_large", message)(scope, receive, send)
             return
         received = 0
 

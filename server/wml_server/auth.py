@@ -20,8 +20,6 @@ ISSUER = "wml-stream-operator/wml-server"
 # A refresh accepts a token that expired at most this long ago (the original refreshed "possibly expired" ones).
 REFRESH_GRACE_SECONDS = 7 * 24 * 3600
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
-# Verifying an unknown user costs the same as a known one, so timing does not reveal which names exist.
-_DUMMY_HASH = ""
 
 
 def hash_password(password: str) -> str:
@@ -64,13 +62,13 @@ class TokenIssuer:
         self._db = db
         self._key = key
         self._ttl = ttl_seconds
-        global _DUMMY_HASH
-        if not _DUMMY_HASH:
-            _DUMMY_HASH = hash_password(secrets.token_urlsafe(12))
+        # Verifying an unknown user costs the same as a known one, so timing does not reveal which names exist.
+        # Held here, not in a module global, so each service (and each test's) has its own.
+        self._dummy_hash = hash_password(secrets.token_urlsafe(12))
 
     def authenticate(self, username: str, password: str) -> Principal:
         user = self._db.user(username)
-        ok = verify_password(password, user.password_hash if user else _DUMMY_HASH)
+        ok = verify_password(password, user.password_hash if user else self._dummy_hash)
         if not user or not ok:
             raise APIError(401, "invalid_credentials", "Invalid username or password.")
         return Principal(user.username, user.instance_id)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import uuid
 from typing import Any, Protocol
 
-from pydantic import ValidationError
-
-from wml_api.models import DeploymentCreate, DeploymentStatus, SparkServiceInstance, describe_validation_error
+from wml_api.models import (
+    SPARK_HEADER,
+    STATUS_PATH,
+    DeploymentCreate,
+    DeploymentStatus,
+    PatchOperation,
+    SparkServiceInstance,
+)
 from wml_server.db import Database, DeploymentRecord, now_iso
 from wml_server.errors import APIError
 from wml_server.models.base import Model
@@ -16,7 +21,6 @@ from wml_server.models.registry import ModelRegistry
 # The contract names them once; str values, so they compare equal to what any server sends.
 RUNNING, STOPPED, INITIALIZING, FAILED = (DeploymentStatus.RUNNING.value, DeploymentStatus.STOPPED.value,
                                           DeploymentStatus.INITIALIZING.value, DeploymentStatus.FAILED.value)
-SPARK_HEADER = "X-Spark-Service-Instance"
 
 
 class Streams(Protocol):
@@ -54,12 +58,9 @@ class DeploymentService:
             raise APIError(404, "not_found", f"Deployment {deployment_id} does not exist for model {model_id}.")
         return record
 
-    def create(self, instance_id: str, model_id: str, raw: Any, spark_header: str | None) -> DeploymentRecord:
+    def create(self, instance_id: str, model_id: str, body: DeploymentCreate,
+               spark_header: str | None) -> DeploymentRecord:
         self.model(model_id)
-        try:
-            body = DeploymentCreate.model_validate(raw)
-        except ValidationError as exc:
-            raise APIError(400, "invalid_request", f"Invalid deployment: {describe_validation_error(exc)}.") from None
         if body.type != "stream":
             raise APIError(400, "unsupported_deployment_type",
                            f"Deployments of type `{body.type}` are not supported; this service runs `stream`.")
@@ -89,13 +90,15 @@ class DeploymentService:
         if kind != "stream":
             raise APIError(400, "patch_not_supported", f"Patch operation is not allowed for instance of type `{kind}`")
         path = raw[0].get("path")
-        if path != "/status":
+        if path != STATUS_PATH:
             raise APIError(400, "wrong_stream_patch_path",
-                           f"Path `{path}` is not allowed. Only allowed path for patch stream is `/status`")
+                           f"Path `{path}` is not allowed. Only allowed path for patch stream is `{STATUS_PATH}`")
         value = raw[0].get("value")
         if value not in (RUNNING, STOPPED):
             raise APIError(400, "invalid_status_value",
-                           f"Value `{value}` is not allowed for `/status`: use `RUNNING` or `STOPPED`.")
+                           f"Value `{value}` is not allowed for `{STATUS_PATH}`: use `RUNNING` or `STOPPED`.")
+        # What is left is the contract's operation (its unknown fields ignored).
+        value = PatchOperation.model_validate(raw[0]).value
         if spark_header is not None:
             parse_spark_header(spark_header)
         if value == STOPPED:

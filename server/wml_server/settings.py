@@ -1,29 +1,69 @@
-"""The service's settings: every one a command-line flag with an environment variable as its default."""
+"""The service's settings, once: one typed class read from `WML_SERVER_*` environment variables, and the
+command-line flags (`--data-dir`, ...) and their `--help` generated from the same fields. A flag given on the
+command line wins over the variable, which wins over the default.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
-from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "WML_SERVER_"
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
-@dataclass(frozen=True)
-class Settings:
-    host: str = "127.0.0.1"
-    port: int = 9443
-    data_dir: Path = Path("./wml-data")
-    token_ttl_seconds: int = 8 * 3600
-    signing_key_file: Path | None = None
-    deployment_limit: int = 100
-    plan: str = "lite"
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    run_streams: bool = True
-    kafka_unreachable_timeout: float = 30.0
-    public_url: str | None = None
-    log_level: str = "info"
-    rate_limit: int = 0
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid",
+                                      populate_by_name=True)
+
+    host: Annotated[str, Field(description="address to bind; loopback unless you mean to expose it")] = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535, description="TCP port")] = 9443
+    data_dir: Annotated[Path, Field(description="folder for the SQLite database and the token signing key")] = \
+        Path("./wml-data")
+    # The variable is WML_SERVER_TOKEN_TTL (as documented since the start), the flag --token-ttl-seconds.
+    token_ttl_seconds: Annotated[int, Field(gt=0, validation_alias=f"{ENV_PREFIX}TOKEN_TTL",
+                                            description="lifetime of issued tokens, in seconds "
+                                                        "(8 h as the original)")] = 8 * 3600
+    signing_key_file: Annotated[Path | None, Field(
+        description="file holding the HS256 key that signs tokens (made on first start when missing)")] = None
+    deployment_limit: Annotated[int, Field(ge=0, description="deployments allowed per instance "
+                                                             "(the plan limit)")] = 100
+    plan: Annotated[str, Field(description="plan name reported by the instance and in plan-limit errors")] = "lite"
+    tls_cert: Annotated[Path | None, Field(description="PEM certificate: serve HTTPS (with --tls-key)")] = None
+    tls_key: Annotated[Path | None, Field(description="PEM private key for --tls-cert")] = None
+    run_streams: Annotated[bool, Field(
+        description="true: run Kafka streams; false: accept deployments and report their status without "
+                    "starting Kafka clients (for operator benchmarks at scale)")] = True
+    kafka_unreachable_timeout: Annotated[float, Field(
+        gt=0, description="seconds a broker may stay unreachable before the deployment is FAILED")] = 30.0
+    public_url: Annotated[str | None, Field(
+        description="base URL used in metadata.url and Location (default: taken from each request)")] = None
+    log_level: Annotated[LogLevel, Field(description="debug, info, warning or error")] = "info"
+    rate_limit: Annotated[int, Field(
+        ge=0, description="requests a minute per user (calls with a token) and per client address (token "
+                          "requests), in bursts of up to that many; more get 429 rate_limit_exceeded with "
+                          "Retry-After; 0: no limit")] = 0
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("signing_key_file", "tls_cert", "tls_key", "public_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `WML_SERVER_TLS_CERT=` in a manifest or a shell means "not set", not a file named "".
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError(f"--tls-cert and --tls-key ({ENV_PREFIX}TLS_CERT and {ENV_PREFIX}TLS_KEY) go together")
+        return self
 
     @property
     def database(self) -> Path:
@@ -34,59 +74,42 @@ class Settings:
         return self.signing_key_file or self.data_dir / "signing.key"
 
 
-# (flag, env var, help) for each setting; the env var is the flag's default.
-_DOCS: dict[str, tuple[str, str]] = {
-    "host": ("WML_SERVER_HOST", "address to bind; loopback unless you mean to expose it"),
-    "port": ("WML_SERVER_PORT", "TCP port"),
-    "data_dir": ("WML_SERVER_DATA_DIR", "folder for the SQLite database and the token signing key"),
-    "token_ttl_seconds": ("WML_SERVER_TOKEN_TTL", "lifetime of issued tokens, in seconds (8 h as the original)"),
-    "signing_key_file": ("WML_SERVER_SIGNING_KEY_FILE",
-                         "file holding the HS256 key that signs tokens (made on first start when missing; "
-                         "default DATA_DIR/signing.key)"),
-    "deployment_limit": ("WML_SERVER_DEPLOYMENT_LIMIT", "deployments allowed per instance (the plan limit)"),
-    "plan": ("WML_SERVER_PLAN", "plan name reported by the instance and in plan-limit errors"),
-    "tls_cert": ("WML_SERVER_TLS_CERT", "PEM certificate: serve HTTPS (with --tls-key)"),
-    "tls_key": ("WML_SERVER_TLS_KEY", "PEM private key for --tls-cert"),
-    "run_streams": ("WML_SERVER_RUN_STREAMS",
-                    "true: run Kafka streams; false: accept deployments and report their status without "
-                    "starting Kafka clients (for operator benchmarks at scale)"),
-    "kafka_unreachable_timeout": ("WML_SERVER_KAFKA_UNREACHABLE_TIMEOUT",
-                                  "seconds a broker may stay unreachable before the deployment is FAILED"),
-    "public_url": ("WML_SERVER_PUBLIC_URL",
-                   "base URL used in metadata.url and Location (default: taken from each request)"),
-    "log_level": ("WML_SERVER_LOG_LEVEL", "debug, info, warning or error"),
-    "rate_limit": ("WML_SERVER_RATE_LIMIT",
-                   "requests a minute per user (calls with a token) and per client address (token requests), "
-                   "in bursts of up to that many; more get 429 rate_limit_exceeded with Retry-After; 0: no limit"),
-}
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+def env_var(name: str) -> str:
+    alias = Settings.model_fields[name].validation_alias
+    return alias if isinstance(alias, str) else ENV_PREFIX + name.upper()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = Settings()
-    for f in fields(Settings):
-        env, help_text = _DOCS[f.name]
-        default = getattr(defaults, f.name)
-        kind: type | object = {int: int, float: float, bool: _bool}.get(type(default), str)
-        if f.name in ("data_dir", "signing_key_file", "tls_cert", "tls_key"):
-            kind = Path
-        raw = os.environ.get(env)
-        parser.add_argument(
-            f"--{f.name.replace('_', '-')}", dest=f.name, type=kind,  # type: ignore[arg-type]
-            default=kind(raw) if raw is not None and callable(kind) else default,
-            help=f"{help_text} [env {env}; default {default}]",
-        )
+    """One flag per field. Flags not given stay out of the namespace, so the environment (read by Settings
+    itself) fills them; values are strings here and typed by Settings, so a flag and its variable are
+    checked alike."""
+    group = parser.add_argument_group("settings (each flag's variable is its default)")
+    for name, field in Settings.model_fields.items():
+        shown = "DATA_DIR/signing.key" if name == "signing_key_file" else \
+            "unset" if field.default is None else field.default
+        metavar = "true|false" if field.annotation is bool else None
+        group.add_argument(flag(name), dest=name, default=argparse.SUPPRESS, metavar=metavar,
+                           help=f"{field.description} [env {env_var(name)}; default {shown}]")
 
 
 def from_namespace(ns: argparse.Namespace) -> Settings:
-    settings = Settings(**{f.name: getattr(ns, f.name) for f in fields(Settings)})
-    if (settings.tls_cert is None) != (settings.tls_key is None):
-        raise SystemExit("error: --tls-cert and --tls-key go together")
-    return settings
+    """The settings, or SystemExit with a message naming the flag and the variable at fault."""
+    given = {name: getattr(ns, name) for name in Settings.model_fields if hasattr(ns, name)}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise SystemExit("error: " + "; ".join(_explain(e) for e in exc.errors(include_input=False))) from None
+
+
+def _explain(error: Any) -> str:
+    loc = [str(p) for p in error.get("loc", ())]
+    by_env = {env_var(n): n for n in Settings.model_fields}
+    name = by_env.get(loc[0], loc[0]) if loc else ""
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if name not in Settings.model_fields:
+        return message
+    return f"{flag(name)} ({env_var(name)}): {message}"

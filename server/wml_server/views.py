@@ -1,4 +1,5 @@
-"""How stored deployments, models and instances look on the wire.
+"""How stored deployments, models and instances look on the wire: as the contract's own models (wml_api), so
+what the service sends is what the operator parses, and the OpenAPI document is generated from them.
 
 Credentials are masked in every response: the original echoed them back; this service deliberately does not.
 """
@@ -6,9 +7,35 @@ Credentials are masked in every response: the original echoed them back; this se
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-from wml_api.models import mask_secrets as mask
+from wml_api.models import (
+    Author,
+    CountedLink,
+    DeployedVersion,
+    Deployment,
+    DeploymentEntity,
+    InstanceEntity,
+    Link,
+    PublishedModel,
+    PublishedModelEntity,
+    PublishedModelRef,
+    ResourceMetadata,
+    SparkService,
+    StatusDetails,
+    StreamInput,
+    StreamOutput,
+    WMLInstance,
+)
+from wml_api.paths import (
+    INSTANCE,
+    INSTANCE_DEPLOYMENTS,
+    MODEL,
+    MODEL_DEPLOYMENT,
+    MODEL_DEPLOYMENTS,
+    MODEL_VERSION,
+    MODELS,
+    fill,
+)
 from wml_server.db import DeploymentRecord
 from wml_server.models.base import Model
 
@@ -19,73 +46,77 @@ def version_id(model_id: str) -> str:
 
 
 def instance_url(base: str, instance_id: str) -> str:
-    return f"{base}/v3/wml_instances/{instance_id}"
+    return base + fill(INSTANCE, instance_id=instance_id)
 
 
 def model_url(base: str, instance_id: str, model_id: str) -> str:
-    return f"{instance_url(base, instance_id)}/published_models/{model_id}"
+    return base + fill(MODEL, instance_id=instance_id, model_id=model_id)
+
+
+def version_url(base: str, instance_id: str, model_id: str) -> str:
+    return base + fill(MODEL_VERSION, instance_id=instance_id, model_id=model_id, version_id=version_id(model_id))
 
 
 def deployment_url(base: str, record: DeploymentRecord) -> str:
-    return f"{model_url(base, record.instance_id, record.model_id)}/deployments/{record.id}"
+    return base + fill(MODEL_DEPLOYMENT, instance_id=record.instance_id, model_id=record.model_id,
+                       deployment_id=record.id)
 
 
-def render_model(base: str, instance_id: str, model: Model, created_at: str, deployments: int) -> dict[str, Any]:
+def render_model(base: str, instance_id: str, model: Model, created_at: str, deployments: int) -> PublishedModel:
     url = model_url(base, instance_id, model.id)
-    return {
-        "metadata": {"guid": model.id, "url": url, "created_at": created_at, "modified_at": created_at},
-        "entity": {
-            "name": model.name, "description": model.description, "model_type": model.model_type,
-            "runtime_environment": model.runtime_environment,
-            "author": {"name": "wml-stream-operator", "email": ""},
-            "input_data_schema": {"type": "struct", "fields": [{"name": "tweet", "type": "string"}]},
-            "label_col": "prediction",
-            "latest_version": {"guid": version_id(model.id), "url": f"{url}/versions/{version_id(model.id)}",
-                               "created_at": created_at},
-            "deployments": {"count": deployments, "url": f"{url}/deployments"},
-        },
-    }
+    return PublishedModel(
+        metadata=ResourceMetadata(guid=model.id, url=url, created_at=created_at, modified_at=created_at),
+        entity=PublishedModelEntity(
+            name=model.name, description=model.description, model_type=model.model_type,
+            runtime_environment=model.runtime_environment, author=Author(name="wml-stream-operator", email=""),
+            input_data_schema={"type": "struct", "fields": [{"name": "tweet", "type": "string"}]},
+            label_col="prediction",
+            latest_version=DeployedVersion(guid=version_id(model.id), url=version_url(base, instance_id, model.id),
+                                           created_at=created_at),
+            deployments=CountedLink(count=deployments, url=base + fill(MODEL_DEPLOYMENTS, instance_id=instance_id,
+                                                                       model_id=model.id)),
+        ),
+    )
 
 
-def render_deployment(base: str, record: DeploymentRecord, model: Model | None) -> dict[str, Any]:
+def render_deployment(base: str, record: DeploymentRecord, model: Model | None) -> Deployment:
     body = record.body
-    murl = model_url(base, record.instance_id, record.model_id)
-    entity: dict[str, Any] = {
-        "type": body.get("type", "stream"), "name": body.get("name", ""), "description": body.get("description"),
-        "status": record.status,
-        "runtime_environment": model.runtime_environment if model else None,
-        "model_type": model.model_type if model else None,
-        "instance_href": deployment_url(base, record),
-        "published_model": {"guid": record.model_id, "name": model.name if model else None, "url": murl,
-                            "description": model.description if model else None,
-                            "created_at": record.created_at},
-        "deployed_version": {"guid": version_id(record.model_id),
-                             "url": f"{murl}/versions/{version_id(record.model_id)}",
-                             "created_at": record.created_at},
-        "input": mask(body.get("input")), "output": mask(body.get("output")),
-    }
-    if record.spark is not None:
-        entity["spark_service"] = mask(record.spark)
-    if record.status_details:
-        entity["status_details"] = record.status_details
-        errors = record.status_details.get("failure", {}).get("errors", [])
-        if errors:
-            entity["status_message"] = errors[0].get("message")
-    return {"metadata": {"guid": record.id, "url": deployment_url(base, record), "created_at": record.created_at,
-                         "modified_at": record.modified_at},
-            "entity": {k: v for k, v in entity.items() if v is not None}}
+    details = StatusDetails.model_validate(record.status_details) if record.status_details else None
+    first_error = next(iter(details.failure.errors), None) if details and details.failure else None
+    entity = DeploymentEntity(
+        type=body.get("type", "stream"), name=body.get("name", ""), description=body.get("description"),
+        status=record.status, status_details=details,
+        status_message=first_error.message if first_error else None,
+        runtime_environment=model.runtime_environment if model else None,
+        model_type=model.model_type if model else None,
+        instance_href=deployment_url(base, record),
+        published_model=PublishedModelRef(guid=record.model_id, name=model.name if model else None,
+                                          url=model_url(base, record.instance_id, record.model_id),
+                                          description=model.description if model else None,
+                                          created_at=record.created_at),
+        deployed_version=DeployedVersion(guid=version_id(record.model_id),
+                                         url=version_url(base, record.instance_id, record.model_id),
+                                         created_at=record.created_at),
+        # Stored as the create request validated them, so they parse; masked on the way out.
+        spark_service=SparkService.model_validate(record.spark).masked() if record.spark is not None else None,
+        input=StreamInput.model_validate(body["input"]).masked() if body.get("input") else None,
+        output=StreamOutput.model_validate(body["output"]).masked() if body.get("output") else None,
+    )
+    return Deployment(metadata=ResourceMetadata(guid=record.id, url=deployment_url(base, record),
+                                                created_at=record.created_at, modified_at=record.modified_at),
+                      entity=entity)
 
 
 def render_instance(base: str, instance_id: str, created_at: str, plan: str, deployments: int,
-                    limit: int, models: int) -> dict[str, Any]:
+                    limit: int, models: int) -> WMLInstance:
     url = instance_url(base, instance_id)
-    return {
-        "metadata": {"guid": instance_id, "url": url, "created_at": created_at, "modified_at": created_at},
-        "entity": {
-            "status": "Active", "plan_id": plan, "plan": plan, "region": "local",
-            "published_models": {"url": f"{url}/published_models"},
-            "deployments": {"url": f"{url}/deployments"},
-            "usage": {"deployment_count": {"current": deployments, "limit": limit},
-                      "model_count": {"current": models}},
-        },
-    }
+    # `plan` and `region` are fields the contract does not name (it keeps unknown fields): hence a dict.
+    entity = InstanceEntity.model_validate({
+        "status": "Active", "plan_id": plan, "plan": plan, "region": "local",
+        "published_models": Link(url=base + fill(MODELS, instance_id=instance_id)),
+        "deployments": Link(url=base + fill(INSTANCE_DEPLOYMENTS, instance_id=instance_id)),
+        "usage": {"deployment_count": {"current": deployments, "limit": limit}, "model_count": {"current": models}},
+    })
+    return WMLInstance(metadata=ResourceMetadata(guid=instance_id, url=url, created_at=created_at,
+                                                 modified_at=created_at), entity=entity)
+

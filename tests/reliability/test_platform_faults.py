@@ -338,7 +338,8 @@ def test_kafka_broker_restart_mid_stream(kafka_broker: KafkaBroker | None, kafka
                     "set (an external broker) this case cannot run: unset it to run the fault suite")
     ns = fault_namespace
     service = make_wml_service()  # default settings: real streams
-    limit = float(service.env.get("WML_SERVER_KAFKA_UNREACHABLE_TIMEOUT", Settings.kafka_unreachable_timeout))
+    limit = float(service.env.get("WML_SERVER_KAFKA_UNREACHABLE_TIMEOUT",
+                                  Settings.model_fields["kafka_unreachable_timeout"].default))
     c = chain(ns, k8s_api, service, fault_proxy, start_operator, kafka,
               (kafka_topic("tweets", partitions=2), kafka_topic("sentiment")))
     kubectl("apply", "-f", "-", input=c.env.manifest(name="tweets"))

@@ -73,3 +73,19 @@ def test_client_configs_are_exactly_once() -> None:
     assert producer["transactional.id"] == f"wml-{deployment_id}"
     assert producer["enable.idempotence"] is True
     assert producer["sasl.password"] == "pw-123456"
+
+
+def test_the_engine_copies_of_contract_constants_match_the_contract() -> None:
+    # The engine deliberately imports nothing of wml_api (engine/state.py says why); this keeps its copies honest.
+    import subprocess
+    import sys
+
+    from wml_api.models import MASK, DeploymentStatus
+    from wml_server.engine import spec, state
+
+    assert {state.INITIALIZING, state.RUNNING, state.STOPPED, state.FAILED} == {s.value for s in DeploymentStatus}
+    assert spec._MASK == MASK
+    loaded = subprocess.run([sys.executable, "-c", "import sys, wml_server.engine.__main__; "
+                             "print(sorted(m for m in ('wml_api', 'pydantic', 'fastapi') if m in sys.modules))"],
+                            capture_output=True, text=True, check=True, timeout=60)
+    assert loaded.stdout.strip() == "[]"

@@ -6,8 +6,8 @@ from typing import Any
 
 import yaml
 
+from wml_localplatform.config import ROOT
 from wml_localplatform.demo.errors import DemoError
-from wml_localplatform.wmloperator import ROOT
 
 SAMPLES = ROOT / "deploy" / "samples"
 SAMPLE = SAMPLES / "wmlstream.dev_v1alpha1_streamingdeployment.yaml"

@@ -6,84 +6,83 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response
 
-from wml_server.api.deps import BaseURL, Caller, State
+from wml_api.models import SPARK_HEADER, Deployment, DeploymentCreate, DeploymentList, PatchOperation
+from wml_api.paths import INSTANCE_DEPLOYMENT, INSTANCE_DEPLOYMENTS, MODEL_DEPLOYMENT, MODEL_DEPLOYMENTS, fill
+from wml_server.api.deps import ERRORS, BaseURL, Caller, State
 from wml_server.api.paging import MAX_START, page
-from wml_server.service import SPARK_HEADER
+from wml_server.db import DeploymentRecord
 from wml_server.views import deployment_url, render_deployment
 
-router = APIRouter(tags=["deployments"])
-_MODEL = "/v3/wml_instances/{instance_id}/published_models/{model_id}/deployments"
-_INSTANCE = "/v3/wml_instances/{instance_id}/deployments"
+router = APIRouter(tags=["deployments"], responses=ERRORS)
 SparkHeader = Annotated[str | None, Header(alias=SPARK_HEADER,
                                            description="base64 of the Spark service instance JSON")]
-_PATCH_SCHEMA = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-    "type": "array", "items": {"type": "object", "properties": {
-        "op": {"type": "string", "enum": ["replace"]}, "path": {"type": "string", "enum": ["/status"]},
-        "value": {"type": "string", "enum": ["RUNNING", "STOPPED"]}}, "required": ["op", "path", "value"]}}}}}}
+# Documented as the contract's list of PatchOperation, but read as any JSON: the reference gives each wrong
+# shape its own 400 code (patch_multiple_ops, wrong_stream_patch_path, ...), which FastAPI's validation of a
+# typed body would turn into one generic invalid_request. DeploymentService.patch checks it in that order.
+_PATCH_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "array", "minItems": 1, "maxItems": 1, "items": PatchOperation.model_json_schema()}}}}}
 
 
-def _render(app: State, base: str, record: Any) -> dict[str, Any]:
+def _render(app: State, base: str, record: DeploymentRecord) -> Deployment:
     return render_deployment(base, record, app.service.models.get(record.model_id))
 
 
-@router.post(_MODEL, status_code=201, summary="Create a stream deployment")
+@router.post(MODEL_DEPLOYMENTS, status_code=201, response_model_exclude_none=True,
+             summary="Create a stream deployment")
 def create_deployment(instance_id: str, model_id: str, app: State, base: BaseURL, who: Caller,
-                      response: Response, body: Annotated[dict[str, Any], Body()],
-                      spark: SparkHeader = None) -> dict[str, Any]:
+                      response: Response, body: DeploymentCreate, spark: SparkHeader = None) -> Deployment:
     record = app.service.create(instance_id, model_id, body, spark)
     response.headers["Location"] = deployment_url(base, record)
     return _render(app, base, record)
 
 
-@router.get(_MODEL, summary="List a model's deployments")
+@router.get(MODEL_DEPLOYMENTS, response_model_exclude_none=True, summary="List a model's deployments")
 def list_model_deployments(instance_id: str, model_id: str, app: State, base: BaseURL, who: Caller,
-                           status: str | None = None, type: str | None = None) -> dict[str, Any]:
+                           status: str | None = None, type: str | None = None) -> DeploymentList:
     app.service.model(model_id)
     records = app.db.deployments(instance_id, model_id=model_id, status=status)
     resources = [_render(app, base, r) for r in records if type is None or r.body.get("type", "stream") == type]
-    return {"count": len(resources), "resources": resources}
+    return DeploymentList(count=len(resources), resources=resources)
 
 
-@router.get(_MODEL + "/{deployment_id}", summary="Get a deployment")
+@router.get(MODEL_DEPLOYMENT, response_model_exclude_none=True, summary="Get a deployment")
 def get_model_deployment(instance_id: str, model_id: str, deployment_id: str, app: State, base: BaseURL,
-                         who: Caller) -> dict[str, Any]:
+                         who: Caller) -> Deployment:
     return _render(app, base, app.service.deployment_of_model(instance_id, model_id, deployment_id))
 
 
-@router.patch(_MODEL + "/{deployment_id}", status_code=204, summary="Start or stop a stream",
-              openapi_extra=_PATCH_SCHEMA)
+@router.patch(MODEL_DEPLOYMENT, status_code=204, response_class=Response, summary="Start or stop a stream",
+              openapi_extra=_PATCH_BODY)
 def patch_deployment(instance_id: str, model_id: str, deployment_id: str, app: State, who: Caller,
-                     body: Annotated[Any, Body()] = None, spark: SparkHeader = None) -> Response:
+                     body: Annotated[Any, Body()] = None, spark: SparkHeader = None) -> None:
     app.service.patch(instance_id, model_id, deployment_id, body, spark)
-    return Response(status_code=204)
 
 
-@router.delete(_MODEL + "/{deployment_id}", status_code=204, summary="Delete a deployment")
+@router.delete(MODEL_DEPLOYMENT, status_code=204, response_class=Response, summary="Delete a deployment")
 def delete_model_deployment(instance_id: str, model_id: str, deployment_id: str, app: State,
-                            who: Caller) -> Response:
+                            who: Caller) -> None:
     app.service.delete(instance_id, deployment_id, model_id)
-    return Response(status_code=204)
 
 
-@router.get(_INSTANCE, summary="List every deployment of the instance")
+@router.get(INSTANCE_DEPLOYMENTS, response_model_exclude_none=True, summary="List every deployment of the instance")
 def list_instance_deployments(instance_id: str, app: State, base: BaseURL, who: Caller,
                               limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
                               start: Annotated[int, Query(ge=0, le=MAX_START)] = 0,
-                              status: str | None = None) -> dict[str, Any]:
+                              status: str | None = None) -> DeploymentList:
     records = app.db.deployments(instance_id, status=status, start=start, limit=limit)
     total = app.db.count_deployments(instance_id) if status is None else \
         len(app.db.deployments(instance_id, status=status))
-    return page([_render(app, base, r) for r in records], total, start, limit,
-                f"{base}/v3/wml_instances/{instance_id}/deployments")
+    return page(DeploymentList, [_render(app, base, r) for r in records], total, start, limit,
+                base + fill(INSTANCE_DEPLOYMENTS, instance_id=instance_id))
 
 
-@router.get(_INSTANCE + "/{deployment_id}", summary="Get a deployment by its instance path")
+@router.get(INSTANCE_DEPLOYMENT, response_model_exclude_none=True, summary="Get a deployment by its instance path")
 def get_instance_deployment(instance_id: str, deployment_id: str, app: State, base: BaseURL,
-                            who: Caller) -> dict[str, Any]:
+                            who: Caller) -> Deployment:
     return _render(app, base, app.service.deployment(instance_id, deployment_id))
 
 
-@router.delete(_INSTANCE + "/{deployment_id}", status_code=204, summary="Delete a deployment by its instance path")
-def delete_instance_deployment(instance_id: str, deployment_id: str, app: State, who: Caller) -> Response:
+@router.delete(INSTANCE_DEPLOYMENT, status_code=204, response_class=Response,
+               summary="Delete a deployment by its instance path")
+def delete_instance_deployment(instance_id: str, deployment_id: str, app: State, who: Caller) -> None:
     app.service.delete(instance_id, deployment_id)
-    return Response(status_code=204)

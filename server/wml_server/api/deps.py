@@ -9,12 +9,21 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 from fastapi.dependencies.models import Dependant
 
+from wml_api.models import ErrorBody
 from wml_server.auth import Principal, TokenIssuer
 from wml_server.db import Database
 from wml_server.errors import APIError
 from wml_server.ratelimit import RateLimiter
 from wml_server.service import DeploymentService
 from wml_server.settings import Settings
+
+# Every error has the contract's shape. Documented as ranges: FastAPI's own 422 entry, which this service
+# never sends (an invalid request is a 400), is left out when a 4XX entry is present.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "Refused: 400 invalid input, 401 token, 403 another instance's, "
+                                               "404 unknown, 413 too large, 429 rate limit (Retry-After)"},
+    "5XX": {"model": ErrorBody, "description": "Internal error; the trace is in the service's log"},
+}
 
 
 @dataclass

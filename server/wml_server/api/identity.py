@@ -9,10 +9,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header
 
 from wml_api.models import TokenRefreshRequest, TokenResponse
-from wml_server.api.deps import State, limited_by_address
+from wml_api.paths import IDENTITY_V2, IDENTITY_V3
+from wml_server.api.deps import ERRORS, State, limited_by_address
 from wml_server.errors import APIError
 
-router = APIRouter(tags=["identity"], dependencies=[Depends(limited_by_address)])
+router = APIRouter(tags=["identity"], dependencies=[Depends(limited_by_address)], responses=ERRORS)
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="wml"'}
 
 
@@ -37,18 +38,18 @@ def _token(app: State, authorization: str | None) -> TokenResponse:
     return TokenResponse(token=app.issuer.issue(app.issuer.authenticate(username, password)))
 
 
-@router.get("/v3/identity/token", response_model=TokenResponse, summary="Get a token (basic auth)")
+@router.get(IDENTITY_V3, response_model=TokenResponse, summary="Get a token (basic auth)")
 def get_token_v3(app: State,
                  authorization: Annotated[str | None, Header()] = None) -> TokenResponse:
     return _token(app, authorization)
 
 
-@router.get("/v2/identity/token", response_model=TokenResponse, summary="Get a token (basic auth, v2 path)")
+@router.get(IDENTITY_V2, response_model=TokenResponse, summary="Get a token (basic auth, v2 path)")
 def get_token_v2(app: State,
                  authorization: Annotated[str | None, Header()] = None) -> TokenResponse:
     return _token(app, authorization)
 
 
-@router.put("/v3/identity/token", response_model=TokenResponse, summary="Refresh a token")
+@router.put(IDENTITY_V3, response_model=TokenResponse, summary="Refresh a token")
 def refresh_token(app: State, body: TokenRefreshRequest) -> TokenResponse:
     return TokenResponse(token=app.issuer.refresh(body.token))

@@ -9,7 +9,9 @@ from wml_server.models.base import Model
 
 SecurityProtocol = Literal["SASL_SSL", "SASL_PLAINTEXT"]
 
-_MASK = "***"
+# wml_api.wire.MASK; copied for the reason given in engine/state.py (the engine imports nothing of wml_api),
+# and held equal by tests/unit/test_engine_spec.py.
+_MASK = "********"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+# wml_api.DeploymentStatus names these; the engine keeps copies because it imports nothing of the API side
+# (no pydantic, no wml_api): it runs as a process of its own (`python -m wml_server.engine`, and the worker
+# processes to come) that must start light. tests/unit/test_engine_spec.py holds the copies equal.
 INITIALIZING: Final = "INITIALIZING"
 RUNNING: Final = "RUNNING"
 STOPPED: Final = "STOPPED"

@@ -1,0 +1,90 @@
+"""The service's settings: variables, flags generated from the same fields, and clear refusals."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wml_server.settings import Settings, add_arguments, env_var, flag, from_namespace
+
+pytestmark = pytest.mark.unit
+
+# The names the README, the manifests and the tests use; none may change.
+VARIABLES = {
+    "host": "WML_SERVER_HOST", "port": "WML_SERVER_PORT", "data_dir": "WML_SERVER_DATA_DIR",
+    "token_ttl_seconds": "WML_SERVER_TOKEN_TTL", "signing_key_file": "WML_SERVER_SIGNING_KEY_FILE",
+    "deployment_limit": "WML_SERVER_DEPLOYMENT_LIMIT", "plan": "WML_SERVER_PLAN",
+    "tls_cert": "WML_SERVER_TLS_CERT", "tls_key": "WML_SERVER_TLS_KEY", "run_streams": "WML_SERVER_RUN_STREAMS",
+    "kafka_unreachable_timeout": "WML_SERVER_KAFKA_UNREACHABLE_TIMEOUT", "public_url": "WML_SERVER_PUBLIC_URL",
+    "log_level": "WML_SERVER_LOG_LEVEL", "rate_limit": "WML_SERVER_RATE_LIMIT",
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in VARIABLES.values():
+        monkeypatch.delenv(name, raising=False)
+
+
+def parse(*argv: str) -> Settings:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return from_namespace(parser.parse_args(argv))
+
+
+def test_every_variable_and_flag_keeps_its_name() -> None:
+    assert {name: env_var(name) for name in Settings.model_fields} == VARIABLES
+    assert flag("token_ttl_seconds") == "--token-ttl-seconds"
+
+
+def test_defaults() -> None:
+    s = parse()
+    assert (s.host, s.port, s.token_ttl_seconds, s.run_streams, s.rate_limit) == ("127.0.0.1", 9443, 8 * 3600, True, 0)
+    assert s.signing_key_path == Path("wml-data/signing.key")
+
+
+def test_variables_are_read_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WML_SERVER_TOKEN_TTL", "7")
+    monkeypatch.setenv("WML_SERVER_RUN_STREAMS", "false")
+    monkeypatch.setenv("WML_SERVER_PORT", "1000")
+    monkeypatch.setenv("WML_SERVER_LOG_LEVEL", "WARNING")
+    s = parse("--port", "2000")
+    assert (s.token_ttl_seconds, s.run_streams, s.port, s.log_level) == (7, False, 2000, "warning")
+    assert parse("--token-ttl-seconds", "9").token_ttl_seconds == 9
+
+
+def test_an_empty_variable_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WML_SERVER_TLS_CERT", "")
+    monkeypatch.setenv("WML_SERVER_TLS_KEY", "")
+    assert parse().tls_cert is None
+
+
+@pytest.mark.parametrize(("argv", "env", "message"), [
+    (["--tls-cert", "c.pem"], {}, "--tls-cert and --tls-key (WML_SERVER_TLS_CERT and WML_SERVER_TLS_KEY) go together"),
+    (["--port", "x"], {}, "--port (WML_SERVER_PORT): Input should be a valid integer"),
+    ([], {"WML_SERVER_TOKEN_TTL": "soon"}, "--token-ttl-seconds (WML_SERVER_TOKEN_TTL): Input should be a valid"),
+    ([], {"WML_SERVER_RUN_STREAMS": "maybe"}, "--run-streams (WML_SERVER_RUN_STREAMS): Input should be a valid"),
+])
+def test_refusals_name_the_flag_and_the_variable(monkeypatch: pytest.MonkeyPatch, argv: list[str],
+                                                 env: dict[str, str], message: str) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        parse(*argv)
+
+
+def test_help_lists_every_setting_with_its_variable() -> None:
+    out = subprocess.run([sys.executable, "-m", "wml_server", "serve", "--help"], capture_output=True, text=True,
+                         check=True, timeout=60, env={"PATH": ""}).stdout
+    out = " ".join(out.split())  # argparse wraps lines
+    for name, variable in VARIABLES.items():
+        assert flag(name) in out
+        assert f"env {variable};" in out
+        description = Settings.model_fields[name].description
+        assert description is not None
+        assert description in out
