@@ -24,6 +24,7 @@ from wml_api.models import (
     StreamInput,
     StreamOutput,
 )
+from wml_api.wire import describe_validation_error
 from wml_operator import plan as planning
 from wml_operator.plan import Desired, Do, Last, Observed, View
 from wml_operator.resources import Resources
@@ -32,7 +33,6 @@ from wml_operator.spec import (
     ANNOTATION_DEPLOYMENT_ID,
     ANNOTATION_RECONCILE,
     StreamingDeploymentSpec,
-    explain_validation_error,
     parse_spec,
 )
 from wml_operator.status import Found, Outcome, Result, last_of, outcome
@@ -102,7 +102,7 @@ class Reconciler:
                 spec = parse_spec(body.get("spec"))
                 resolved = resolve(self.secrets, namespace, spec, self.defaults)
             except ValidationError as exc:
-                return self._unresolved(uid, deleting, last, "InvalidSpec", explain_validation_error(exc))
+                return self._unresolved(uid, deleting, last, "InvalidSpec", describe_validation_error(exc, "spec"))
             except SpecProblem as problem:
                 return self._unresolved(uid, deleting, last, problem.reason, problem.message)
             self.resources.remember(uid, resolved.endpoint)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 GROUP = "wmlstream.dev"
 VERSION = "v1alpha1"
@@ -183,12 +183,3 @@ class StreamingDeploymentStatus(BaseModel):
 
 def parse_spec(raw: object) -> StreamingDeploymentSpec:
     return StreamingDeploymentSpec.model_validate(raw)
-
-
-def explain_validation_error(exc: ValidationError) -> str:
-    """`spec.input.topic: String should have at least 1 character`: the field, never the value."""
-    parts = []
-    for err in exc.errors(include_input=False, include_url=False)[:3]:
-        where = ".".join(str(p) for p in err["loc"])
-        parts.append(f"spec.{where}: {err['msg']}" if where else f"spec: {err['msg']}")
-    return "; ".join(parts)

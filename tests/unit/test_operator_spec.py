@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from wml_operator.spec import explain_validation_error, parse_spec
+from wml_api.wire import describe_validation_error
+from wml_operator.spec import parse_spec
 
 GOOD: dict[str, Any] = {"modelId": "m1", "sparkCredentialsSecretRef": {"name": "spark", "key": "c.json"},
                         "input": {"topic": "in", "connectionSecretRef": {"name": "kafka"}},
@@ -31,6 +32,6 @@ def test_defaults() -> None:
 def test_invalid_specs_name_the_field(change: dict[str, Any], where: str) -> None:
     with pytest.raises(ValidationError) as exc:
         parse_spec({**GOOD, **change})
-    message = explain_validation_error(exc.value)
+    message = describe_validation_error(exc.value, "spec")
     assert where in message
     assert "secret@host" not in message
