@@ -23,6 +23,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from wml_api import errors as wml_errors
+from wml_api.auth import TokenCache
 from wml_api.client import WMLClient
 from wml_api.models import Deployment, DeploymentCreate, SparkServiceInstance
 from wml_api.transport import OnResponse
@@ -43,6 +44,8 @@ class ClientPool:
         self._timeout = timeout
         self._on_response = on_response
         self._ca_dir: Path | None = None  # made on first need, removed by close()
+        # The pool's own: tokens of logins it no longer holds a client for go with it, not with the process.
+        self._tokens = TokenCache()
 
     def client(self, ep: Endpoint) -> WMLClient:
         ca_hash = hashlib.sha256(ep.ca_pem.encode()).hexdigest() if ep.ca_pem else ""
@@ -61,7 +64,8 @@ class ClientPool:
                 ca_bundle = str(path)
             session = _session()
             client = WMLClient(ep.url, ep.credentials, ep.instance_id, ca_bundle=ca_bundle,
-                               read_timeout=self._timeout, on_response=self._on_response, session=session)
+                               read_timeout=self._timeout, on_response=self._on_response, session=session,
+                               token_cache=self._tokens)
             self._clients[key] = (client, session)
             while len(self._clients) > MAX_CLIENTS:
                 _, (_, old) = self._clients.popitem(last=False)
