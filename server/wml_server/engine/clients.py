@@ -155,8 +155,8 @@ def producer_config(spec: StreamSpec, errors: Callable[[KafkaError], None],
         "transaction.timeout.ms": transaction_timeout_ms,
         "linger.ms": 5,
         # Only failures call the delivery callback (confluent-kafka skips the others in C): a transaction's
-        # commit fails if any of its records did, and a Message and a Python call per record delivered cost the
-        # scoring thread, which serves the reports, about 1 us a record (0.25 us now).
+        # commit fails if any of its records did, and a Message and a Python call per record delivered would
+        # cost the scoring thread, which serves the reports, time on every record.
         "delivery.report.only.error": True,
         "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES,
         # A transaction begun right after the previous commit is refused (CONCURRENT_TRANSACTIONS) until the

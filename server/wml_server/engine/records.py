@@ -62,8 +62,9 @@ def preview(value: bytes) -> str:
     return value[: RAW_PREVIEW_CHARS * 4].decode("utf-8", errors="replace")[:RAW_PREVIEW_CHARS]
 
 
-# orjson parses and writes a record in a fifth of the standard library's time (about 10 % of a record's scoring
-# otherwise), with the same answers but one: an integer past 64 bits comes back as a float. A record with 19
+# orjson parses and writes records several times faster than the standard library (a share of each record's
+# scoring that counts; docs/PERFORMANCE.md), with the same answers but one: an integer past 64 bits comes back
+# as a float. A record with 19
 # digits in a row or more (19 and 20 can be past it; a long fraction also matches, harmlessly) is read by the
 # standard library, as is any record orjson refuses, so that what counts as invalid, and why, stays its own.
 _MAYBE_PAST_64_BITS = re.compile(rb"\d{19}")
@@ -71,8 +72,8 @@ _DIGITS = b"0123456789"
 
 
 def _maybe_past_64_bits(value: bytes) -> bool:
-    # The regular expression alone costs 2.5x orjson's parse of a tweet (it tries at every byte); fewer than 19
-    # digits in all, which is most records, cannot hold 19 in a row, and counting them is 6x cheaper.
+    # The regular expression alone costs more than orjson's parse of a tweet (it tries at every byte); fewer than
+    # 19 digits in all, which is most records, cannot hold 19 in a row, and counting them is much cheaper.
     return len(value) - len(value.translate(None, _DIGITS)) >= 19 and _MAYBE_PAST_64_BITS.search(value) is not None
 
 
