@@ -107,7 +107,7 @@ metrics); each entry must go when its resource does.
 - **A cycle** is one resource's life: created, Ready (the operator created its WML deployment), deleted, gone
   (the operator's finalizer deleted the WML deployment, then the resource left the apiserver). Every resource
   has a name and a UID of its own. Cycles run in **waves** (100 resources by default: all created, all Ready,
-  all deleted, all gone), 16 requests in flight, so that 10,000 fit in a quarter of an hour on 2 cores.
+  all deleted, all gone), 16 requests in flight, so that 10,000 fit in about 20 minutes on 2 cores.
 - **Before**: after the warm-up waves (what the operator allocates once: imports, kopf's machinery, the client
   pools, the caches, and the memory a wave needs at its peak) and 30 s idle; **after**: 30 s idle after the last
   wave. RSS is the operator's `VmRSS` from `/proc` (its peak, `VmHWM`, beside it). A count of Python objects would
@@ -125,11 +125,17 @@ metrics); each entry must go when its resource does.
 PROSE_CHURN_FINDINGS = """\
 ### Before the fix (2026-12-02)
 
-Measured by hand on this machine before the per-resource tables were emptied on deletion (issue 13): 500 cycles
-after 200 warm-up cycles, 10 s idle around them, grew the operator's RSS by 9.4 MB (115.9 → 125.4 MB, 19 KB per
-cycle, of which 7.8 MB in the first wave after the idle: the reason the warm-up is now 500 cycles and the
-slope is shown beside the end points); 300 cycles after 400 warm-up cycles and 30 s idle by 4.3 MB (15 KB per
-cycle, slope 11 KB). Both left 0 WML deployments and 0 StreamingDeployments.
+Measured on this machine, on the code before the per-resource tables were emptied on deletion (issue 13), with
+`bench/operator_churn.py --hold 10000` (defaults otherwise: 500 warm-up cycles, waves of 100, 30 s idle around):
+10,000 cycles in 19.3 min (8.6 cycles/s; load average 2-5 during the run, other work on the machine included) grew
+the operator's RSS from **130.8 MB to 156.2 MB: +25.4 MB**, 2.6 KB per cycle (slope 2.4 KB), five times the 5 MB
+target. It grew in steps rather than a straight line (+6.7 MB in the wave ending at 1,300 cycles, +3.6 MB at 2,800,
++1.9 MB at 3,000, +1.5 MB at 5,700: what tables and allocator arenas growing by whole blocks would
+show, not examined further), so the first 3,000
+cycles grew it by 17.2 MB and the next 7,000 by 8.2 MB. WML saw exactly 10,000 creates and 10,000 deletes (and 200
+lists); 0 WML deployments and 0 StreamingDeployments were left. Earlier short runs: 500 cycles after 200 warm-up
+cycles and 10 s idle +9.4 MB, 7.8 MB of it in the first wave after the idle (why the warm-up is 500 cycles and the
+slope is shown beside the end points); 300 cycles after 400 warm-up cycles +4.3 MB.
 """
 
 PROSE_MODEL = """\
