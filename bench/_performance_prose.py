@@ -136,6 +136,15 @@ cycles grew it by 17.2 MB and the next 7,000 by 8.2 MB. WML saw exactly 10,000 c
 lists); 0 WML deployments and 0 StreamingDeployments were left. Earlier short runs: 500 cycles after 200 warm-up
 cycles and 10 s idle +9.4 MB, 7.8 MB of it in the first wave after the idle (why the warm-up is 500 cycles and the
 slope is shown beside the end points); 300 cycles after 400 warm-up cycles +4.3 MB.
+
+Holding 10,000 at once, in the same run after the cycles: all Ready 495 s after the first create; the RSS 30 s later
+**540.9 MB** (the idle one before it 156.2 MB: **39.4 KB per resource**), past the 400 MB target; its peak (VmHWM,
+read by hand from /proc) was 559 MB while they came in. The run then stopped: one deletecollection of the 10,000
+outlived the apiserver's 60 s request timeout (504), so the benchmark now deletes them one by one, 16 in flight, and
+keeps what it measured when a phase fails. Checked with `--cycles 0 --warmup 100 --settle 10 --hold 2000`: 2,000 all
+Ready after 44 s, RSS 112.2 → 202.3 MB (46.2 KB per resource, peak 207 MB); all gone 174 s after the first delete,
+and the RSS then **263.8 MB**, higher than while they existed: deleting resources grew the operator more than
+holding them did; 0 WML deployments and 0 StreamingDeployments left.
 """
 
 PROSE_MODEL = """\

@@ -35,7 +35,6 @@ from typing import Any
 
 from _machine import describe, machine
 from _operator_world import World, gone, log, settled, wml_counts
-from _sdep_watch import GROUP, PLURAL, VERSION
 
 TARGETS = {"growth_10000_mb": 5.0, "hold_10000_mb": 400.0}
 REFERENCE_CYCLES = 10_000  # the growth target is for this many cycles
@@ -122,11 +121,11 @@ def leftovers(world: World) -> dict[str, int]:
             "streamingdeployments": world.resources(world.namespace)}
 
 
-def hold(world: World, n: int, idle_mb: float, settle: float, timeout: float) -> dict[str, Any]:
+def hold(world: World, out: dict[str, Any], n: int, idle_mb: float, settle: float, timeout: float) -> None:
     """N resources at once: all Ready, the RSS; then all deleted, and the RSS once they are gone. `timeout`
-    bounds the wait for all Ready, and for all gone."""
+    bounds the wait for all Ready, and for all gone. Fills `out` as it goes, so a failure keeps what was measured."""
     names = [f"hold-{i:05d}" for i in range(n)]
-    out: dict[str, Any] = {"n": n, "idle_rss_mb": idle_mb}
+    out.update({"n": n, "idle_rss_mb": idle_mb, "complete": False})
     started = time.monotonic()
     out["create_s"] = world.create(world.namespace, names)
     try:
@@ -134,7 +133,7 @@ def hold(world: World, n: int, idle_mb: float, settle: float, timeout: float) ->
         out["all_ready_s"] = time.monotonic() - started
         out["complete"] = True
     except WaveTimeout as exc:
-        out["all_ready_s"], out["complete"], out["error"] = None, False, str(exc)
+        out["all_ready_s"], out["error"] = None, str(exc)
     assert world.watcher is not None
     latest = world.watcher.latest()
     out["ready"] = sum(1 for name in names if name in latest and settled(latest[name]))
@@ -143,17 +142,19 @@ def hold(world: World, n: int, idle_mb: float, settle: float, timeout: float) ->
     out["per_resource_kb"] = (at_n["rss_mb"] - idle_mb) * 1024 / max(out["ready"], 1)
     log(f"hold: {out['ready']:,}/{n:,} Ready after {out['all_ready_s'] or float('nan'):.0f} s; operator RSS "
         f"{at_n['rss_mb']:.1f} MB (idle {idle_mb:.1f}): {out['per_resource_kb']:.1f} KB per resource")
+    # One DELETE each, 16 in flight: a deletecollection of 10,000 outlives the apiserver's 60 s request timeout
+    # (504) although the deletion goes on.
     started = time.monotonic()
-    world.custom.delete_collection_namespaced_custom_object(GROUP, VERSION, world.namespace, PLURAL)
     try:
+        out["delete_s"] = world.delete(world.namespace, names)
         wait(world, names, gone, "gone", timeout)
         out["all_gone_s"] = time.monotonic() - started
-    except WaveTimeout as exc:
-        out["all_gone_s"], out["delete_error"] = None, str(exc)
+    except Exception as exc:  # a timeout, or the apiserver failing under load: the figures so far
+        out["all_gone_s"], out["delete_error"] = None, f"{type(exc).__name__}: {exc}"
+    log(f"hold: all gone after {out['all_gone_s'] or float('nan'):.0f} s")
     after = idle(world, settle)
     out["after_delete_rss_mb"] = after["rss_mb"]
     out["left"] = leftovers(world)
-    return out
 
 
 # -- the report ---------------------------------------------------------------------------------------------------
@@ -184,20 +185,23 @@ def report(f: dict[str, Any]) -> str:
              f"after {a['settle_s']:.0f} s idle: RSS {a['rss_mb']:.1f} MB (peak {a['hwm_mb']:.1f}); growth "
              f"{f['growth_mb']:+.1f} MB, {f['growth_kb_per_cycle']:+.2f} KB per cycle; slope of the per-wave RSS "
              f"{f['trend_kb_per_cycle'] or float('nan'):+.2f} KB per cycle",
-             f"  at {REFERENCE_CYCLES:,} cycles: {f['growth_at_10000_mb']:+.1f} MB"
+             f"  at {REFERENCE_CYCLES:,} cycles: {f['growth_at_10000_mb'] or float('nan'):+.1f} MB"
              f"{' (extrapolated from ' + format(c['done'], ',') + ')' if c['done'] != REFERENCE_CYCLES else ''}; "
              f"target <= {f['targets']['growth_10000_mb']:.0f} MB: {verdict(growth_verdict(f))}",
              f"left over: {f['left']['wml_deployments']} WML deployments, {f['left']['streamingdeployments']} "
              f"StreamingDeployments (target 0 and 0)",
              f"WML requests during the cycles: {f['wml_by_kind']}; operator CPU {a['cpu_s'] - b['cpu_s']:.0f} s"]
     h = f.get("hold")
-    if h:
+    if h and "rss_mb" in h:
         lines.append(f"hold: {h['ready']:,}/{h['n']:,} Ready after {h['all_ready_s'] or float('nan'):.0f} s; RSS "
                      f"{h['rss_mb']:.1f} MB (idle {h['idle_rss_mb']:.1f}, peak {h['hwm_mb']:.1f}): "
                      f"{h['per_resource_kb']:.1f} KB per resource; target <= {f['targets']['hold_10000_mb']:.0f} MB "
                      f"at 10,000: {verdict(hold_verdict(f))}")
-        lines.append(f"  all gone {h['all_gone_s'] or float('nan'):.0f} s after the delete; RSS then "
-                     f"{h['after_delete_rss_mb']:.1f} MB; left over {h['left']}")
+        lines.append(f"  all gone {h.get('all_gone_s') or float('nan'):.0f} s after the deletes; RSS then "
+                     f"{h.get('after_delete_rss_mb') or float('nan'):.1f} MB; left over {h.get('left')}"
+                     + (f"; {h['delete_error']}" if h.get("delete_error") else ""))
+    elif h:
+        lines.append(f"hold: failed before the figures: {h.get('error')}")
     return "\n".join(lines)
 
 
@@ -234,33 +238,43 @@ def main(argv: list[str] | None = None) -> int:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
-    with World(operator_env=operator_env, keep=args.keep) as world:
-        log(f"platform up in {world.timings['platform_s']:.1f} s, "
-            f"operator in {world.timings['operator_start_s']:.1f} s")
-        figures["versions"] = world.versions()
-        figures["start"] = rss(world)
-        log(f"warm-up: {args.warmup} cycles")
-        figures["warmup"] = cycles(world, "warm", args.warmup, args.wave, None, progress=False)
-        figures["before"] = idle(world, args.settle)
-        log(f"before: operator RSS {figures['before']['rss_mb']:.1f} MB after {args.settle:.0f} s idle")
-        index = len(world.proxy.seen)
-        c = cycles(world, "c", args.cycles, args.wave, args.max_minutes * 60 if args.max_minutes else None)
-        figures["wml_by_kind"] = wml_counts(world.proxy.seen[index:])
-        figures["after"] = idle(world, args.settle)
-        growth = figures["after"]["rss_mb"] - figures["before"]["rss_mb"]
-        trend = slope([(0.0, figures["before"]["rss_mb"])] + [(w["cycles"], w["rss_mb"]) for w in c["waves"]])
-        figures.update({"cycles": c, "growth_mb": growth, "growth_kb_per_cycle": growth * 1024 / max(c["done"], 1),
-                        "trend_kb_per_cycle": trend * 1024 if trend is not None else None,
-                        "growth_at_10000_mb": growth * REFERENCE_CYCLES / c["done"] if c["done"] else None,
-                        "left": leftovers(world)})
-        ok = c["error"] is None
-        log(f"after: operator RSS {figures['after']['rss_mb']:.1f} MB ({growth:+.1f} MB); left over {figures['left']}")
-        save()  # the cycles' figures are kept even if the hold is stopped
-        if args.hold and ok:
-            log(f"hold: {args.hold:,} at once")
-            figures["hold"] = hold(world, args.hold, figures["after"]["rss_mb"], args.settle, args.hold_minutes * 60)
-            ok = figures["hold"]["complete"]
-    save()
+    try:
+        with World(operator_env=operator_env, keep=args.keep) as world:
+            log(f"platform up in {world.timings['platform_s']:.1f} s, "
+                f"operator in {world.timings['operator_start_s']:.1f} s")
+            figures["versions"] = world.versions()
+            figures["start"] = rss(world)
+            log(f"warm-up: {args.warmup} cycles")
+            figures["warmup"] = cycles(world, "warm", args.warmup, args.wave, None, progress=False)
+            figures["before"] = idle(world, args.settle)
+            log(f"before: operator RSS {figures['before']['rss_mb']:.1f} MB after {args.settle:.0f} s idle")
+            index = len(world.proxy.seen)
+            c = cycles(world, "c", args.cycles, args.wave, args.max_minutes * 60 if args.max_minutes else None)
+            figures["wml_by_kind"] = wml_counts(world.proxy.seen[index:])
+            figures["after"] = idle(world, args.settle)
+            growth = figures["after"]["rss_mb"] - figures["before"]["rss_mb"]
+            trend = slope([(0.0, figures["before"]["rss_mb"])] + [(w["cycles"], w["rss_mb"]) for w in c["waves"]])
+            figures.update({"cycles": c, "growth_mb": growth,
+                            "growth_kb_per_cycle": growth * 1024 / max(c["done"], 1),
+                            "trend_kb_per_cycle": trend * 1024 if trend is not None else None,
+                            "growth_at_10000_mb": growth * REFERENCE_CYCLES / c["done"] if c["done"] else None,
+                            "left": leftovers(world)})
+            ok = c["error"] is None
+            log(f"after: operator RSS {figures['after']['rss_mb']:.1f} MB ({growth:+.1f} MB); left over "
+                f"{figures['left']}")
+            save()  # the cycles' figures are on disk even if the hold is stopped
+            if args.hold and ok:
+                log(f"hold: {args.hold:,} at once")
+                figures["hold"] = {}
+                try:
+                    hold(world, figures["hold"], args.hold, figures["after"]["rss_mb"], args.settle,
+                         args.hold_minutes * 60)
+                except Exception as exc:  # what the hold measured so far is kept
+                    figures["hold"]["error"] = f"{type(exc).__name__}: {exc}"
+                    log(f"hold failed: {figures['hold']['error']}")
+                ok = bool(figures["hold"].get("complete")) and "delete_error" not in figures["hold"]
+    finally:
+        save()  # also on a failure or SIGTERM: what was measured so far
     print(report(figures))
     return 0 if ok else 1
 

@@ -274,7 +274,7 @@ def churn_summary(ch: Figures | None) -> list[list[str]]:
              f"{left['streamingdeployments']}", "-", "0 / 0",
              verdict(left["wml_deployments"] == 0 and left["streamingdeployments"] == 0)]]
     h = ch.get("hold")
-    if h:
+    if h and "rss_mb" in h:
         rows.append([f"operator RSS holding {h['n']:,} at once", num(h["rss_mb"], 0, "MB")
                      + ("" if h["complete"] else f" ({h['ready']:,} Ready)"),
                      f"idle {num(h['idle_rss_mb'], 0, 'MB')}; {num(h['per_resource_kb'], 1, 'KB')} per resource",
@@ -322,7 +322,8 @@ def churn_section(ch: Figures | None) -> str:
             + [[f"{w['cycles']:,}", num(w["t_s"], 0, "s"), num(w["rss_mb"], 1, "MB"), num(w["hwm_mb"], 1, "MB"),
                 num(w["cpu_s"], 0, "s")] for w in shown]))
     h = ch.get("hold")
-    if h:
+    if h and "rss_mb" in h:
+        left_h = h.get("left") or {}
         parts.append(f"### {h['n']:,} resources at once\n\n" + table(["", ""], [
             ["all Ready after", num(h["all_ready_s"], 0, "s") + ("" if h["complete"] else
                                                                   f" ({h['ready']:,} of {h['n']:,} Ready)")],
@@ -330,10 +331,11 @@ def churn_section(ch: Figures | None) -> str:
              f"{num(h['hwm_mb'], 0, 'MB')}): target ≤ {t['hold_10000_mb']:.0f} MB at 10,000 {verdict(hold_ok)}"],
             ["idle before (the RSS after the cycles)", num(h["idle_rss_mb"], 0, "MB")],
             ["per resource", num(h["per_resource_kb"], 1, "KB")],
-            ["all gone after the delete", num(h["all_gone_s"], 0, "s")],
-            ["operator RSS once gone", num(h["after_delete_rss_mb"], 0, "MB")],
+            ["all gone after the deletes", num(h.get("all_gone_s"), 0, "s")
+             + (f" ({h['delete_error']})" if h.get("delete_error") else "")],
+            ["operator RSS once gone", num(h.get("after_delete_rss_mb"), 0, "MB")],
             ["left over: WML deployments, StreamingDeployments",
-             f"{h['left']['wml_deployments']}, {h['left']['streamingdeployments']}"]], "ll"))
+             f"{left_h.get('wml_deployments', '-')}, {left_h.get('streamingdeployments', '-')}"]], "ll"))
     parts.append(PROSE_CHURN_FINDINGS)
     return "\n\n".join(parts)
 
