@@ -1,6 +1,6 @@
-"""The pieces bench/operator_scale.py measures with: a local control plane, an accept-only WML service behind a
-recording proxy, the operator as a process, a watch on the StreamingDeployments (bench/_sdep_watch.py), and the
-counters it reads.
+"""The pieces bench/operator_scale.py and bench/operator_churn.py measure with: a local control plane, an
+accept-only WML service behind a recording proxy, the operator as a process, a watch on the StreamingDeployments
+(bench/_sdep_watch.py), and the counters they read.
 
 Everything runs on 127.0.0.1 in a temporary folder and is stopped, by PID, at the end (World is a context
 manager). Nothing here asserts on time.
@@ -9,9 +9,11 @@ manager). Nothing here asserts on time.
 from __future__ import annotations
 
 import json
+import platform
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -20,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,8 +32,10 @@ from kubernetes import config as k8s_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from _machine import cpu_seconds
-from _sdep_watch import GROUP, PLURAL, VERSION, Watcher
-from wml_localplatform.config import PlatformConfig
+from _sdep_watch import GROUP, PLURAL, VERSION, Snapshot, Watcher
+from wml_api.client import WMLClient
+from wml_api.credentials import WMLCredentials
+from wml_localplatform.config import PlatformConfig, read_versions
 from wml_localplatform.faultproxy import FaultProxy, Seen
 from wml_localplatform.kube import KubeControlPlane, KubeInfo
 from wml_localplatform.wmloperator import (
@@ -48,6 +53,19 @@ WML_WRITES = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 APPLY_THREADS = 16  # how many creates or patches the benchmark keeps in flight, for the operator and the limit
 _REQUEST_TOTAL = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$', re.MULTILINE)
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def settled(s: Snapshot) -> bool:
+    """Ready for its current generation, and not deleted."""
+    return s.settled and not s.deleted
+
+
+def gone(s: Snapshot) -> bool:
+    return s.deleted
 
 
 # -- processes --------------------------------------------------------------------------------------------------
@@ -280,6 +298,14 @@ class World:
             GROUP, VERSION, namespace, PLURAL, n, {"spec": {"state": state}}), names))
         return time.monotonic() - started
 
+    def delete(self, namespace: str, names: list[str]) -> float:
+        """Deletes the resources, APPLY_THREADS at a time (the operator's finalizer then deletes their WML
+        deployments); returns the seconds until the last delete answered, not until they are gone."""
+        started = time.monotonic()
+        list(self.pool.map(lambda n: self.custom.delete_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, n), names))
+        return time.monotonic() - started
+
     def delete_all(self, namespace: str, timeout: float = 600.0) -> float:
         """Deletes every StreamingDeployment of the namespace and waits until none is left (the operator's
         finalizer deletes their WML deployments first); returns the seconds it took."""
@@ -319,6 +345,23 @@ class World:
     def kube_version(self) -> str:
         assert self.api is not None
         return str(k8s.VersionApi(self.api).get_code().git_version)
+
+    def versions(self) -> dict[str, str]:
+        pinned = read_versions()
+        return {"kubernetes": self.kube_version(), "etcd": etcd_version(self.config),
+                "kafka": f"{pinned['KAFKA_VERSION']} (not used here: accept-only)",
+                "python": platform.python_version(), "kopf": metadata.version("kopf"),
+                "kubernetes_client": metadata.version("kubernetes")}
+
+    def wml_client(self) -> WMLClient:
+        """A client of the benchmark's own, to the same instance through the same proxy."""
+        assert self.user is not None
+        return WMLClient(self.proxy.url, WMLCredentials(self.user.username, self.user.password),
+                         self.user.instance_id)
+
+    def resources(self, namespace: str) -> int:
+        """How many StreamingDeployments the namespace holds (read from the apiserver, not the watch)."""
+        return len(self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"])
 
 
 @dataclass

@@ -96,6 +96,57 @@ burst, the operator's RSS stays near its peak (Python keeps the memory it grew t
 the same resources shows what they cost.
 """
 
+PROSE_CHURN_SETUP = """\
+`bench/operator_churn.py` runs in the world of `bench/operator_scale.py` (its own kube-apiserver and etcd, the
+accept-only WML service behind the recording proxy, the operator as a process with its default settings) and
+asks one question: does the operator's memory depend on how many resources it has ever seen, or only on how many
+exist? The operator keeps per-resource state in several tables (the poller's bodies and Secret users, when each
+was last run and next due, its generation, backoff and failure counts, the per-resource WML status of the
+metrics); each entry must go when its resource does.
+
+- **A cycle** is one resource's life: created, Ready (the operator created its WML deployment), deleted, gone
+  (the operator's finalizer deleted the WML deployment, then the resource left the apiserver). Every resource
+  has a name and a UID of its own. Cycles run in **waves** (100 resources by default: all created, all Ready,
+  all deleted, all gone), 16 requests in flight, so that 10,000 fit in about 20 minutes on 2 cores.
+- **Before**: after the warm-up waves (what the operator allocates once: imports, kopf's machinery, the client
+  pools, the caches, and the memory a wave needs at its peak) and 30 s idle; **after**: 30 s idle after the last
+  wave. RSS is the operator's `VmRSS` from `/proc` (its peak, `VmHWM`, beside it). A count of Python objects would
+  need code inside the operator; RSS is what a pod's memory limit sees.
+- **Growth per cycle** is (after - before) / cycles; the **slope** is the least-squares fit of the RSS read after
+  every wave, which a one-off step (an arena, a cache filling) moves less than it moves the two end points. CPython
+  rarely hands memory back to the system, so a growth of 0 means the tables are emptied: freed memory is reused
+  by the next wave instead of the process asking for more.
+- **Left over** is read after the cycles: the WML instance's deployments (one list through the proxy) and the
+  StreamingDeployments of the namespace (one list from the apiserver); both must be 0.
+- **Holding N at once** (`--hold`): N created together, all Ready, the RSS 30 s later; per resource =
+  (that - the RSS after the cycles) / N. Then all deleted, and the RSS once they are gone.
+"""
+
+PROSE_CHURN_FINDINGS = """\
+### Before the fix (2026-12-02)
+
+Measured on this machine, on the code before the per-resource tables were emptied on deletion (issue 13), with
+`bench/operator_churn.py --hold 10000` (defaults otherwise: 500 warm-up cycles, waves of 100, 30 s idle around):
+10,000 cycles in 19.3 min (8.6 cycles/s; load average 2-5 during the run, other work on the machine included) grew
+the operator's RSS from **130.8 MB to 156.2 MB: +25.4 MB**, 2.6 KB per cycle (slope 2.4 KB), five times the 5 MB
+target. It grew in steps rather than a straight line (+6.7 MB in the wave ending at 1,300 cycles, +3.6 MB at 2,800,
++1.9 MB at 3,000, +1.5 MB at 5,700: what tables and allocator arenas growing by whole blocks would
+show, not examined further), so the first 3,000
+cycles grew it by 17.2 MB and the next 7,000 by 8.2 MB. WML saw exactly 10,000 creates and 10,000 deletes (and 200
+lists); 0 WML deployments and 0 StreamingDeployments were left. Earlier short runs: 500 cycles after 200 warm-up
+cycles and 10 s idle +9.4 MB, 7.8 MB of it in the first wave after the idle (why the warm-up is 500 cycles and the
+slope is shown beside the end points); 300 cycles after 400 warm-up cycles +4.3 MB.
+
+Holding 10,000 at once, in the same run after the cycles: all Ready 495 s after the first create; the RSS 30 s later
+**540.9 MB** (the idle one before it 156.2 MB: **39.4 KB per resource**), past the 400 MB target; its peak (VmHWM,
+read by hand from /proc) was 559 MB while they came in. The run then stopped: one deletecollection of the 10,000
+outlived the apiserver's 60 s request timeout (504), so the benchmark now deletes them one by one, 16 in flight, and
+keeps what it measured when a phase fails. Checked with `--cycles 0 --warmup 100 --settle 10 --hold 2000`: 2,000 all
+Ready after 44 s, RSS 112.2 → 202.3 MB (46.2 KB per resource, peak 207 MB); all gone 174 s after the first delete,
+and the RSS then **263.8 MB**, higher than while they existed: deleting resources grew the operator more than
+holding them did; 0 WML deployments and 0 StreamingDeployments left.
+"""
+
 PROSE_MODEL = """\
 Data: `tweets_GroundTruth.txt`, the 4,200 tweets rated by 20 people each that ship in the vaderSentiment 3.3.2
 sdist (downloaded with pip into `~/.cache/wml-stream-operator/bench/`, checked against its sha256, never

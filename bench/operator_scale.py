@@ -27,19 +27,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from _machine import describe, machine
-from _operator_world import Counters, World, etcd_version, wml_kind
+from _operator_world import Counters, World, log, settled, wml_kind
 from _sdep_watch import Snapshot
-from wml_api.client import WMLClient
-from wml_api.credentials import WMLCredentials
-from wml_localplatform.config import read_versions
 
 POLL_FAST, POLL_SLOW = 5.0, 30.0  # the operator's defaults, left as they are
 TARGETS = {"latency_p50_s": 0.5, "latency_p99_s": 2.0, "all_ready_1000_s": 60.0, "all_ready_over_limit": 2.0,
@@ -47,10 +41,6 @@ TARGETS = {"latency_p50_s": 0.5, "latency_p99_s": 2.0, "all_ready_1000_s": 60.0,
            "restart_left_ready": 0}
 FLIP = 100
 COUNT_AFTER = 5.0  # seconds after the last resource got there until requests, writes and CPU are counted
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -62,10 +52,6 @@ def pct(values: list[float], q: float) -> float:
     low = int(pos)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
-def settled(s: Snapshot) -> bool:
-    return s.settled and not s.deleted
 
 
 def ready_times(world: World, names: list[str], since: float, check: Any = settled) -> list[float]:
@@ -152,9 +138,7 @@ def steady(world: World, n: int, seconds: float, settle: float) -> dict[str, Any
     }
     # The reference: one GET per resource per interval. Its rate is computed; one round of it is measured here,
     # against the same service through the same proxy, beside one list (what the operator does instead).
-    assert world.user is not None
-    client = WMLClient(world.proxy.url, WMLCredentials(world.user.username, world.user.password),
-                       world.user.instance_id)
+    client = world.wml_client()
     service0, started = world.service_stats().cpu_s, time.monotonic()
     ids = [d.id for d in client.list_instance_deployments()]
     list_s, list_cpu = time.monotonic() - started, world.service_stats().cpu_s - service0
@@ -227,13 +211,6 @@ def flip(world: World, k: int) -> dict[str, Any]:
             "wml_writes": counts["wml_writes"], "wml_by_kind": counts["wml_by_kind"],
             "operator_writes": counts["apiserver_writes_ours"] - len(names),
             "apiserver_writes": counts["apiserver_writes"], "cpu_s": counts["cpu_s"]}
-
-
-def versions(world: World) -> dict[str, str]:
-    pinned = read_versions()
-    return {"kubernetes": world.kube_version(), "etcd": etcd_version(world.config),
-            "kafka": f"{pinned['KAFKA_VERSION']} (not used here: accept-only)", "python": platform.python_version(),
-            "kopf": metadata.version("kopf"), "kubernetes_client": metadata.version("kubernetes")}
 
 
 # -- the report ---------------------------------------------------------------------------------------------------
@@ -336,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     with World(operator_env=operator_env, keep=args.keep) as world:
         log(f"platform up in {world.timings['platform_s']:.1f} s, "
             f"operator in {world.timings['operator_start_s']:.1f} s")
-        figures["versions"] = versions(world)
+        figures["versions"] = world.versions()
         time.sleep(5)
         figures["memory"] = {"0": world.operator_stats().rss_mb}
         log(f"latency: {args.latency_samples} resources one at a time")

@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/write_performance.py --dir FIGURES [--out PATH]
 
-FIGURES holds model_accuracy.json, stream_throughput.json and operator_scale.json (each benchmark's --json);
+FIGURES holds model_accuracy.json, stream_throughput.json, operator_scale.json and operator_churn.json (each
+benchmark's --json);
 a missing one leaves its section saying so. Tables are generated; the explanatory prose lives in
 bench/_performance_prose.py, so the page is never edited by hand: change the prose there, run `make bench` for
 the figures.
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from _performance_prose import (
+    PROSE_CHURN_FINDINGS,
+    PROSE_CHURN_SETUP,
     PROSE_MODEL,
     PROSE_OPERATOR_CHANGES,
     PROSE_OPERATOR_LIMITS,
@@ -27,7 +30,8 @@ from _performance_prose import (
 )
 
 Figures = dict[str, Any]
-FILES = {"model": "model_accuracy.json", "stream": "stream_throughput.json", "operator": "operator_scale.json"}
+FILES = {"model": "model_accuracy.json", "stream": "stream_throughput.json", "operator": "operator_scale.json",
+         "churn": "operator_churn.json"}
 
 
 # -- formatting ----------------------------------------------------------------------------------------------------
@@ -69,6 +73,7 @@ assert nothing about time.
 ```sh
 make bench        # all of them (the operator's at N = 1,000 takes most of the time), then this page
 .venv/bin/python bench/operator_scale.py --sizes 10,100 --json /tmp/op.json
+.venv/bin/python bench/operator_churn.py --cycles 1000 --json /tmp/churn.json
 .venv/bin/python bench/write_performance.py --dir FIGURES --out docs/PERFORMANCE.md
 ```
 
@@ -81,7 +86,7 @@ figure slower, and the 1-minute load average before each benchmark is recorded b
 
 def machine_section(figs: dict[str, Figures]) -> str:
     first = next((f["machine"] for f in figs.values() if "machine" in f), {})
-    versions = figs.get("operator", {}).get("versions", {})
+    versions = (figs.get("operator") or figs.get("churn") or {}).get("versions", {})
     rows = [["cores", str(first.get("cores", "-"))], ["CPU", str(first.get("cpu", "-"))],
             ["memory", num(first.get("memory_gib"), 1, "GiB")],
             ["load average (1 min) before", ", ".join(f"{name} {num(f['machine'].get('load_1min'), 1)}"
@@ -144,6 +149,7 @@ def summary(figs: dict[str, Figures]) -> str:
         fl = op["flip"]
         rows.append([f"flip of `state` on {fl['k']:,} at once: until all report it", num(fl["all_reported_s"], 1, "s"),
                      f"{fl['k']:,} raw patches {num(fl['limit_s'], 2, 's')}", "-", "-"])
+    rows += churn_summary(figs.get("churn"))
     model = figs.get("model")
     if model:
         rows.append(["sample model, weighted F1 on VADER's tweets", num(model["weighted_f1"], 3),
@@ -237,6 +243,103 @@ def operator_section(op: Figures | None) -> str:
     return "\n\n".join(parts)
 
 
+def churn_at_reference(ch: Figures) -> str:
+    """The growth at 10,000 cycles, saying so when it is extrapolated from fewer."""
+    done = ch["cycles"]["done"]
+    extrapolated = f" (extrapolated from {done:,})" if done != 10_000 else ""
+    return f"{num(ch['growth_at_10000_mb'], 1, 'MB')}{extrapolated}"
+
+
+def churn_verdicts(ch: Figures) -> tuple[bool | None, bool | None]:
+    """(growth at 10,000 cycles within its target, the RSS holding 10,000 within its target)."""
+    t = ch["targets"]
+    at = ch.get("growth_at_10000_mb")
+    growth = None if at is None else at <= t["growth_10000_mb"]
+    h = ch.get("hold")
+    hold = None if not h or h["n"] != 10_000 or not h["complete"] else h["rss_mb"] <= t["hold_10000_mb"]
+    return growth, hold
+
+
+def churn_summary(ch: Figures | None) -> list[list[str]]:
+    if not ch:
+        return []
+    t, c, b = ch["targets"], ch["cycles"], ch["before"]
+    growth_ok, hold_ok = churn_verdicts(ch)
+    left = ch["left"]
+    rows = [[f"churn: operator RSS growth over {c['done']:,} create → delete cycles", num(ch["growth_mb"], 1, "MB")
+             + f"; at 10,000: {churn_at_reference(ch)}",
+             f"RSS before {num(b['rss_mb'], 0, 'MB')} (after {ch['warmup']['done']:,} warm-up cycles)",
+             f"≤ {t['growth_10000_mb']:.0f} MB at 10,000", verdict(growth_ok)],
+            ["churn: WML deployments / StreamingDeployments left", f"{left['wml_deployments']} / "
+             f"{left['streamingdeployments']}", "-", "0 / 0",
+             verdict(left["wml_deployments"] == 0 and left["streamingdeployments"] == 0)]]
+    h = ch.get("hold")
+    if h and "rss_mb" in h:
+        rows.append([f"operator RSS holding {h['n']:,} at once", num(h["rss_mb"], 0, "MB")
+                     + ("" if h["complete"] else f" ({h['ready']:,} Ready)"),
+                     f"idle {num(h['idle_rss_mb'], 0, 'MB')}; {num(h['per_resource_kb'], 1, 'KB')} per resource",
+                     f"≤ {t['hold_10000_mb']:.0f} MB at 10,000", verdict(hold_ok)])
+    return rows
+
+
+def churn_section(ch: Figures | None) -> str:
+    title = "## The operator under churn: `bench/operator_churn.py`"
+    if not ch:
+        return f"{title}\n\nNot run in this `make bench`."
+    t, c, b, a = ch["targets"], ch["cycles"], ch["before"], ch["after"]
+    growth_ok, hold_ok = churn_verdicts(ch)
+    parts = [title, PROSE_CHURN_SETUP, f"Command: `{ch.get('command', 'bench/operator_churn.py')}`."]
+    if ch.get("settings", {}).get("operator_env"):
+        parts.append("**This run set the operator's environment beyond its defaults:** "
+                     + ", ".join(f"`{k}={v}`" for k, v in ch["settings"]["operator_env"].items()) + ".")
+    stopped = "" if c["complete"] else f" (stopped early: {c['error'] or '--max-minutes'})"
+    left = ch["left"]
+    parts.append(table(["", ""], [
+        ["cycles", f"{c['done']:,} of {c['requested']:,} in waves of {c['wave']:,}{stopped}, after "
+         f"{ch['warmup']['done']:,} warm-up cycles"],
+        ["wall time of the cycles", f"{num(c['seconds'] / 60, 1, 'min')} ({num(c['per_s'], 1)} cycles/s)"],
+        [f"operator RSS before (after {num(b['settle_s'], 0, 's')} idle)",
+         f"{num(b['rss_mb'], 1, 'MB')} (peak {num(b['hwm_mb'], 1, 'MB')})"],
+        [f"operator RSS after (after {num(a['settle_s'], 0, 's')} idle)",
+         f"{num(a['rss_mb'], 1, 'MB')} (peak {num(a['hwm_mb'], 1, 'MB')})"],
+        ["**growth**", f"**{num(ch['growth_mb'], 1, 'MB')}**, {num(ch['growth_kb_per_cycle'], 2, 'KB')} per cycle"],
+        ["slope of the RSS read after each wave", f"{num(ch['trend_kb_per_cycle'], 2, 'KB')} per cycle"],
+        ["growth at 10,000 cycles", f"{churn_at_reference(ch)}: target ≤ {t['growth_10000_mb']:.0f} MB "
+         f"{verdict(growth_ok)}"],
+        ["left over: WML deployments, StreamingDeployments", f"{left['wml_deployments']}, "
+         f"{left['streamingdeployments']} (target 0, 0)"],
+        ["WML requests during the cycles", kinds(ch["wml_by_kind"])],
+        ["operator CPU during the cycles", num(a["cpu_s"] - b["cpu_s"], 0, "s")]], "ll"))
+    waves = c["waves"]
+    if waves:
+        step = max(1, len(waves) // 10)
+        shown = waves[step - 1::step]
+        if shown[-1] is not waves[-1]:
+            shown.append(waves[-1])
+        parts.append("Operator RSS read after waves (each: create, all Ready, delete, all gone):\n\n" + table(
+            ["cycles", "elapsed", "RSS", "peak RSS", "operator CPU"],
+            [["0 (before)", "-", num(b["rss_mb"], 1, "MB"), num(b["hwm_mb"], 1, "MB"), num(b["cpu_s"], 0, "s")]]
+            + [[f"{w['cycles']:,}", num(w["t_s"], 0, "s"), num(w["rss_mb"], 1, "MB"), num(w["hwm_mb"], 1, "MB"),
+                num(w["cpu_s"], 0, "s")] for w in shown]))
+    h = ch.get("hold")
+    if h and "rss_mb" in h:
+        left_h = h.get("left") or {}
+        parts.append(f"### {h['n']:,} resources at once\n\n" + table(["", ""], [
+            ["all Ready after", num(h["all_ready_s"], 0, "s") + ("" if h["complete"] else
+                                                                  f" ({h['ready']:,} of {h['n']:,} Ready)")],
+            [f"operator RSS ({num(h['settle_s'], 0, 's')} after)", f"{num(h['rss_mb'], 0, 'MB')} (peak "
+             f"{num(h['hwm_mb'], 0, 'MB')}): target ≤ {t['hold_10000_mb']:.0f} MB at 10,000 {verdict(hold_ok)}"],
+            ["idle before (the RSS after the cycles)", num(h["idle_rss_mb"], 0, "MB")],
+            ["per resource", num(h["per_resource_kb"], 1, "KB")],
+            ["all gone after the deletes", num(h.get("all_gone_s"), 0, "s")
+             + (f" ({h['delete_error']})" if h.get("delete_error") else "")],
+            ["operator RSS once gone", num(h.get("after_delete_rss_mb"), 0, "MB")],
+            ["left over: WML deployments, StreamingDeployments",
+             f"{left_h.get('wml_deployments', '-')}, {left_h.get('streamingdeployments', '-')}"]], "ll"))
+    parts.append(PROSE_CHURN_FINDINGS)
+    return "\n\n".join(parts)
+
+
 def model_section(m: Figures | None) -> str:
     if not m:
         return "## Model accuracy: `bench/model_accuracy.py`\n\nNot run in this `make bench`."
@@ -321,7 +424,8 @@ def stream_section(s: Figures | None) -> str:
 
 def render(figs: dict[str, Figures]) -> str:
     return "\n\n".join([header(figs).rstrip(), machine_section(figs), summary(figs),
-                        operator_section(figs.get("operator")), model_section(figs.get("model")),
+                        operator_section(figs.get("operator")), churn_section(figs.get("churn")),
+                        model_section(figs.get("model")),
                         stream_section(figs.get("stream"))]) + "\n"
 
 
