@@ -42,7 +42,8 @@ def watch(kubectl: Kubectl, console: Console, namespace: str, name: str, waits: 
     proc = subprocess.Popen([str(kubectl.binary), f"--kubeconfig={kubectl.kubeconfig}", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    shown = threading.Event()  # a row of the resource (not only the header) was printed
+    printed = threading.Condition()
+    rows: list[list[str]] = []  # the resource's rows printed so far (NAME to REASON: AGE always moves)
 
     def show() -> None:
         assert proc.stdout is not None
@@ -53,7 +54,9 @@ def watch(kubectl: Kubectl, console: Console, namespace: str, name: str, waits: 
                 console.say("  " + line.rstrip())
                 last = line
                 if not line.lstrip().startswith("NAME "):
-                    shown.set()
+                    with printed:
+                        rows.append(line.split()[:5])
+                        printed.notify_all()
 
     reader = threading.Thread(target=show, daemon=True)
     reader.start()
@@ -68,10 +71,13 @@ def watch(kubectl: Kubectl, console: Console, namespace: str, name: str, waits: 
                                 f"{waited.stderr.strip()}")
         return time.monotonic() - started
     finally:
-        # The change may be done before kubectl's watch is up (the operator reports Ready in the pass that made
-        # the change): then the first row it prints is the one that satisfied the wait.
-        shown.wait(10.0)
-        time.sleep(1.0)  # the watch prints the row that satisfied the wait
+        # The watch shows the state that satisfied the wait before it goes: on a busy machine its last event can
+        # reach it after `kubectl wait` is done (and when the change was done before the watch was up, the first
+        # row it prints is that state).
+        now = kubectl("get", "sdep", name, "-n", namespace, "-o", "wide", "--no-headers", check=False)
+        final = now.stdout.split()[:5]
+        with printed:
+            printed.wait_for(lambda: bool(rows) and (not final or rows[-1] == final), timeout=10.0)
         proc.terminate()
         proc.wait(10)
         reader.join(5)
