@@ -20,6 +20,7 @@ from wml_api.models import (
     Deployment,
     DeploymentCreate,
     DeploymentList,
+    DryRunReport,
     PublishedModel,
     PublishedModelList,
     ResourceList,
@@ -103,6 +104,15 @@ class WMLClient:
         response = self._call("POST", template, path, json=body.model_dump(mode="json", exclude_none=True),
                               headers={SPARK_HEADER: spark.to_header()})
         return self._parse(Deployment, "POST", path, response)
+
+    def check_deployment(self, model_id: str, body: DeploymentCreate, spark: SparkServiceInstance) -> DryRunReport:
+        """Extension EXT_DRY_RUN: what a create of `body` would answer, creating nothing. Only for a server that
+        lists the extension: another one may create the deployment for real."""
+        template, path = self._path(MODEL_DEPLOYMENTS, model_id=model_id)
+        response = self._call("POST", template, path, params={"dry_run": "true"},
+                              json=body.model_dump(mode="json", exclude_none=True),
+                              headers={SPARK_HEADER: spark.to_header()})
+        return self._parse(DryRunReport, "POST", path, response)
 
     def list_deployments(self, model_id: str, *, status: str | None = None,
                          type: str | None = None) -> list[Deployment]:

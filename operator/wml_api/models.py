@@ -17,14 +17,15 @@ from wml_api.spark import SPARK_HEADER, SparkCredentials, SparkHeaderError, Spar
 from wml_api.wire import MASK, SECRET_KEYS, WireModel, describe_errors, describe_validation_error, mask_secrets
 
 __all__ = [
-    "MASK", "SECRET_KEYS", "SPARK_HEADER", "STATUS_PATH", "Author", "CountedLink", "DeployedVersion", "Deployment",
-    "DeploymentCreate", "DeploymentEntity", "DeploymentList", "DeploymentMetadata", "DeploymentStatus", "ErrorBody",
-    "ErrorItem", "Failure", "InstanceEntity", "KafkaConnection", "KafkaSource", "KafkaTarget", "Link",
-    "PatchOperation", "PublishedModel", "PublishedModelEntity", "PublishedModelList", "PublishedModelRef",
-    "ResourceList", "ResourceMetadata", "SparkCredentials", "SparkHeaderError", "SparkService",
-    "SparkServiceInstance", "StatusDetails", "StreamInput", "StreamOutput", "TokenRefreshRequest",
-    "TokenResponse", "WMLInstance", "WireModel", "describe_errors", "describe_validation_error", "mask_secrets",
-    "status_patch",
+    "EXTENSIONS", "EXT_DRY_RUN", "EXT_INITIAL_STATUS", "EXT_LAG", "EXT_POSITION", "EXT_STARTING_OFFSETS", "MASK",
+    "SECRET_KEYS", "SPARK_HEADER", "STATUS_PATH", "Author", "CountedLink", "DeployedVersion", "Deployment",
+    "DeploymentCreate", "DeploymentEntity", "DeploymentList", "DeploymentMetadata", "DeploymentStatus",
+    "DryRunReport", "ErrorBody", "ErrorItem", "Failure", "InstanceEntity", "KafkaConnection", "KafkaSource",
+    "KafkaTarget", "Link", "PatchOperation", "PublishedModel", "PublishedModelEntity", "PublishedModelList",
+    "PublishedModelRef", "ResourceList", "ResourceMetadata", "SparkCredentials", "SparkHeaderError", "SparkService",
+    "SparkServiceInstance", "StartingOffsets", "StatusDetails", "StreamInput", "StreamOutput", "StreamPosition",
+    "TokenRefreshRequest", "TokenResponse", "WMLInstance", "WireModel", "describe_errors",
+    "describe_validation_error", "mask_secrets", "status_patch",
 ]
 
 # --- stream deployment request -----------------------------------------------------------------------
@@ -52,9 +53,27 @@ class KafkaConnection(WireModel):
         return value
 
 
+StartingOffsets = Literal["earliest", "latest"]
+
+
 class KafkaSource(WireModel):
     topic: str = Field(min_length=1)
     type: Literal["kafka"] = "kafka"
+    # Extensions (EXT_STARTING_OFFSETS): where the stream starts reading. A partition starts at the group's
+    # committed offset when it has one; else at `start_position` (a position handed over from a deployment
+    # this one replaces: partition -> the next offset to read); else per `starting_offsets` (default
+    # earliest, the original's behaviour).
+    starting_offsets: StartingOffsets | None = None
+    start_position: dict[str, int] | None = None
+
+    @field_validator("start_position")
+    @classmethod
+    def _partitions(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        if value is not None:
+            for partition, offset in value.items():
+                if not partition.isdigit() or offset < 0:
+                    raise ValueError("start_position maps partition numbers (\"0\") to offsets >= 0")
+        return value
 
 
 class KafkaTarget(WireModel):
@@ -80,6 +99,9 @@ class DeploymentCreate(WireModel):
     description: str | None = None
     input: StreamInput | None = None
     output: StreamOutput | None = None
+    # Extension (EXT_INITIAL_STATUS): STOPPED creates the deployment without starting it: nothing is consumed
+    # or produced until a PATCH sets it RUNNING. The original starts every new deployment.
+    initial_status: Literal["RUNNING", "STOPPED"] | None = None
 
 
 # --- deployments ---------------------------------------------------------------------------------------
@@ -101,8 +123,18 @@ class Failure(WireModel):
     errors: list[ErrorItem] = Field(default_factory=list)
 
 
+class StreamPosition(WireModel):
+    """Extension (EXT_POSITION): where a stream stands in its input topic: per partition, the next offset it
+    will read (everything before it is scored and committed). Final once the deployment is STOPPED."""
+
+    topic: str
+    offsets: dict[str, int] = Field(default_factory=dict)
+
+
 class StatusDetails(WireModel):
     failure: Failure | None = None
+    position: StreamPosition | None = None  # extension EXT_POSITION
+    lag: int | None = None  # extension EXT_LAG: records in the input topic not yet read, as last measured
 
 
 class Author(WireModel):
@@ -248,6 +280,8 @@ class InstanceEntity(WireModel):
     usage: dict[str, Any] | None = None
     published_models: Link | None = None
     deployments: Link | None = None
+    # Which of this project's extensions the server supports (EXT_*): absent on the original.
+    extensions: list[str] = Field(default_factory=list)
 
 
 class WMLInstance(WireModel):
@@ -292,6 +326,24 @@ class TokenRefreshRequest(WireModel):
     """PUT /v3/identity/token body: the old token, possibly expired."""
 
     token: str = Field(min_length=1)
+
+
+class DryRunReport(WireModel):
+    """Extension (EXT_DRY_RUN): `POST .../deployments?dry_run=true` answers 200 with what it checked, or the
+    error the create would have answered, and creates nothing."""
+
+    checked: list[str] = Field(default_factory=list)
+
+
+# --- this project's extensions of the v3 API -------------------------------------------------------------
+# A server lists those it supports in its instance's `entity.extensions`; a client uses one only when listed
+# (a server without it would ignore an unknown field, or create for real on `?dry_run=true`).
+EXT_INITIAL_STATUS = "initial_status"  # DeploymentCreate.initial_status
+EXT_STARTING_OFFSETS = "starting_offsets"  # KafkaSource.starting_offsets and .start_position
+EXT_DRY_RUN = "dry_run"  # POST .../deployments?dry_run=true
+EXT_POSITION = "position"  # StatusDetails.position
+EXT_LAG = "lag"  # StatusDetails.lag
+EXTENSIONS = (EXT_INITIAL_STATUS, EXT_STARTING_OFFSETS, EXT_DRY_RUN, EXT_POSITION, EXT_LAG)
 
 
 class ErrorBody(WireModel):
