@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from wml_api.errors import NotFound
-from wml_api.models import Deployment, DeploymentCreate, SparkServiceInstance
+from wml_api.models import EXTENSIONS, Deployment, DeploymentCreate, SparkServiceInstance, StatusDetails
 from wml_operator.secrets import Endpoint
 from wml_operator.wml import Listing
 
@@ -35,8 +35,11 @@ class MemoryWML:
     whatever the endpoint) and reconcile.WML. `fail[call] = error` makes that call raise once; `calls` records
     every call; `answer_status` is what a created or patched deployment reports (WML's own status after it)."""
 
-    def __init__(self, models: tuple[str, ...] = ("m1",), answer_status: str | None = None) -> None:
+    def __init__(self, models: tuple[str, ...] = ("m1",), answer_status: str | None = None,
+                 extensions: frozenset[str] = frozenset(EXTENSIONS)) -> None:
         self.models = set(models)
+        self.extension_names = extensions
+        self.bodies: dict[str, DeploymentCreate] = {}  # the create body of each deployment
         self.deployments: dict[str, Deployment] = {}
         self.calls: list[tuple[str, ...]] = []
         self.fail: dict[str, Exception] = {}
@@ -60,18 +63,41 @@ class MemoryWML:
         self._call("list", str(max_age))
         return Listing.of(0.0, dict(self.deployments))
 
-    def create(self, model_id: str, body: DeploymentCreate, spark: SparkServiceInstance) -> Deployment:
-        self._call("create", model_id)
+    def extensions(self) -> frozenset[str]:
+        self._call("extensions")
+        return self.extension_names
+
+    def check(self, model_id: str, body: DeploymentCreate, spark: SparkServiceInstance) -> None:
+        self._call("check", model_id)
+        self._model(model_id)
+
+    def model(self, model_id: str) -> None:
+        self._call("model", model_id)
+        self._model(model_id)
+
+    def _model(self, model_id: str) -> None:
         if model_id not in self.models:
             raise NotFound(f"Published model {model_id} does not exist.", method="POST", path="/v3/...", status=404)
+
+    def get(self, deployment_id: str) -> Deployment | None:
+        self._call("get", deployment_id)
+        return self.deployments.get(deployment_id)
+
+    def create(self, model_id: str, body: DeploymentCreate, spark: SparkServiceInstance) -> Deployment:
+        self._call("create", model_id)
+        self._model(model_id)
         deployment_id = f"dep-{next(self._ids)}"
+        status = self.answer_status or "INITIALIZING"
+        if body.initial_status == "STOPPED" and "initial_status" in self.extension_names:
+            status = "STOPPED"
         deployment = Deployment.model_validate({
             "metadata": {"guid": deployment_id, "url": f"http://wml/v3/wml_instances/i/published_models/{model_id}"
                                                        f"/deployments/{deployment_id}"},
             "entity": {"type": "stream", "name": body.name, "description": body.description,
-                       "status": self.answer_status or "INITIALIZING",
-                       "published_model": {"guid": model_id}}})
+                       "status": status, "published_model": {"guid": model_id},
+                       "input": body.input.model_dump(mode="json") if body.input else None}})
         self.deployments[deployment_id] = deployment
+        self.bodies[deployment_id] = body
         return deployment
 
     def set_state(self, model_id: str, deployment_id: str, value: str, spark: SparkServiceInstance) -> Deployment:
@@ -89,9 +115,15 @@ class MemoryWML:
         self.deployments[deployment_id] = old.model_copy(
             update={"entity": old.entity.model_copy(update={"status": status})})
 
+    def set_position(self, deployment_id: str, topic: str, offsets: dict[str, int]) -> None:
+        old = self.deployments[deployment_id]
+        details = {"position": {"topic": topic, "offsets": offsets}}
+        self.deployments[deployment_id] = old.model_copy(update={"entity": old.entity.model_copy(
+            update={"status_details": StatusDetails.model_validate(details)})})
+
     def changes(self) -> list[tuple[str, ...]]:
-        """The calls that change WML (not the lists)."""
-        return [c for c in self.calls if c[0] != "list"]
+        """The calls that change WML (not the lists and reads)."""
+        return [c for c in self.calls if c[0] not in ("list", "extensions", "get", "model", "check")]
 
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"

@@ -75,10 +75,17 @@ class OperatorApp:
             self.metrics.errors.labels("WMLUnavailable").inc()
         else:
             self.resources.set_wml_status(uid, outcome.status.get("wmlStatus") or "NONE")
+            self.metrics.set_lag(meta["namespace"], meta["name"], None if deleting else outcome.status.get("lag"))
         self.resources.ran(uid, retry_after=outcome.retry_after, generation=meta.get("generation"))
         self.status.write(body, outcome.status, patch)
         self.metrics.reconciles.labels(trigger, "ok" if outcome.retry_after is None else "transient").inc()
         return outcome
+
+    def forget(self, body: Mapping[str, Any]) -> None:
+        """The resource is gone: what is kept for it goes, its metrics series too."""
+        meta = body["metadata"]
+        self.resources.forget(meta["uid"])
+        self.metrics.set_lag(meta["namespace"], meta["name"], None)
 
     def poll(self, body: Mapping[str, Any]) -> None:
         """A pass of the poller (poller.Pass)."""

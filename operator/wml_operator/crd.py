@@ -24,6 +24,8 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Deployment", "type": "string", "jsonPath": ".status.deploymentId", "priority": 1},
     {"name": "Model", "type": "string", "jsonPath": ".spec.modelId", "priority": 1},
+    {"name": "Lag", "type": "integer", "jsonPath": ".status.lag", "priority": 1,
+     "description": "Records of the input topic not read yet"},
 ]
 
 

@@ -85,7 +85,7 @@ def delete(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> Non
     if not outcome.finalized:
         raise kopf.TemporaryError(str(outcome.status.get("message") or "deletion is waiting"),
                                   delay=RETRY_DELETE_SECONDS)
-    app.resources.forget(body["metadata"]["uid"])
+    app.forget(body)
 
 
 @kopf.on.event(*RESOURCE)
@@ -93,6 +93,8 @@ async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
     app = app_of(memo)
     app.poller.seen()
     app.resources.track(event.get("type"), body)
+    if event.get("type") == "DELETED":
+        app.forget(body)
 
 
 @kopf.on.event("", "v1", "secrets")

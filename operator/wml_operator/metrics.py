@@ -5,6 +5,7 @@ One `Metrics` per operator, with a registry of its own, made at start-up (tests 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -24,6 +25,8 @@ class Metrics:
                                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
         self.resources = Gauge("wml_operator_resources", "StreamingDeployments by WML status", ["wml_status"],
                                registry=self.registry)
+        self.stream_lag = Gauge("wml_operator_stream_lag", "Records of the input topic a resource's stream has not "
+                                "read yet, as WML last reported", ["namespace", "name"], registry=self.registry)
         self.status_writes = Counter("wml_operator_status_writes", "Status patches written", registry=self.registry)
         self._counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         self._lock = threading.Lock()  # passes report from many threads at once
@@ -41,6 +44,14 @@ class Metrics:
                 if label is not None:
                     self._counts[label] = self._counts.get(label, 0) + change
                     self.resources.labels(label).set(self._counts[label])
+
+    def set_lag(self, namespace: str, name: str, lag: int | None) -> None:
+        """None: WML reports none (or the resource is gone): the series goes, so deleted resources leave none."""
+        if lag is not None:
+            self.stream_lag.labels(namespace, name).set(lag)
+            return
+        with contextlib.suppress(KeyError):
+            self.stream_lag.remove(namespace, name)
 
     def serve(self, address: str) -> None:
         host, _, port = address.rpartition(":")

@@ -10,32 +10,44 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from wml_api import errors as wml_errors
 from wml_api.models import (
+    EXT_STARTING_OFFSETS,
     Deployment,
     DeploymentCreate,
     KafkaSource,
     KafkaTarget,
     SparkServiceInstance,
+    StartingOffsets,
     StreamInput,
     StreamOutput,
 )
 from wml_api.wire import describe_validation_error
+from wml_operator import handover
 from wml_operator import plan as planning
-from wml_operator.plan import Desired, Do, Last, Observed, View
+from wml_operator.plan import STOPPED, Action, Desired, Do, Last, Observed, View
 from wml_operator.resources import Resources
-from wml_operator.secrets import Defaults, Endpoint, Resolved, SecretReader, SpecProblem, resolve
+from wml_operator.secrets import (
+    Defaults,
+    Endpoint,
+    Resolved,
+    SecretReader,
+    SpecProblem,
+    recorded_endpoint,
+    resolve,
+)
 from wml_operator.spec import (
     ANNOTATION_DEPLOYMENT_ID,
     ANNOTATION_RECONCILE,
     StreamingDeploymentSpec,
     parse_spec,
 )
-from wml_operator.status import Found, Outcome, Result, last_of, outcome
+from wml_operator.status import Event, Found, Outcome, Result, last_of, outcome
 from wml_operator.wml import Listing, built_from, marker
 
 
@@ -44,6 +56,17 @@ class WML(Protocol):
 
     def listing(self, max_age: float) -> Listing:
         """The instance's deployments, from a list begun at most max_age seconds ago."""
+
+    def extensions(self) -> frozenset[str]:
+        """The project's extensions of the v3 API the server lists (wml_api.models.EXT_*)."""
+
+    def check(self, model_id: str, body: DeploymentCreate, spark: SparkServiceInstance) -> None:
+        """Raises what a create would (EXT_DRY_RUN servers only); creates nothing."""
+
+    def model(self, model_id: str) -> None:
+        """Raises NotFound when the published model does not exist."""
+
+    def get(self, deployment_id: str) -> Deployment | None: ...
 
     def create(self, model_id: str, body: DeploymentCreate, spark: SparkServiceInstance) -> Deployment: ...
 
@@ -62,20 +85,53 @@ def _observed(found: Deployment | None) -> Observed | None:
     return Observed(found.id, found.status, found.failure_message, built_from(found)) if found else None
 
 
-def _found(deployment: Deployment | None) -> Found | None:
+def _found(deployment: Deployment | None, endpoint: Endpoint | None = None) -> Found | None:
     if deployment is None:
         return None
-    return Found(deployment.id, deployment.metadata.url, deployment.status, built_from(deployment))
+    details = deployment.entity.status_details
+    return Found(deployment.id, deployment.metadata.url, deployment.status, built_from(deployment),
+                 lag=details.lag if details is not None else None,
+                 endpoint=endpoint.recorded() if endpoint is not None else None)
 
 
-def look(listing: Listing, target_id: str | None, uid: str) -> tuple[Deployment | None, tuple[str, ...]]:
-    """The resource's deployment (the one its status or adoption names, else the first with its marker), and
-    the other deployments carrying its marker."""
-    found = listing.by_id.get(target_id) if target_id else None
+@dataclass(frozen=True)
+class Looked:
+    """What one list shows of a resource: the deployment built from its spec as it is now (`current`), the one
+    its status names when that is another (`previous`: to hand over from), and any other of its deployments
+    (`extras`: a create that reached WML after it was given up on and sent again)."""
+
+    current: Deployment | None
+    previous: Deployment | None = None
+    extras: tuple[str, ...] = ()
+
+
+def look(listing: Listing, target_id: str | None, uid: str, want: str | None = None,
+         last_hash: str | None = None) -> Looked:
+    """`target_id`: the deployment the status (or the adoption annotation) names; `want`: the spec hash now
+    (None: whatever the target is, it is current); `last_hash`: what the status says the target was built from,
+    for deployments whose marker does not say."""
+    named = listing.by_id.get(target_id) if target_id else None
     owned = listing.owned(uid)
-    if found is None and owned:
-        found = owned[0]
-    return found, tuple(d.id for d in owned if found is None or d.id != found.id)
+
+    def built(deployment: Deployment) -> str | None:
+        return built_from(deployment) or (last_hash if named is not None and deployment.id == named.id else None)
+
+    ordered = ([named] if named is not None else []) + [d for d in owned if named is None or d.id != named.id]
+    if want is None:
+        current = ordered[0] if ordered else None
+    else:
+        # Built from what the spec says now; one built from nobody knows what (an older operator's, with no
+        # hash in its marker or the status) is taken as it is, as it always was.
+        current = next((d for d in ordered if built(d) == want), None)
+        if current is None and named is not None and built(named) is None:
+            current = named
+    previous = None
+    if want is not None and current is None and ordered:
+        previous = ordered[0]
+    elif named is not None and current is not None and named.id != current.id:
+        previous = named
+    kept = {d.id for d in (current, previous) if d is not None}
+    return Looked(current, previous, tuple(d.id for d in owned if d.id not in kept))
 
 
 class Reconciler:
@@ -134,22 +190,56 @@ class Reconciler:
 
     def _act(self, body: Mapping[str, Any], spec: StreamingDeploymentSpec, resolved: Resolved, desired: Desired,
              last: Last) -> Result:
-        uid = body["metadata"]["uid"]
+        meta = body["metadata"]
+        uid, namespace = meta["uid"], meta["namespace"]
         wml = self.wml.instance(resolved.endpoint)
         now = time.time()
-        target = desired.adopt_id or last.deployment_id
-        found, extras = look(wml.listing(self.resources.poll_interval(body)), target, uid)
+        recorded = (body.get("status") or {}).get("endpoint") or _endpoint_of_url((body.get("status") or {}).get(
+            "deploymentUrl"), resolved.endpoint)
+        moved = bool(last.deployment_id and recorded and not resolved.endpoint.same_place(recorded)
+                     and not desired.adopt_id)
+        target = desired.adopt_id or (None if moved else last.deployment_id)
+        want = None if desired.adopt_id else desired.spec_hash
+        looked = look(wml.listing(self.resources.poll_interval(body)), target, uid, want, last.spec_hash)
+        there, old = wml, resolved.endpoint
+        if moved:
+            # The status names a deployment on the endpoint the spec no longer does: it is stopped and deleted
+            # there (its absence is checked there too, before anyone calls it deleted).
+            old = recorded_endpoint(self.secrets, namespace, recorded or {}, resolved.endpoint)
+            there = self.wml.instance(old)
+            gone = there.listing(self.resources.poll_interval(body)).by_id.get(str(last.deployment_id))
+            looked = replace(looked, previous=gone or looked.previous)
+        if looked.previous is not None and not desired.paused:
+            if desired.deleting:
+                there.delete(looked.previous.id)
+                looked = replace(looked, previous=None)
+            elif not desired.adopt_id:
+                return self._hand_over(body, spec, resolved, desired, last, wml, there, old, looked)
+        return self._step(body, spec, resolved, desired, last, wml, looked, now)
+
+    def _step(self, body: Mapping[str, Any], spec: StreamingDeploymentSpec, resolved: Resolved, desired: Desired,
+              last: Last, wml: WML, looked: Looked, now: float) -> Result:
+        uid = body["metadata"]["uid"]
+        found, extras = looked.current or looked.previous, looked.extras
         action = planning.plan(desired, View(_observed(found), extras, fresh=False,
                                              made_here=self.resources.made_here(uid)), last, now)
         if action.do == Do.LOOK_AGAIN:
-            found, extras = look(wml.listing(0), target, uid)
+            again = look(wml.listing(0), desired.adopt_id or last.deployment_id, uid,
+                         None if desired.adopt_id else desired.spec_hash, last.spec_hash)
+            if again.previous is not None and again.current is None and not desired.adopt_id:
+                return self._hand_over(body, spec, resolved, desired, last, wml, wml, resolved.endpoint, again)
+            found, extras = again.current or again.previous, again.extras
             action = planning.plan(desired, View(_observed(found), extras), last, now)
         model_id = (found.model_id if found else None) or spec.model_id
-        created = None
-        if action.do in (Do.CREATE, Do.RECREATE):
-            if action.do == Do.RECREATE and found is not None:
-                wml.delete(found.id)
-            found = self._create(wml, body, spec, resolved)
+        created: str | None = None
+        notes: tuple[Event, ...] = ()
+        start: handover.Start | None = None
+        if action.do == Do.CREATE:
+            start = handover.start_of(None, topic=spec.input.topic, brokers=frozenset(),
+                                      starting_offsets=str(spec.input.starting_offsets),
+                                      keep_across_topics=False, old_extensions=frozenset(),
+                                      new_extensions=wml.extensions())
+            found, notes = self._create(wml, body, spec, resolved, desired, start)
             created = found.id
         elif action.do in (Do.PATCH_STATE, Do.RESTART) and found is not None and action.value:
             found = wml.set_state(model_id, found.id, action.value, resolved.spark)
@@ -161,20 +251,143 @@ class Reconciler:
         after = Last(found.id if found else None, resolved.spec_hash, found.status if found else None,
                      last.restart_count, last.last_restart_at) if created else last
         verdict = planning.settle(desired, action, _observed(found), after, now)
-        return Result(action, verdict, found=_found(found), spec_hash=resolved.spec_hash,
+        return Result(action, verdict, found=_found(found, resolved.endpoint), spec_hash=resolved.spec_hash,
                       adopting=bool(desired.adopt_id), created=created, extras_deleted=action.extras,
-                      restarted_at=now if action.do == Do.RESTART else None, deleting=desired.deleting)
+                      restarted_at=now if action.do == Do.RESTART else None, deleting=desired.deleting,
+                      hand_over=start.note if start is not None else None, notes=notes)
 
-    def _create(self, wml: WML, body: Mapping[str, Any], spec: StreamingDeploymentSpec,
-                resolved: Resolved) -> Deployment:
+    def _hand_over(self, body: Mapping[str, Any], spec: StreamingDeploymentSpec, resolved: Resolved,
+                   desired: Desired, last: Last, wml: WML, there: WML, old: Endpoint, looked: Looked) -> Result:
+        """Replaces looked.previous by a deployment of the spec as it is now, step by step (wml_operator.handover):
+        every step leaves WML where the next pass, after any crash, takes it up."""
+        uid = body["metadata"]["uid"]
+        if looked.current is None:
+            # A create must never rest on a list that may not show one made already (a pass killed after it).
+            fresh = look(wml.listing(0), None, uid, desired.spec_hash)
+            looked = replace(looked, current=fresh.current, extras=tuple(
+                e for e in fresh.extras if e != looked.previous.id) if looked.previous else fresh.extras)
+        previous_deployment = looked.previous
+        assert previous_deployment is not None
+        previous = handover.Previous.of(previous_deployment)
+        current, created, start_note = looked.current, None, None
+        notes: tuple[Event, ...] = ()
+        checked, drained = False, False
+        changed = Action(Do.RECREATE, "SpecChanged", "the model, topics, connections or credentials changed; "
+                                                     "re-creating the deployment", event=True)
+        while True:
+            step = handover.next_step(desired.state, previous, current is not None, checked)
+            if step == handover.Step.CHECK:
+                refused = self._check(wml, spec, resolved, body)
+                if refused is not None:
+                    return self._restore(desired, previous, resolved, there, old, refused, last)
+                checked = True
+            elif step == handover.Step.DRAIN:
+                stopped = there.set_state(previous.model_id or spec.model_id, previous.deployment_id, STOPPED,
+                                          resolved.spark)
+                previous, drained = handover.Previous.of(stopped), True
+                if handover.after_drain(previous.status) == handover.Step.WAIT:
+                    wait = Action(Do.WAIT, "Draining", f"stopping deployment {previous.deployment_id} to hand its "
+                                                       "stream over; it is finishing its last batch")
+                    return Result(wait, wait, found=_found(stopped, old), spec_hash=resolved.spec_hash)
+            elif step == handover.Step.SWITCH:
+                if not drained:  # the position a list showed may be older than the stop
+                    fresh_previous = there.get(previous.deployment_id)
+                    previous = handover.Previous.of(fresh_previous) if fresh_previous else previous
+                start = handover.start_of(
+                    previous, topic=spec.input.topic, brokers=frozenset(resolved.input.kafka_brokers_sasl),
+                    starting_offsets=str(spec.input.starting_offsets),
+                    keep_across_topics=spec.input.keep_position_on_topic_change,
+                    old_extensions=there.extensions(), new_extensions=wml.extensions())
+                try:
+                    current, notes = self._create(wml, body, spec, resolved, desired, start)
+                    start_note = start.note
+                except wml_errors.WMLError as err:
+                    if err.transient:
+                        raise
+                    refused = planning.plan_refused(err, spec.model_id)
+                    return self._restore(desired, previous, resolved, there, old, refused, last)
+                created = current.id
+            else:  # RETIRE
+                there.delete(previous.deployment_id)
+                break
+        if created is None:
+            # Made by a pass that was killed before it retired the previous one: from here on, a plain pass.
+            result = self._step(body, spec, resolved, desired, last, wml, Looked(current, None, looked.extras),
+                                time.time())
+            retired: Event = ("Normal", "Retired", f"deleted deployment {previous.deployment_id}, which deployment "
+                                                   f"{current.id if current else '?'} replaced")
+            return replace(result, notes=(*result.notes, retired))
+        for extra in looked.extras:
+            wml.delete(extra)
+        now = time.time()
+        after = Last(current.id if current else None, resolved.spec_hash, current.status if current else None)
+        verdict = planning.settle(desired, changed, _observed(current), after, now)
+        return Result(changed, verdict, found=_found(current, resolved.endpoint), spec_hash=resolved.spec_hash,
+                      created=created, extras_deleted=looked.extras, hand_over=start_note, notes=notes)
+
+    def _check(self, wml: WML, spec: StreamingDeploymentSpec, resolved: Resolved,
+               body: Mapping[str, Any]) -> Action | None:
+        """The new deployment can be made: the whole create, where the server checks one without making it;
+        else the model (and, by the call, the login). None when it can; else why not (Stalled)."""
+        try:
+            if handover.can_check(wml.extensions()):
+                wml.check(spec.model_id, self._body(body, spec, resolved, None, STOPPED, wml.extensions()),
+                          resolved.spark)
+            else:
+                wml.model(spec.model_id)
+        except wml_errors.WMLError as err:
+            if err.transient:
+                raise
+            return planning.plan_refused(err, spec.model_id)
+        return None
+
+    def _restore(self, desired: Desired, previous: handover.Previous, resolved: Resolved, there: WML,
+                 old: Endpoint, refused: Action, last: Last) -> Result:
+        """The new deployment cannot be made: the resource is Stalled and the stream it has runs on as declared."""
+        found = there.get(previous.deployment_id)
+        value = handover.restore_to(desired.state, previous)
+        if found is not None and value is not None:
+            found = there.set_state(str(found.model_id or previous.model_id), previous.deployment_id, value,
+                                    resolved.spark)
+        stalled = replace(refused, message=f"{refused.message}; deployment {previous.deployment_id} keeps running "
+                                           f"as it was" if found is not None else refused.message)
+        return Result(stalled, stalled, found=_found(found, old), spec_hash=last.spec_hash)
+
+    def _body(self, body: Mapping[str, Any], spec: StreamingDeploymentSpec, resolved: Resolved,
+              start: handover.Start | None, declared: str, extensions: frozenset[str]) -> DeploymentCreate:
         meta = body["metadata"]
         text = spec.description or f"StreamingDeployment {meta['namespace']}/{meta['name']}"
-        create = DeploymentCreate(
+        source = KafkaSource(topic=spec.input.topic)
+        if EXT_STARTING_OFFSETS in extensions:
+            first: StartingOffsets = "latest" if spec.input.starting_offsets == "latest" else "earliest"
+            source = KafkaSource(topic=spec.input.topic, starting_offsets=first,
+                                 start_position=start.position if start is not None else None)
+        return DeploymentCreate(
             name=f"{meta['namespace']}/{meta['name']}", type="stream",
             description=f"{text} {marker(meta['uid'], resolved.spec_hash)}",
-            input=StreamInput(connection=resolved.input, source=KafkaSource(topic=spec.input.topic)),
-            output=StreamOutput(connection=resolved.output, target=KafkaTarget(topic=spec.output.topic)))
-        self.resources.note_created(meta["uid"])
-        return wml.create(spec.model_id, create, resolved.spark)
+            input=StreamInput(connection=resolved.input, source=source),
+            output=StreamOutput(connection=resolved.output, target=KafkaTarget(topic=spec.output.topic)),
+            initial_status="STOPPED" if handover.created_stopped(declared, extensions) else None)
+
+    def _create(self, wml: WML, body: Mapping[str, Any], spec: StreamingDeploymentSpec, resolved: Resolved,
+                desired: Desired, start: handover.Start) -> tuple[Deployment, tuple[Event, ...]]:
+        """Creates the deployment; the events that say where it starts and whether it ran before it stopped."""
+        extensions = wml.extensions()
+        create = self._body(body, spec, resolved, start, desired.state, extensions)
+        self.resources.note_created(body["metadata"]["uid"])
+        made = wml.create(spec.model_id, create, resolved.spark)
+        notes: list[Event] = []
+        if start.reason:
+            notes.append(("Warning" if start.warning else "Normal", start.reason, start.note))
+        if desired.state == STOPPED and made.status != STOPPED:
+            notes.append(("Warning", "StreamRanBriefly", "the server does not support creating a deployment "
+                                                         "stopped: it runs from its creation until it is stopped"))
+        return made, tuple(notes)
 
 
+def _endpoint_of_url(url: str | None, now: Endpoint) -> dict[str, str] | None:
+    """Where a deployment lives, from its URL, for a status written before status.endpoint existed."""
+    if not url or "/v3/wml_instances/" not in url:
+        return None
+    base, _, rest = url.partition("/v3/wml_instances/")
+    return {"url": base, "instanceId": rest.split("/", 1)[0], "credentialsSecret": now.credentials_secret or ""}

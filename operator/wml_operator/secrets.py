@@ -5,6 +5,7 @@ Secret values never appear in any message raised here.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -51,6 +52,22 @@ class Endpoint:
     instance_id: str
     credentials: WMLCredentials
     ca_pem: str | None = field(default=None, repr=False)
+    # Where the login and CA came from, by name ("namespace/name", "name/key"): recorded in the status, so a
+    # later pass can reach this endpoint again after the spec moved to another one.
+    credentials_secret: str | None = field(default=None, compare=False)
+    ca_secret: str | None = field(default=None, compare=False)
+
+    def recorded(self) -> dict[str, str]:
+        """status.endpoint: names only, never a credential."""
+        out = {"url": self.url, "instanceId": self.instance_id}
+        if self.credentials_secret:
+            out["credentialsSecret"] = self.credentials_secret
+        if self.ca_secret:
+            out["caSecret"] = self.ca_secret
+        return out
+
+    def same_place(self, recorded: Mapping[str, Any]) -> bool:
+        return (recorded.get("url"), recorded.get("instanceId")) == (self.url, self.instance_id)
 
 
 @dataclass(frozen=True)
@@ -163,7 +180,27 @@ def endpoint(reader: SecretReader, namespace: str, spec: StreamingDeploymentSpec
     except ValueError as exc:
         where = "spec.wml.url" if wml and wml.url else f"{path}: Secret {creds_ns}/{creds_name} key 'url'"
         raise SpecProblem("InvalidSecret" if "Secret" in where else "InvalidSpec", f"{where}: {exc}") from None
-    return Endpoint(url, instance, credentials, ca_pem)
+    return Endpoint(url, instance, credentials, ca_pem, credentials_secret=f"{creds_ns}/{creds_name}",
+                    ca_secret=f"{wml.ca_secret_ref.name}/{wml.ca_secret_ref.key}" if wml and wml.ca_secret_ref
+                    else None)
+
+
+def recorded_endpoint(reader: SecretReader, namespace: str, recorded: Mapping[str, Any], now: Endpoint) -> Endpoint:
+    """The endpoint a status recorded (where the deployment lives), opened with the Secrets it names while they
+    still hold a login, else with the spec's own (a migration keeps one user on both endpoints)."""
+    credentials, creds_name = now.credentials, now.credentials_secret
+    creds_ns, _, name = str(recorded.get("credentialsSecret") or "").partition("/")
+    data = reader.read(creds_ns, name) if creds_ns and name else None
+    if data and data.get("username") and data.get("password"):
+        with contextlib.suppress(ValueError):
+            credentials, creds_name = WMLCredentials(data["username"], data["password"]), f"{creds_ns}/{name}"
+    ca_pem, ca_name = now.ca_pem, now.ca_secret
+    ca_ref, _, ca_key = str(recorded.get("caSecret") or "").partition("/")
+    ca_data = reader.read(namespace, ca_ref) if ca_ref and ca_key else None
+    if ca_data and "-----BEGIN CERTIFICATE-----" in (ca_data.get(ca_key) or ""):
+        ca_pem, ca_name = ca_data[ca_key], f"{ca_ref}/{ca_key}"
+    return Endpoint(str(recorded.get("url")), str(recorded.get("instanceId")), credentials, ca_pem,
+                    credentials_secret=creds_name, ca_secret=ca_name)
 
 
 def build_hash(spec: StreamingDeploymentSpec, ep: Endpoint, inp: KafkaConnection, out: KafkaConnection,

@@ -102,6 +102,25 @@ class KafkaSide(_Model):
                                                  "credentials) of this topic.")]
 
 
+class StartingOffsets(StrEnum):
+    EARLIEST = "earliest"
+    LATEST = "latest"
+
+
+class InputSide(KafkaSide):
+    starting_offsets: Annotated[StartingOffsets, Field(
+        default=StartingOffsets.EARLIEST, alias="startingOffsets",
+        description="Where a new deployment starts reading when there is no position to hand over (the first "
+                    "deployment, another topic or other brokers): earliest (every record in the topic) or "
+                    "latest (only records that come after it starts). A re-create on the same topic continues "
+                    "where the replaced deployment stopped, whatever this says. Changing it re-creates nothing.")]
+    keep_position_on_topic_change: Annotated[bool, Field(
+        default=False, alias="keepPositionOnTopicChange",
+        description="When `topic` changes, start the new topic at the partition offsets the old one had "
+                    "reached (for a topic copied with its offsets, e.g. by a mirror), instead of at "
+                    "`startingOffsets`.")]
+
+
 class StreamingDeploymentSpec(_Model):
     """A stream deployment of a published model: records from `input.topic` scored onto `output.topic`."""
 
@@ -117,7 +136,7 @@ class StreamingDeploymentSpec(_Model):
         alias="sparkCredentialsSecretRef",
         description="Secret key holding the Spark service credentials JSON (tenant_id, tenant_id_full, "
                     "cluster_master_url, instance_id, tenant_secret, plan), sent as X-Spark-Service-Instance.")]
-    input: Annotated[KafkaSide, Field(description="Where records come from.")]
+    input: Annotated[InputSide, Field(description="Where records come from.")]
     output: Annotated[KafkaSide, Field(description="Where scored records go.")]
     deletion_policy: Annotated[DeletionPolicy, Field(
         default=DeletionPolicy.DELETE, alias="deletionPolicy",
@@ -149,6 +168,20 @@ class KopfState(BaseModel):
                     "change from a resync. Written with the status, in one request.")]
 
 
+class EndpointStatus(BaseModel):
+    """Where the WML deployment lives, by name (never a credential): a re-create after `spec.wml` changed stops
+    and deletes the old deployment there."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    url: Annotated[str, Field(description="Base URL of the WML API.")]
+    instance_id: Annotated[str, Field(alias="instanceId", description="The WML instance id.")]
+    credentials_secret: Annotated[str | None, Field(
+        default=None, alias="credentialsSecret", description="namespace/name of the Secret with its login.")]
+    ca_secret: Annotated[str | None, Field(default=None, alias="caSecret",
+                                           description="name/key of the Secret with its CA bundle, if any.")]
+
+
 class StreamingDeploymentStatus(BaseModel):
     """What the operator observed. Never holds a credential."""
 
@@ -176,6 +209,13 @@ class StreamingDeploymentStatus(BaseModel):
                                            description="Hash of everything the deployment was built from (model, "
                                                        "topics, WML endpoint, and the contents of the referenced "
                                                        "Secrets); a change re-creates the deployment.")]
+    endpoint: Annotated[EndpointStatus | None, Field(default=None,
+                                                     description="The WML endpoint the deployment lives on.")]
+    lag: Annotated[int | None, Field(default=None, description="Records in the input topic the stream has not "
+                                                               "read yet, as WML last reported (if it does).")]
+    hand_over: Annotated[str | None, Field(default=None, alias="handOver",
+                                           description="Where the deployment started reading: the position "
+                                                       "handed over from the one it replaced, or why none was.")]
     conditions: Annotated[list[Condition], Field(default_factory=list,
                                                  description="Ready, Reconciling and Stalled (kstatus).")]
     kopf: Annotated[KopfState | None, Field(default=None, description="The operator framework's bookkeeping.")]

@@ -14,6 +14,7 @@ from typing import Any
 
 from wml_operator import conditions
 from wml_operator.conditions import Says
+from wml_operator.handover import NOT_HANDED_OVER
 from wml_operator.plan import Action, Do, Last
 from wml_operator.spec import StreamingDeploymentStatus
 
@@ -29,6 +30,8 @@ class Found:
     url: str | None
     status: str
     built_from: str | None  # the spec hash its marker carries
+    lag: int | None = None  # records behind the end of the input topic, if WML says
+    endpoint: dict[str, str] | None = None  # where it lives (secrets.Endpoint.recorded())
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class Result:
     extras_deleted: tuple[str, ...] = ()
     restarted_at: float | None = None  # epoch seconds of a RESTART done in this pass
     deleting: bool = False
+    hand_over: str | None = None  # a deployment was created: where it starts reading (handover.Start.note)
+    notes: tuple[Event, ...] = ()  # events of the pass's steps beside the action's own (hand-over, ...)
 
 
 @dataclass
@@ -85,12 +90,17 @@ def outcome(previous: Mapping[str, Any], result: Result, generation: int | None,
     ready = verdict.ready and verdict.do == Do.NOTHING
     says = Says(verdict.reason, verdict.message)
     before = _dump(old)
+    fields = _deployment_fields(old, result)
+    hand_over = fields.get("handOver", old.hand_over)
+    # A stream that may have scored records twice says so while it is Ready, not only in an event.
+    ready_says = Says(says.reason, f"{says.message}; {hand_over}") if ready and hand_over and \
+        hand_over.startswith(NOT_HANDED_OVER) else says
     status = _dump(StreamingDeploymentStatus.model_validate({
         **before, "observedGeneration": generation, "message": verdict.message,
-        "conditions": conditions.compute(conds, ready=ready, ready_says=says,
+        "conditions": conditions.compute(conds, ready=ready, ready_says=ready_says,
                                          reconciling=None if ready or verdict.stalled else says,
                                          stalled=says if verdict.stalled else None, generation=generation, now=now),
-        **_deployment_fields(old, result)}))
+        **fields}))
     if _essence(status) != _essence(before):
         status["lastSyncTime"] = now
     return Outcome(status, _events(result, ready, conds), finalized=result.done.finalize)
@@ -104,7 +114,7 @@ def _deployment_fields(old: StreamingDeploymentStatus, result: Result) -> dict[s
     spec_hash = old.spec_hash
     if result.created is not None:
         spec_hash = result.spec_hash
-        update.update(restartCount=0, lastRestartTime=None)
+        update.update(restartCount=0, lastRestartTime=None, handOver=result.hand_over)
     elif done.do == Do.ADOPT:
         spec_hash = result.spec_hash
     if done.do == Do.RESTART and result.restarted_at is not None:
@@ -112,10 +122,14 @@ def _deployment_fields(old: StreamingDeploymentStatus, result: Result) -> dict[s
     if found is not None and not result.deleting:
         # The deployment's marker says what it was made from (an adopted one's says nothing of ours).
         spec_hash = (None if result.adopting else found.built_from) or spec_hash or result.spec_hash
-        update.update(deploymentId=found.id, deploymentUrl=found.url, wmlStatus=found.status)
+        update.update(deploymentId=found.id, deploymentUrl=found.url, wmlStatus=found.status, lag=found.lag)
+        if found.endpoint is not None:
+            update["endpoint"] = found.endpoint
     update["specHash"] = spec_hash
     if not spec_hash and found is None:
         update["wmlStatus"] = None
+    if found is None and (result.deleting or done.do == Do.DELETE):
+        update["lag"] = None
     return update
 
 
@@ -149,6 +163,7 @@ def _events(result: Result, ready: bool, conds: list[dict[str, Any]]) -> list[Ev
     elif done.do in (Do.ADOPT, Do.PATCH_STATE, Do.RESTART, Do.DELETE):
         # Every change we make is an event; drift is a warning.
         events.append(("Warning" if done.event else "Normal", done.reason, done.message))
+    events += result.notes
     keep = result.found.id if result.found else "?"
     events += [("Warning", "DuplicateDeleted", f"deleted deployment {extra}, a second one of this resource (a create "
                 f"that reached WML after it had been retried); {keep} stays") for extra in result.extras_deleted]

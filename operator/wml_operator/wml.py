@@ -158,9 +158,13 @@ class Listing:
         return Listing(self.at, {k: v for k, v in self.by_id.items() if k != deployment_id}, by_owner)
 
 
+EXTENSIONS_TTL = 300.0  # seconds a server's list of extensions is trusted (an upgrade adds some)
+
+
 class InstanceCache:
     def __init__(self) -> None:
         self._listings: dict[InstanceKey, Listing] = {}
+        self._extensions: dict[InstanceKey, tuple[float, frozenset[str]]] = {}
         self._locks: dict[InstanceKey, threading.Lock] = {}
         self._guard = threading.Lock()
         self.list_calls = 0
@@ -189,6 +193,17 @@ class InstanceCache:
                 self._listings[key] = listing
             return listing
 
+    def extensions(self, client: WMLClient) -> frozenset[str]:
+        """The project's extensions the instance's server lists (none on the original): one GET of the
+        instance per EXTENSIONS_TTL."""
+        key = (client.base_url, client.instance_id)
+        kept = self._extensions.get(key)
+        if kept is not None and kept[0] > time.monotonic() - EXTENSIONS_TTL:
+            return kept[1]
+        names = frozenset(client.get_instance().entity.extensions)
+        self._extensions[key] = (time.monotonic(), names)
+        return names
+
     def put(self, client: WMLClient, deployment: Deployment) -> None:
         """What we just created or changed, so the next look does not need a call to see it."""
         key = (client.base_url, client.instance_id)
@@ -214,6 +229,26 @@ class Instance:
 
     def listing(self, max_age: float) -> Listing:
         return self.cache.deployments(self.client, max_age)
+
+    def extensions(self) -> frozenset[str]:
+        return self.cache.extensions(self.client)
+
+    def check(self, model_id: str, body: DeploymentCreate, spark: SparkServiceInstance) -> None:
+        """Raises what a create of `body` would (EXT_DRY_RUN servers only), creating nothing."""
+        self.client.check_deployment(model_id, body, spark)
+
+    def model(self, model_id: str) -> None:
+        """Raises NotFound when the published model does not exist."""
+        self.client.get_published_model(model_id)
+
+    def get(self, deployment_id: str) -> Deployment | None:
+        try:
+            found = self.client.get_instance_deployment(deployment_id)
+        except wml_errors.NotFound:
+            self.cache.forget(self.client, deployment_id)
+            return None
+        self.cache.put(self.client, found)
+        return found
 
     def create(self, model_id: str, body: DeploymentCreate, spark: SparkServiceInstance) -> Deployment:
         created = self.client.create_deployment(model_id, body, spark)

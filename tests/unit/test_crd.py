@@ -53,4 +53,4 @@ def test_names_and_columns() -> None:
     assert version["subresources"] == {"status": {}}
     columns = [(c["name"], c.get("priority", 0)) for c in version["additionalPrinterColumns"]]
     assert columns == [("State", 0), ("Status", 0), ("Ready", 0), ("Reason", 0), ("Age", 0), ("Deployment", 1),
-                       ("Model", 1)]
+                       ("Model", 1), ("Lag", 1)]

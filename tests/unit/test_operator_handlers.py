@@ -15,6 +15,7 @@ import pytest
 from tests.support import DictSecrets, MemoryWML
 from tests.unit.test_reconcile import SECRETS, SPEC
 from wml_api.errors import Unavailable
+from wml_api.models import StatusDetails
 from wml_operator import handlers
 from wml_operator.app import OperatorApp
 from wml_operator.resources import Resources
@@ -224,3 +225,19 @@ def test_routine_handler_successes_are_not_logged() -> None:
     assert not handlers._not_routine(record("Handler %r succeeded.", "secret_changed"))
     assert handlers._not_routine(record("Handler %r succeeded.", "reconcile"))
     assert handlers._not_routine(record("Handler %r failed with an exception. Will retry.", "secret_changed"))
+
+
+def test_the_lag_wml_reports_is_a_metric_per_resource_until_the_resource_goes() -> None:
+    op = Operator()
+    op.reconcile()
+    did = op.status["deploymentId"]
+    dep = op.wml.deployments[did]
+    op.wml.deployments[did] = dep.model_copy(update={"entity": dep.entity.model_copy(
+        update={"status_details": StatusDetails(lag=17)})})
+    op.reconcile("update")
+    samples = {(s.labels["namespace"], s.labels["name"]): s.value
+               for s in op.app.metrics.stream_lag.collect()[0].samples}
+    assert samples == {("ns", "t"): 17}
+    assert op.status["lag"] == 17
+    handlers.delete(body=op.body(), patch=kopf.Patch(), memo=op.memo)
+    assert op.app.metrics.stream_lag.collect()[0].samples == []

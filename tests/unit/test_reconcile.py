@@ -106,16 +106,6 @@ def test_the_declared_state_is_patched(state: str, wml_status: str, patched: str
     assert out.events[0][:2] == ("Normal", "Stopping" if patched == "STOPPED" else "Starting")
 
 
-def test_a_changed_spec_re_creates_old_first() -> None:
-    w = World()
-    old = w.running()
-    w.spec["output"]["topic"] = "elsewhere"
-    out = w.run()
-    assert w.wml.changes() == [("delete", old), ("create", "m1")]
-    assert w.status["deploymentId"] != old
-    assert out.events[0][:2] == ("Warning", "SpecChanged")
-
-
 def test_a_deployment_gone_behind_our_back_is_looked_for_in_a_fresh_list_before_a_create() -> None:
     w = World()
     old = w.running()
