@@ -52,8 +52,11 @@ class WMLService:
             raise process.StartFailed(f"wml-server {args[0]} failed: {result.stderr.strip()}")
         return result.stdout
 
-    def add_user(self, username: str | None = None, instance_id: str | None = None) -> WMLUser:
-        user = WMLUser(username or f"user-{uuid.uuid4().hex[:6]}", secrets.token_urlsafe(16),
+    def add_user(self, username: str | None = None, instance_id: str | None = None,
+                 password: str | None = None) -> WMLUser:
+        """A user bound to an instance; the same name, instance and password as on another service make the
+        login a migration between the two keeps."""
+        user = WMLUser(username or f"user-{uuid.uuid4().hex[:6]}", password or secrets.token_urlsafe(16),
                        instance_id or str(uuid.uuid4()))
         self._cli("add-user", user.username, "--instance-id", user.instance_id, "--password-stdin",
                   stdin=user.password + "\n")

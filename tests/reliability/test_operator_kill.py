@@ -17,9 +17,9 @@ Where the kill lands, three ways (`strategy`):
            call is in flight (the proxy forwards it all the same, as a real network would; the restart waits
            for the held requests to land first, as any real restart takes longer than that).
 `kill_point` says what actually happened, from the proxy's record and the resource read right after the kill:
-before-call (no WML write yet), during-call (a write sent, not answered), between-calls (recreate: deleted,
-not yet created), after-call (WML changed, the status does not say so yet), after-status (the status says
-so, not yet Ready), settled (Ready for its generation, or the resource gone).
+before-call (no WML write yet), during-call (a write sent, not answered), between-calls (recreate: stopped or
+created, the old one not yet deleted), after-call (WML changed, the status does not say so yet), after-status
+(the status says so, not yet Ready), settled (Ready for its generation, or the resource gone).
 
 WSO_KILL9_SEED=<n> repeats a run's choices (timings differ, so the kill points may too); a failing trial
 prints the seed, the operation, the strategy, the delay, the kill point, the WML writes and the Convergence.
@@ -100,7 +100,9 @@ class Trial:
 
 
 def writes_since(proxy: FaultProxy, since: float) -> list[Seen]:
-    return [s for s in proxy.requests(since=since) if s.method in CALLS and "/deployments" in s.path]
+    # A dry run (the check before a re-create) writes nothing.
+    return [s for s in proxy.requests(since=since)
+            if s.method in CALLS and "/deployments" in s.path and "dry_run" not in s.path]
 
 
 def get_sdep(k8s_api: k8s.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
@@ -197,9 +199,12 @@ def test_operator_kill9(fault_namespace: str, k8s_api: k8s.ApiClient, kubectl: K
             trial = Trial(number, operation, target, strategy)
             done.append(trial)
             state_of_new = rng.choice(["RUNNING", "STOPPED"])
-            # How many WML writes the operation takes: create STOPPED is POST then PATCH, recreate DELETE then POST.
+            # How many WML writes the operation takes: a create is one POST (STOPPED ones too: created stopped); a
+            # recreate hands over: PATCH STOPPED (of a running one), POST, DELETE.
+            calls = 1
+            if operation == "recreate":
+                calls = 3 if alive[target].state == "RUNNING" else 2
             if strategy == "at-call":
-                calls = 2 if operation == "recreate" or (operation == "create" and state_of_new == "STOPPED") else 1
                 trial.call = rng.randint(1, calls)
             elif strategy == "delay":
                 trial.delay = MAX_DELAY * rng.random()
@@ -253,7 +258,7 @@ def test_operator_kill9(fault_namespace: str, k8s_api: k8s.ApiClient, kubectl: K
             before = [s for s in writes if s.at < killed]
             in_flight = [s for s in before if (s.at, s.method, s.path) not in answered]
             trial.kill_point = recorded or ("during-call" if in_flight
-                                            else "between-calls" if operation == "recreate" and len(before) == 1
+                                            else "between-calls" if operation == "recreate" and 0 < len(before) < calls
                                             else "after-call" if before else "before-call")
 
             if not trial.state.ok:
