@@ -194,13 +194,15 @@ class Reconciler:
         uid, namespace = meta["uid"], meta["namespace"]
         wml = self.wml.instance(resolved.endpoint)
         now = time.time()
-        recorded = (body.get("status") or {}).get("endpoint") or _endpoint_of_url((body.get("status") or {}).get(
-            "deploymentUrl"), resolved.endpoint)
+        recorded = (body.get("status") or {}).get("endpoint")
+        listing = wml.listing(self.resources.poll_interval(body))
+        # Moved: the status names a deployment on an endpoint the spec no longer does. One the spec's endpoint
+        # lists (the same service under another URL) has not moved.
         moved = bool(last.deployment_id and recorded and not resolved.endpoint.same_place(recorded)
-                     and not desired.adopt_id)
+                     and not desired.adopt_id and last.deployment_id not in listing.by_id)
         target = desired.adopt_id or (None if moved else last.deployment_id)
         want = None if desired.adopt_id else desired.spec_hash
-        looked = look(wml.listing(self.resources.poll_interval(body)), target, uid, want, last.spec_hash)
+        looked = look(listing, target, uid, want, last.spec_hash)
         there, old = wml, resolved.endpoint
         if moved:
             # The status names a deployment on the endpoint the spec no longer does: it is stopped and deleted
@@ -384,10 +386,3 @@ class Reconciler:
                                                          "stopped: it runs from its creation until it is stopped"))
         return made, tuple(notes)
 
-
-def _endpoint_of_url(url: str | None, now: Endpoint) -> dict[str, str] | None:
-    """Where a deployment lives, from its URL, for a status written before status.endpoint existed."""
-    if not url or "/v3/wml_instances/" not in url:
-        return None
-    base, _, rest = url.partition("/v3/wml_instances/")
-    return {"url": base, "instanceId": rest.split("/", 1)[0], "credentialsSecret": now.credentials_secret or ""}
