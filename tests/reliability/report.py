@@ -30,6 +30,14 @@ The operator process is killed with SIGKILL at a random point of an operation (b
 WML calls), started again, and the namespace is checked once it settles: duplicates are WML deployments beyond
 one per resource, orphans are WML deployments of no resource, stuck are resources whose deletion never
 finished (finalizer) or that never became Ready for their generation."""),
+    "kill9_handover": ("Re-creates under kill -9 while records flow", """\
+One resource streams a 2-partition topic while a sender keeps producing (100 records/s). Each trial rotates the
+Kafka Secret, which re-creates the deployment and hands its stream over (check, drain, switch, retire), and
+kills with SIGKILL the operator or the WML service right after the n-th WML write of the switch or after a
+random delay (*kill points*: which process, after which writes); the killed process is started again and the
+namespace must converge to one deployment. At the end every acknowledged record is read back from the output
+read_committed: *duplicated* were scored twice, *missing* never; *groups left* counts consumer groups of the
+deleted deployments still on the broker."""),
     "bad_specs": ("Generated bad input", """\
 Generated StreamingDeployment specs and Secrets (hypothesis): wrong types, unknown fields, empty and huge
 strings, missing Secrets and keys, malformed connection JSON. Each must either be refused by the apiserver with
