@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from wml_server.db import Database, DeploymentRecord
 from wml_server.engine.engine import Engine
 from wml_server.engine.session import StreamOptions
-from wml_server.engine.spec import KafkaEndpoint, KafkaTopic, StreamSpec
+from wml_server.engine.spec import KafkaEndpoint, KafkaTopic, StartOptions, StreamSpec
 from wml_server.models.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -28,10 +28,19 @@ def spec_of(record: DeploymentRecord, models: ModelRegistry) -> StreamSpec:
     if model is None:  # models are built in; one can only vanish with a code change
         raise LookupError(f"model {record.model_id} of deployment {record.id} is not available")
     body = record.body
+    source = body["input"]["source"]
     return StreamSpec(
         deployment_id=record.id, model=model,
-        input=KafkaTopic(body["input"]["source"]["topic"], endpoint(body["input"]["connection"])),
-        output=KafkaTopic(body["output"]["target"]["topic"], endpoint(body["output"]["connection"])))
+        input=KafkaTopic(source["topic"], endpoint(body["input"]["connection"])),
+        output=KafkaTopic(body["output"]["target"]["topic"], endpoint(body["output"]["connection"])),
+        start=start_options(source))
+
+
+def start_options(source: dict[str, Any]) -> StartOptions:
+    """The extension EXT_STARTING_OFFSETS of a stored `input.source` (absent: the original's earliest)."""
+    handed = source.get("start_position")
+    return StartOptions(starting_offsets=source.get("starting_offsets") or "earliest",
+                        start_position={str(p): int(o) for p, o in handed.items()} if handed else None)
 
 
 class StreamController:

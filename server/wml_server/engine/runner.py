@@ -11,6 +11,7 @@ from wml_server.engine.connection import Stopped
 from wml_server.engine.failures import StreamFailure
 from wml_server.engine.metrics import EngineMetrics
 from wml_server.engine.options import StreamOptions
+from wml_server.engine.position import StreamProgress
 from wml_server.engine.session import StreamSession
 from wml_server.engine.spec import StreamSpec
 from wml_server.engine.state import FAILED, INTERNAL_ERROR, RUNNING, STOPPED, Errors, StreamCounts
@@ -27,8 +28,9 @@ class StreamRunner:
 
     def __init__(self, spec: StreamSpec, report: Callable[[StreamRunner, str, Errors], None], *,
                  metrics: EngineMetrics, counts: StreamCounts, options: StreamOptions, clients: ClientFactory,
-                 predecessor: StreamRunner | None = None) -> None:
+                 predecessor: StreamRunner | None = None, progress: StreamProgress | None = None) -> None:
         self.spec = spec
+        self.progress = progress or StreamProgress()
         self._report = report
         self._metrics = metrics
         self._counts = counts
@@ -69,7 +71,7 @@ class StreamRunner:
             self._report(self, STOPPED, [])
             return
         session = StreamSession(self.spec, self._options, self._clients, self._stopping, self._metrics,
-                                self._counts)
+                                self._counts, self.progress)
         status, errors = STOPPED, []
         try:
             session.connect()
