@@ -147,6 +147,12 @@ class Engine:
         self.metrics.forget(deployment_id)  # after the join: its last commit counts records too
         return done
 
+    def join_retired(self, deployment_id: str, timeout: float) -> bool:
+        """Waits for the runner of a removed deployment that was still finishing; True once none is left."""
+        with self._lock:
+            runner = self._retiring.get(deployment_id)
+        return runner is None or runner.join(timeout)
+
     def status(self, deployment_id: str) -> StreamState | None:
         with self._lock:
             slot = self._slots.get(deployment_id)
