@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from wml_server.engine.clients import LibrdkafkaLog
+from wml_server.engine.clients import LibrdkafkaLog, ProducerLike, producer_config
 from wml_server.engine.failures import redact
 from wml_server.engine.spec import KafkaTopic, StreamSpec
 
@@ -34,12 +35,15 @@ def _config(ref: KafkaTopic, client_id: str) -> dict[str, Any]:
             "logger": LibrdkafkaLog(ref.connection.secrets()), "error_cb": lambda _err: None}
 
 
-def fence(spec: StreamSpec, timeout: float = 10.0) -> bool:
-    """Aborts whatever transaction the deployment's producers left open; True when done."""
+def fence(spec: StreamSpec, timeout: float = 10.0,
+          make: Callable[[dict[str, Any]], ProducerLike] | None = None) -> bool:
+    """Aborts whatever transaction the deployment's producers left open; True when done. `make`: the runner's
+    client factory (fakes in the unit tests); a plain confluent-kafka Producer by default."""
     secrets = spec.secrets()
+    config = {**producer_config(spec, lambda _err: None, transaction_timeout_ms=60_000),
+              "client.id": f"wml-{spec.deployment_id}-fence"}
     try:
-        producer = Producer({**_config(spec.output, f"wml-{spec.deployment_id}-fence"),
-                             "transactional.id": spec.transactional_id, "enable.idempotence": True})
+        producer = (make or Producer)(config)
         producer.init_transactions(timeout)
         producer.flush(0)
     except KafkaException as exc:

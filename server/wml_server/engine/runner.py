@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from wml_server.engine.cleanup import fence
 from wml_server.engine.clients import ClientFactory
 from wml_server.engine.connection import Stopped
 from wml_server.engine.failures import StreamFailure
@@ -14,9 +15,25 @@ from wml_server.engine.options import StreamOptions
 from wml_server.engine.position import StreamProgress
 from wml_server.engine.session import StreamSession
 from wml_server.engine.spec import StreamSpec
-from wml_server.engine.state import FAILED, INTERNAL_ERROR, RUNNING, STOPPED, Errors, StreamCounts
+from wml_server.engine.state import (
+    FAILED,
+    INTERNAL_ERROR,
+    KAFKA_AUTHENTICATION_FAILED,
+    KAFKA_AUTHORIZATION_FAILED,
+    KAFKA_CONFIGURATION_INVALID,
+    KAFKA_PRODUCER_FENCED,
+    RUNNING,
+    STOPPED,
+    Errors,
+    StreamCounts,
+)
 
 log = logging.getLogger(__name__)
+
+# Failures after which fencing is pointless (the credentials or configuration cannot make a producer) or wrong
+# (another runner of the deployment holds the transactional id now).
+_CANNOT_FENCE = (KAFKA_AUTHENTICATION_FAILED, KAFKA_AUTHORIZATION_FAILED, KAFKA_CONFIGURATION_INVALID,
+                 KAFKA_PRODUCER_FENCED)
 
 
 class StreamRunner:
@@ -90,3 +107,8 @@ class StreamRunner:
             # Closed before STOPPED is reported: whoever starts the deployment again finds the clients gone.
             session.close(clean=status == STOPPED)
         self._report(self, status, errors)
+        if status == FAILED and errors[0][0] not in _CANNOT_FENCE:
+            # A failure mid-transaction leaves it open (close without abort): every read_committed reader of
+            # the output topic would wait transaction.timeout.ms (60 s) behind it. Fencing aborts it at once.
+            # After the report, in this thread: a restart of the deployment waits for it (predecessor).
+            fence(self.spec, timeout=5.0, make=self._clients.producer)
