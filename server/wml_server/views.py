@@ -39,7 +39,7 @@ from wml_api.paths import (
     fill,
 )
 from wml_server.db import DeploymentRecord
-from wml_server.engine.state import StreamState
+from wml_server.engine.state import RUNNING, StreamState
 from wml_server.models.base import Model
 
 
@@ -88,7 +88,8 @@ def render_deployment(base: str, record: DeploymentRecord, model: Model | None,
     body = record.body
     details = StatusDetails.model_validate(record.status_details) if record.status_details else None
     first_error = next(iter(details.failure.errors), None) if details and details.failure else None
-    position, lag = _position(record, live), live.lag if live is not None else None
+    # The lag is measured while the stream runs; a stopped stream's last measure would only mislead.
+    position, lag = _position(record, live), live.lag if live is not None and live.status == RUNNING else None
     if position is not None or lag is not None:
         details = (details or StatusDetails()).model_copy(update={"position": position, "lag": lag})
     entity = DeploymentEntity(
