@@ -99,8 +99,10 @@ class StreamController:
     def remove(self, record: DeploymentRecord) -> None:
         """Stops and forgets the deployment, then (in the background, once its runner has finished) aborts what
         its producer left open and deletes its consumer group: nothing of it stays on the brokers."""
+        # Created STOPPED and never started: it has no group, and fencing would only create a transactional id.
+        ran = self.engine.status(record.id) is not None or record.position is not None or record.status != STOPPED
         self.engine.remove(record.id)
-        if not self.engine.run_streams:
+        if not self.engine.run_streams or not ran:
             return  # accept-only: it never had a Kafka client
         spec = spec_of(record, self._models)
         thread = threading.Thread(target=self._clean_up, args=(spec,), name=f"wml-cleanup-{record.id[:8]}",
