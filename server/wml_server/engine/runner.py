@@ -22,6 +22,7 @@ from wml_server.engine.state import (
     KAFKA_AUTHORIZATION_FAILED,
     KAFKA_CONFIGURATION_INVALID,
     KAFKA_PRODUCER_FENCED,
+    KAFKA_UNREACHABLE,
     RUNNING,
     STOPPED,
     Errors,
@@ -30,10 +31,11 @@ from wml_server.engine.state import (
 
 log = logging.getLogger(__name__)
 
-# Failures after which fencing is pointless (the credentials or configuration cannot make a producer) or wrong
+# Failures after which fencing is pointless (the credentials or configuration cannot make a producer, or the
+# brokers have not answered for unreachable_timeout already: the broker's transaction timeout will do) or wrong
 # (another runner of the deployment holds the transactional id now).
 _CANNOT_FENCE = (KAFKA_AUTHENTICATION_FAILED, KAFKA_AUTHORIZATION_FAILED, KAFKA_CONFIGURATION_INVALID,
-                 KAFKA_PRODUCER_FENCED)
+                 KAFKA_PRODUCER_FENCED, KAFKA_UNREACHABLE)
 
 
 class StreamRunner:
