@@ -187,6 +187,20 @@ def test_dry_run_checks_everything_and_creates_nothing(wml_service: WMLService, 
     assert api.get_instance().entity.extensions == list(EXTENSIONS)
 
 
+def test_dry_run_says_unreachable_brokers_are_worth_a_retry(wml_service: WMLService, kafka: KafkaInfo,
+                                                            kafka_topic: Callable[..., str]) -> None:
+    user = wml_service.add_user()
+    sent = _body(kafka, kafka_topic("in"), kafka_topic("out")).model_dump(mode="json", exclude_none=True)
+    sent["input"]["connection"]["kafka_brokers_sasl"] = ["127.0.0.1:9"]  # nobody listens there
+    started = time.monotonic()
+    answer = _dry_run(wml_service, user, MODEL, sent)
+    assert time.monotonic() - started < 15  # bounded: ~5 s a connection
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["Retry-After"] == "10"
+    assert answer.json()["errors"][0]["code"] == "kafka_unreachable"
+    assert "input connection (brokers 127.0.0.1:9)" in answer.json()["errors"][0]["message"]
+
+
 def test_the_final_position_survives_a_restart(make_wml_service: Callable[..., WMLService], kafka: KafkaInfo,
                                                kafka_topic: Callable[..., str]) -> None:
     service = make_wml_service(WML_SERVER_KAFKA_UNREACHABLE_TIMEOUT="15")
