@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS deployments (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE, instance_id TEXT NOT NULL REFERENCES instances(id), model_id TEXT NOT NULL,
     body TEXT NOT NULL, spark TEXT, status TEXT NOT NULL, status_details TEXT, desired TEXT NOT NULL,
-    created_at TEXT NOT NULL, modified_at TEXT NOT NULL);
+    created_at TEXT NOT NULL, modified_at TEXT NOT NULL, position TEXT);
 CREATE INDEX IF NOT EXISTS deployments_by_instance ON deployments (instance_id, seq);
 """
 
@@ -44,6 +44,8 @@ class DeploymentRecord:
     desired: str  # RUNNING or STOPPED: what the user last asked for; resumed after a restart
     created_at: str
     modified_at: str
+    # Extension EXT_POSITION: {"topic", "offsets": {"0": next offset}}, as the stream last stopped cleanly.
+    position: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,9 @@ class Database:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.executescript(_SCHEMA)
+            columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(deployments)")}
+            if "position" not in columns:  # a database of a service from before the position extension
+                self._conn.execute("ALTER TABLE deployments ADD COLUMN position TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -146,7 +151,14 @@ class Database:
     def all_deployments(self) -> list[DeploymentRecord]:
         return [_record(r) for r in self._all("SELECT * FROM deployments ORDER BY seq")]
 
-    def set_status(self, deployment_id: str, status: str, details: dict[str, Any] | None) -> bool:
+    def set_status(self, deployment_id: str, status: str, details: dict[str, Any] | None,
+                   position: dict[str, Any] | None = None) -> bool:
+        """`position`, when given, is stored in the same update: whoever reads the status reads it too."""
+        if position is not None:
+            return self._exec(
+                "UPDATE deployments SET status = ?, status_details = ?, position = ?, modified_at = ? WHERE id = ?",
+                status, json.dumps(details) if details else None, json.dumps(position), now_iso(),
+                deployment_id) > 0
         return self._exec("UPDATE deployments SET status = ?, status_details = ?, modified_at = ? WHERE id = ?",
                           status, json.dumps(details) if details else None, now_iso(), deployment_id) > 0
 
@@ -164,4 +176,5 @@ def _record(row: sqlite3.Row) -> DeploymentRecord:
         id=row["id"], instance_id=row["instance_id"], model_id=row["model_id"], body=json.loads(row["body"]),
         spark=json.loads(row["spark"]) if row["spark"] else None, status=row["status"],
         status_details=json.loads(row["status_details"]) if row["status_details"] else None,
-        desired=row["desired"], created_at=row["created_at"], modified_at=row["modified_at"])
+        desired=row["desired"], created_at=row["created_at"], modified_at=row["modified_at"],
+        position=json.loads(row["position"]) if row["position"] else None)

@@ -14,6 +14,7 @@ from wml_api.models import (
     SparkServiceInstance,
 )
 from wml_server.db import Database, DeploymentRecord, now_iso
+from wml_server.engine.state import StreamState
 from wml_server.errors import APIError
 from wml_server.models.base import Model
 from wml_server.models.registry import ModelRegistry
@@ -28,7 +29,9 @@ class Streams(Protocol):
 
     def start(self, record: DeploymentRecord) -> None: ...
     def stop(self, deployment_id: str) -> None: ...
-    def remove(self, deployment_id: str) -> None: ...
+    def remove(self, record: DeploymentRecord) -> None: ...
+    def check(self, record: DeploymentRecord) -> list[str]: ...
+    def live(self, deployment_id: str) -> StreamState | None: ...
 
 
 class DeploymentService:
@@ -60,6 +63,24 @@ class DeploymentService:
 
     def create(self, instance_id: str, model_id: str, body: DeploymentCreate,
                spark_header: str | None) -> DeploymentRecord:
+        record = self._new(instance_id, model_id, body, spark_header)
+        self.db.insert_deployment(record)
+        if record.desired == RUNNING:
+            self.streams.start(record)
+        # initial_status STOPPED (EXT_INITIAL_STATUS): no client is made until a PATCH sets it RUNNING.
+        return self.deployment(instance_id, record.id)
+
+    def check(self, instance_id: str, model_id: str, body: DeploymentCreate, spark_header: str | None) -> list[str]:
+        """Extension EXT_DRY_RUN: every check a create makes, and (streams on) both Kafka connections; creates
+        nothing. Raises the APIError the create would have answered (or the Kafka check's)."""
+        record = self._new(instance_id, model_id, body, spark_header)
+        checked = ["authorization", f"published model {model_id}", "request body", f"{SPARK_HEADER} header",
+                   f"plan limit ({self.db.count_deployments(instance_id)} of {self.limit} deployments)"]
+        return checked + self.streams.check(record)
+
+    def _new(self, instance_id: str, model_id: str, body: DeploymentCreate,
+             spark_header: str | None) -> DeploymentRecord:
+        """The record a create would insert, after every check of the request."""
         self.model(model_id)
         if body.type != "stream":
             raise APIError(400, "unsupported_deployment_type",
@@ -72,13 +93,12 @@ class DeploymentService:
             raise APIError(400, "deployments_plan_limit_reached",
                            f"Current plan '{self.plan}' only allows {self.limit} deployments")
         now = now_iso()
-        record = DeploymentRecord(
+        stopped = body.initial_status == STOPPED
+        return DeploymentRecord(
             id=str(uuid.uuid4()), instance_id=instance_id, model_id=model_id,
-            body=body.model_dump(mode="json", exclude_none=True), spark=spark, status=INITIALIZING,
-            status_details=None, desired=RUNNING, created_at=now, modified_at=now)
-        self.db.insert_deployment(record)
-        self.streams.start(record)
-        return self.deployment(instance_id, record.id)
+            body=body.model_dump(mode="json", exclude_none=True), spark=spark,
+            status=STOPPED if stopped else INITIALIZING, status_details=None,
+            desired=STOPPED if stopped else RUNNING, created_at=now, modified_at=now)
 
     def patch(self, instance_id: str, model_id: str, deployment_id: str, raw: Any,
               spark_header: str | None) -> None:
@@ -114,7 +134,7 @@ class DeploymentService:
     def delete(self, instance_id: str, deployment_id: str, model_id: str | None = None) -> None:
         record = (self.deployment_of_model(instance_id, model_id, deployment_id) if model_id
                   else self.deployment(instance_id, deployment_id))
-        self.streams.remove(record.id)
+        self.streams.remove(record)
         self.db.delete_deployment(instance_id, record.id)
 
     def resume_all(self) -> int:

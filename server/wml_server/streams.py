@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from wml_server.db import Database, DeploymentRecord
+from wml_server.engine.cleanup import remove_leftovers
 from wml_server.engine.engine import Engine
+from wml_server.engine.failures import StreamFailure
+from wml_server.engine.probe import check_stream
 from wml_server.engine.session import StreamOptions
-from wml_server.engine.spec import KafkaEndpoint, KafkaTopic, StreamSpec
+from wml_server.engine.spec import KafkaEndpoint, KafkaTopic, StartOptions, StreamSpec
+from wml_server.engine.state import KAFKA_UNREACHABLE, STOPPED, StreamState
+from wml_server.errors import APIError
 from wml_server.models.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
+
+DRY_RUN_KAFKA_TIMEOUT = 5.0  # per connection: a dry run answers within ~10 s
+RETIRED_RUNNER_WAIT = 300.0  # a deleted deployment's runner still committing its last batch
 
 
 def endpoint(connection: dict[str, Any]) -> KafkaEndpoint:
@@ -28,10 +38,19 @@ def spec_of(record: DeploymentRecord, models: ModelRegistry) -> StreamSpec:
     if model is None:  # models are built in; one can only vanish with a code change
         raise LookupError(f"model {record.model_id} of deployment {record.id} is not available")
     body = record.body
+    source = body["input"]["source"]
     return StreamSpec(
         deployment_id=record.id, model=model,
-        input=KafkaTopic(body["input"]["source"]["topic"], endpoint(body["input"]["connection"])),
-        output=KafkaTopic(body["output"]["target"]["topic"], endpoint(body["output"]["connection"])))
+        input=KafkaTopic(source["topic"], endpoint(body["input"]["connection"])),
+        output=KafkaTopic(body["output"]["target"]["topic"], endpoint(body["output"]["connection"])),
+        start=start_options(source))
+
+
+def start_options(source: dict[str, Any]) -> StartOptions:
+    """The extension EXT_STARTING_OFFSETS of a stored `input.source` (absent: the original's earliest)."""
+    handed = source.get("start_position")
+    return StartOptions(starting_offsets=source.get("starting_offsets") or "earliest",
+                        start_position={str(p): int(o) for p, o in handed.items()} if handed else None)
 
 
 class StreamController:
@@ -41,10 +60,24 @@ class StreamController:
         self._models = models
         self.engine = Engine(on_status_change=self._persist, registry=metrics, run_streams=run_streams,
                              options=StreamOptions(unreachable_timeout=unreachable_timeout))
+        self._lock = threading.Lock()
+        self._cleanups: list[threading.Thread] = []
 
     def _persist(self, deployment_id: str, status: str, errors: list[tuple[str, str]]) -> None:
         details = {"failure": {"errors": [{"code": c, "message": m} for c, m in errors]}} if errors else None
-        self._db.set_status(deployment_id, status, details)
+        position = None
+        if status == STOPPED:
+            # Final once STOPPED (every transaction of the run has committed), and stored in the same update as
+            # the status: a client that sees STOPPED hands this position over to a deployment replacing it.
+            state = self.engine.status(deployment_id)
+            if state is not None and state.position is not None:
+                topic, offsets = state.position
+                position = {"topic": topic, "offsets": offsets}
+        self._db.set_status(deployment_id, status, details, position)
+
+    def live(self, deployment_id: str) -> StreamState | None:
+        """What the engine knows of a running deployment now (status, position, lag): no Kafka call."""
+        return self.engine.status(deployment_id)
 
     def start(self, record: DeploymentRecord) -> None:
         self.engine.start(spec_of(record, self._models))
@@ -52,8 +85,48 @@ class StreamController:
     def stop(self, deployment_id: str) -> None:
         self.engine.stop(deployment_id)
 
-    def remove(self, deployment_id: str) -> None:
-        self.engine.remove(deployment_id)
+    def check(self, record: DeploymentRecord) -> list[str]:
+        """The Kafka part of a dry run: both connections work and both topics exist (accept-only: nothing)."""
+        if not self.engine.run_streams:
+            return []
+        try:
+            return check_stream(spec_of(record, self._models), timeout=DRY_RUN_KAFKA_TIMEOUT)
+        except StreamFailure as failure:
+            if failure.code == KAFKA_UNREACHABLE:  # transient: the same request may pass in a moment
+                raise APIError(503, failure.code, failure.message, {"Retry-After": "10"}) from None
+            raise APIError(400, failure.code, failure.message) from None
+
+    def remove(self, record: DeploymentRecord) -> None:
+        """Stops and forgets the deployment, then (in the background, once its runner has finished) aborts what
+        its producer left open and deletes its consumer group: nothing of it stays on the brokers."""
+        # Created STOPPED and never started: it has no group, and fencing would only create a transactional id.
+        ran = self.engine.status(record.id) is not None or record.position is not None or record.status != STOPPED
+        self.engine.remove(record.id)
+        if not self.engine.run_streams or not ran:
+            return  # accept-only: it never had a Kafka client
+        spec = spec_of(record, self._models)
+        thread = threading.Thread(target=self._clean_up, args=(spec,), name=f"wml-cleanup-{record.id[:8]}",
+                                  daemon=True)
+        with self._lock:
+            self._cleanups = [t for t in self._cleanups if t.is_alive()] + [thread]
+        thread.start()
+
+    def _clean_up(self, spec: StreamSpec) -> None:
+        try:
+            if not self.engine.join_retired(spec.deployment_id, timeout=RETIRED_RUNNER_WAIT):
+                log.warning("deployment %s: its stream did not finish within %g s after the delete; its consumer "
+                            "group %s is left on the brokers", spec.deployment_id, RETIRED_RUNNER_WAIT,
+                            spec.group_id)
+                return
+            remove_leftovers(spec)
+        except Exception as exc:  # a cleanup thread must never take anything else down
+            log.warning("deployment %s: cleaning up after the delete failed: %s", spec.deployment_id,
+                        type(exc).__name__)
 
     def shutdown(self) -> None:
         self.engine.shutdown()
+        with self._lock:
+            cleanups = list(self._cleanups)
+        deadline = time.monotonic() + 30
+        for thread in cleanups:  # deletes answered already: let their cleanup finish
+            thread.join(max(0.0, deadline - time.monotonic()))

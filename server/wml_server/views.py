@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 
 from wml_api.models import (
+    EXTENSIONS,
     Author,
     CountedLink,
     DeployedVersion,
@@ -24,6 +25,7 @@ from wml_api.models import (
     StatusDetails,
     StreamInput,
     StreamOutput,
+    StreamPosition,
     WMLInstance,
 )
 from wml_api.paths import (
@@ -37,6 +39,7 @@ from wml_api.paths import (
     fill,
 )
 from wml_server.db import DeploymentRecord
+from wml_server.engine.state import RUNNING, StreamState
 from wml_server.models.base import Model
 
 
@@ -79,10 +82,16 @@ def render_model(base: str, instance_id: str, model: Model, created_at: str, dep
     )
 
 
-def render_deployment(base: str, record: DeploymentRecord, model: Model | None) -> Deployment:
+def render_deployment(base: str, record: DeploymentRecord, model: Model | None,
+                      live: StreamState | None = None) -> Deployment:
+    """`live`: what the engine knows now (no Kafka call): its position and lag win over the stored position."""
     body = record.body
     details = StatusDetails.model_validate(record.status_details) if record.status_details else None
     first_error = next(iter(details.failure.errors), None) if details and details.failure else None
+    # The lag is measured while the stream runs; a stopped stream's last measure would only mislead.
+    position, lag = _position(record, live), live.lag if live is not None and live.status == RUNNING else None
+    if position is not None or lag is not None:
+        details = (details or StatusDetails()).model_copy(update={"position": position, "lag": lag})
     entity = DeploymentEntity(
         type=body.get("type", "stream"), name=body.get("name", ""), description=body.get("description"),
         status=record.status, status_details=details,
@@ -107,6 +116,16 @@ def render_deployment(base: str, record: DeploymentRecord, model: Model | None) 
                       entity=entity)
 
 
+def _position(record: DeploymentRecord, live: StreamState | None) -> StreamPosition | None:
+    """EXT_POSITION: live while the engine knows it, else as stored when the stream last stopped cleanly."""
+    if live is not None and live.position is not None:
+        topic, offsets = live.position
+        return StreamPosition(topic=topic, offsets=offsets)
+    if record.position is not None:
+        return StreamPosition.model_validate(record.position)
+    return None
+
+
 def render_instance(base: str, instance_id: str, created_at: str, plan: str, deployments: int,
                     limit: int, models: int) -> WMLInstance:
     url = instance_url(base, instance_id)
@@ -116,6 +135,7 @@ def render_instance(base: str, instance_id: str, created_at: str, plan: str, dep
         "published_models": Link(url=base + fill(MODELS, instance_id=instance_id)),
         "deployments": Link(url=base + fill(INSTANCE_DEPLOYMENTS, instance_id=instance_id)),
         "usage": {"deployment_count": {"current": deployments, "limit": limit}, "model_count": {"current": models}},
+        "extensions": list(EXTENSIONS),  # what a client may use here (docs/WML-API.md)
     })
     return WMLInstance(metadata=ResourceMetadata(guid=instance_id, url=url, created_at=created_at,
                                                  modified_at=created_at), entity=entity)

@@ -106,7 +106,7 @@ def test_instance_and_models(api: WMLClient, wml_user: WMLUser) -> None:
     assert instance.id == wml_user.instance_id
     assert instance.entity.status == "Active"
     models = api.list_published_models()
-    assert [m.id for m in models] == [MODEL]
+    assert [m.id for m in models] == [MODEL, "8d2c6b1e-4f7a-4c39-a5e0-71b9d3f2c846"]  # 2 and 3 classes
     model = api.get_published_model(MODEL)
     assert model.entity.name == "Sentiment Prediction"
     assert "spark" not in str(model.entity.runtime_environment).lower()

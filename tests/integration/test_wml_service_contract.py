@@ -15,10 +15,12 @@ from pydantic import BaseModel
 
 from tests.integration.test_wml_service_api import MODEL, SECRET, SPARK_SECRET, body, spark
 from wml_api.models import (
+    EXTENSIONS,
     MASK,
     Deployment,
     DeploymentList,
     DeploymentStatus,
+    DryRunReport,
     ErrorBody,
     PublishedModel,
     PublishedModelList,
@@ -115,6 +117,7 @@ def test_instance_and_models(caller: Caller) -> None:
     assert instance.entity.status == "Active"
     assert instance.entity.deployments is not None
     assert instance.entity.deployments.url.endswith(caller.path(INSTANCE_DEPLOYMENTS))
+    assert instance.entity.extensions == list(EXTENSIONS)
     models: PublishedModelList = caller.parsed(PublishedModelList, "GET", caller.path(MODELS))
     assert MODEL in [m.id for m in models.resources]
     assert models.count == len(models.resources)
@@ -256,3 +259,25 @@ def test_unknown_fields_in_a_create_are_tolerated_and_kept_where_the_contract_ke
         assert created.entity.input.connection.model_dump()["extra_credentials"] == {"password": MASK}
     finally:
         caller.call("DELETE", caller.path(INSTANCE_DEPLOYMENT, deployment_id=created.id))
+
+
+def test_extensions_in_accept_only_mode(caller: Caller) -> None:
+    create = caller.path(MODEL_DEPLOYMENTS, model_id=MODEL)
+    sent = body().model_dump(mode="json", exclude_none=True)
+    # A dry run checks what a create checks (no Kafka without streams), and creates nothing.
+    report: DryRunReport = caller.parsed(DryRunReport, "POST", create, params={"dry_run": "true"}, json=sent)
+    assert report.checked
+    assert caller.parsed(DeploymentList, "GET", caller.path(INSTANCE_DEPLOYMENTS)).count == 0
+    _error(caller.call("POST", create, params={"dry_run": "true"}, json={"name": "x"}), 400, "missing_field")
+    _error(caller.call("POST", caller.path(MODEL_DEPLOYMENTS, model_id=str(uuid.uuid4())),
+                       params={"dry_run": "true"}, json=sent), 404, "not_found")
+    # initial_status STOPPED: stored and reported STOPPED; accept-only reports no position or lag.
+    stopped: Deployment = caller.parsed(Deployment, "POST", create, 201, params={"unknown_param": "1"},
+                                        json={**sent, "initial_status": "STOPPED"})
+    try:
+        assert stopped.status == DeploymentStatus.STOPPED
+        got: Deployment = caller.parsed(Deployment, "GET", caller.path(INSTANCE_DEPLOYMENT, deployment_id=stopped.id))
+        assert got.status == DeploymentStatus.STOPPED
+        assert got.entity.status_details is None
+    finally:
+        caller.call("DELETE", caller.path(INSTANCE_DEPLOYMENT, deployment_id=stopped.id))

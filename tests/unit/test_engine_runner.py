@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_STORED, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_INVALID, OFFSET_STORED, KafkaError, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from wml_server.engine import FAILED, RUNNING, STOPPED, Engine, KafkaEndpoint, KafkaTopic, StreamOptions, StreamSpec
@@ -96,8 +96,13 @@ class FakeConsumer:
     def incremental_assign(self, partitions: list[TopicPartition]) -> None:
         self.cluster.assigns.append([(tp.partition, tp.offset) for tp in partitions])
         for tp in partitions:
-            assert tp.offset == OFFSET_STORED
-            self.positions[tp.partition] = self.cluster.committed.get(tp.partition, 0)
+            # Explicit at connect (engine/position.py); the group's committed offset on a rewind.
+            stored = tp.offset == OFFSET_STORED
+            self.positions[tp.partition] = self.cluster.committed.get(tp.partition, 0) if stored else tp.offset
+
+    def committed(self, partitions: list[TopicPartition], timeout: float = -1) -> list[TopicPartition]:
+        return [TopicPartition(self.topic, tp.partition, self.cluster.committed.get(tp.partition, OFFSET_INVALID))
+                for tp in partitions]
 
     def assignment(self) -> list[TopicPartition]:
         return [TopicPartition(self.topic, p) for p in self.positions]
@@ -126,9 +131,10 @@ class FakeConsumer:
         return self.cluster.metadata(topic)
 
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool = True) -> None:
-        """Without exactly-once only: the consumer commits its own offsets."""
+        """Without exactly-once: the consumer commits its own offsets; synchronously: a stream's start."""
         self.cluster.committed.update({tp.partition: tp.offset for tp in offsets})
-        self.cluster.commit_offsets.append({tp.partition: tp.offset for tp in offsets})
+        if asynchronous:
+            self.cluster.commit_offsets.append({tp.partition: tp.offset for tp in offsets})
 
     def poll(self, timeout: float = -1) -> Any:
         """One record, as soon as there is one (what the real one does; it serves callbacks too)."""
@@ -313,7 +319,7 @@ def test_fencing_is_fatal(engine: Engine, cluster: FakeCluster) -> None:
     assert state.status == FAILED
     assert state.errors[0][0] == "kafka_producer_fenced"
     assert cluster.output == []
-    assert cluster.committed == {}
+    assert cluster.committed == {0: 0}  # only the start the connect committed: no transaction did
 
 
 def test_aborts_in_a_row_end_in_failed(engine: Engine, cluster: FakeCluster) -> None:
@@ -569,6 +575,6 @@ def test_without_exactly_once_a_deleted_output_topic_is_named(cluster: FakeClust
         state = eng.wait_for(s.deployment_id, [FAILED], timeout=10)
         assert state is not None
         assert state.errors[0][0] == "kafka_unknown_topic"
-        assert cluster.committed == {}  # nothing delivered, nothing committed: read again at the next start
+        assert cluster.committed == {0: 0}  # the start only: nothing delivered: read again at the next start
     finally:
         eng.shutdown(timeout=10)

@@ -8,8 +8,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wml_server.models import SENTIMENT_MODEL_ID, Model, ModelRegistry, SentimentModel, default_registry
+from wml_server.models import (
+    SENTIMENT3_MODEL_ID,
+    SENTIMENT_MODEL_ID,
+    Model,
+    ModelRegistry,
+    Sentiment3Model,
+    SentimentModel,
+    default_registry,
+)
 from wml_server.models.sentiment import label_and_probability
+from wml_server.models.sentiment3 import label_and_probability_3
 
 MODEL = SentimentModel()
 
@@ -84,9 +93,39 @@ def test_registry_builds_each_model_once_and_only_when_asked() -> None:
     assert registry.get(str(uuid.uuid4())) is None
 
 
-def test_default_registry_offers_the_sentiment_model() -> None:
+def test_default_registry_offers_both_sentiment_models() -> None:
     registry = default_registry()
     model = registry.get(SENTIMENT_MODEL_ID)
+    three = registry.get(SENTIMENT3_MODEL_ID)
     assert isinstance(model, SentimentModel)
-    assert registry.all() == [model]
+    assert isinstance(three, Sentiment3Model)
+    assert registry.all() == [model, three]
     assert ModelRegistry.of(MODEL).get(SENTIMENT_MODEL_ID) is MODEL
+
+
+# "Sentiment Prediction (3 classes)"
+
+THREE = Sentiment3Model()
+
+
+def test_three_classes_metadata_is_stable() -> None:
+    assert SENTIMENT3_MODEL_ID == "8d2c6b1e-4f7a-4c39-a5e0-71b9d3f2c846"
+    assert str(uuid.UUID(THREE.id)) == THREE.id != SENTIMENT_MODEL_ID
+    assert THREE.name == "Sentiment Prediction (3 classes)"
+    assert isinstance(THREE, Model)
+
+
+def test_three_classes_use_vaders_recommended_thresholds() -> None:
+    labels, probabilities = THREE.predict(["I love it", "", "I hate it", "The bus leaves at noon."])
+    assert labels == ["POSITIVE", "NEUTRAL", "NEGATIVE", "NEUTRAL"]
+    assert probabilities[1] == 1.0
+    assert label_and_probability_3(0.05) == ("POSITIVE", pytest.approx(0.525))
+    assert label_and_probability_3(-0.05) == ("NEGATIVE", pytest.approx(0.525))
+    assert label_and_probability_3(0.0499)[0] == "NEUTRAL"
+
+
+@given(st.floats(min_value=-1.0, max_value=1.0))
+def test_three_classes_probability_is_that_of_the_label(compound: float) -> None:
+    label, probability = label_and_probability_3(compound)
+    assert 0.5 <= probability <= 1.0
+    assert label == ("POSITIVE" if compound >= 0.05 else "NEGATIVE" if compound <= -0.05 else "NEUTRAL")

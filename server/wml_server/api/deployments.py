@@ -5,8 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response
+from fastapi.responses import JSONResponse
 
-from wml_api.models import SPARK_HEADER, Deployment, DeploymentCreate, DeploymentList, PatchOperation
+from wml_api.models import (
+    SPARK_HEADER,
+    Deployment,
+    DeploymentCreate,
+    DeploymentList,
+    DryRunReport,
+    ErrorBody,
+    PatchOperation,
+)
 from wml_api.paths import INSTANCE_DEPLOYMENT, INSTANCE_DEPLOYMENTS, MODEL_DEPLOYMENT, MODEL_DEPLOYMENTS, fill
 from wml_server.api.deps import ERRORS, BaseURL, Caller, State
 from wml_server.api.paging import MAX_START, page
@@ -24,13 +33,28 @@ _PATCH_BODY = {"requestBody": {"required": True, "content": {"application/json":
 
 
 def _render(app: State, base: str, record: DeploymentRecord) -> Deployment:
-    return render_deployment(base, record, app.service.models.get(record.model_id))
+    return render_deployment(base, record, app.service.models.get(record.model_id),
+                             app.service.streams.live(record.id))
 
 
-@router.post(MODEL_DEPLOYMENTS, status_code=201, response_model_exclude_none=True,
-             summary="Create a stream deployment")
+DryRun = Annotated[bool, Query(description="Extension `dry_run`: run every check of the create (and, when the "
+                                           "service runs streams, both Kafka connections and topics), create "
+                                           "nothing, answer 200 with what was checked")]
+_DRY_RUN_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"model": DryRunReport, "description": "dry_run=true: every check passed; nothing was created"},
+    503: {"model": ErrorBody, "description": "dry_run=true: the Kafka brokers did not answer in time "
+                                             "(kafka_unreachable, Retry-After)"},
+}
+
+
+@router.post(MODEL_DEPLOYMENTS, status_code=201, response_model=Deployment, response_model_exclude_none=True,
+             summary="Create a stream deployment (or, with dry_run=true, check one)", responses=_DRY_RUN_ANSWERS)
 def create_deployment(instance_id: str, model_id: str, app: State, base: BaseURL, who: Caller,
-                      response: Response, body: DeploymentCreate, spark: SparkHeader = None) -> Deployment:
+                      response: Response, body: DeploymentCreate, spark: SparkHeader = None,
+                      dry_run: DryRun = False) -> Deployment | JSONResponse:
+    if dry_run:
+        checked = app.service.check(instance_id, model_id, body, spark)
+        return JSONResponse(DryRunReport(checked=checked).model_dump(mode="json"), status_code=200)
     record = app.service.create(instance_id, model_id, body, spark)
     response.headers["Location"] = deployment_url(base, record)
     return _render(app, base, record)

@@ -19,7 +19,7 @@ from types import FrameType
 
 from wml_server.engine.engine import Engine
 from wml_server.engine.options import StreamOptions
-from wml_server.engine.spec import KafkaEndpoint, KafkaTopic, StreamSpec
+from wml_server.engine.spec import KafkaEndpoint, KafkaTopic, StartOptions, StreamSpec
 from wml_server.engine.state import FAILED, Errors
 from wml_server.models.registry import default_registry
 from wml_server.models.sentiment import SENTIMENT_MODEL_ID
@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--security-protocol", choices=["SASL_SSL", "SASL_PLAINTEXT"], default="SASL_SSL")
     parser.add_argument("--sasl-mechanism", default="PLAIN")
     parser.add_argument("--model-id", default=SENTIMENT_MODEL_ID)
+    parser.add_argument("--starting-offsets", choices=["earliest", "latest"], default="earliest",
+                        help="where partitions the group has no committed offset for start")
     parser.add_argument("--batch-size", type=int, default=StreamOptions.batch_size)
     parser.add_argument("--unreachable-timeout", type=float, default=StreamOptions.unreachable_timeout)
     return parser
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                                password=os.environ.get(PASSWORD_ENV), api_key=os.environ.get(API_KEY_ENV),
                                security_protocol=args.security_protocol, sasl_mechanism=args.sasl_mechanism)
     spec = StreamSpec(args.deployment_id, model, KafkaTopic(args.input_topic, connection),
-                      KafkaTopic(args.output_topic, connection))
+                      KafkaTopic(args.output_topic, connection), StartOptions(args.starting_offsets))
 
     def announce(deployment_id: str, status: str, errors: Errors) -> None:
         _print({"deployment_id": deployment_id, "status": status, "errors": errors})

@@ -2,7 +2,9 @@
 
 Connecting, in order: both topics must exist (metadata, never auto-created); `init_transactions` fences any
 earlier producer of the deployment and aborts what it left open; only then is the consumer assigned its
-partitions, so the committed offsets it reads are the ones that transaction abort left in place.
+partitions, so the committed offsets it reads are the ones that transaction abort left in place. Each
+partition is assigned an explicit start (engine/position.py: committed, else handed over, else
+starting_offsets).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from wml_server.engine.clients import (
 )
 from wml_server.engine.failures import StreamFailure, redact
 from wml_server.engine.options import StreamOptions
+from wml_server.engine.position import start_offsets
 from wml_server.engine.spec import KafkaTopic, StreamSpec
 from wml_server.engine.state import KAFKA_ERROR
 
@@ -60,6 +63,8 @@ class StreamConnection:
         self._consumer: ConsumerLike | None = None
         self._producer: ProducerLike | None = None
         self.partitions: list[int] = []
+        self.start: dict[int, int] = {}  # where this connect started each partition
+        self.start_lag: int | None = None  # records behind the end of the input at that moment
         # role -> (since when, last error): brokers librdkafka reported all down and no probe reached since.
         self._down: dict[str, tuple[float, str]] = {}
 
@@ -94,7 +99,29 @@ class StreamConnection:
         self._await_topic(OUTPUT)
         if self.options.exactly_once:
             self._init_transactions()
-        self.consumer.assign(self._stored_offsets(self.partitions))
+        self._assign_start()
+
+    def _assign_start(self) -> None:
+        deadline = time.monotonic() + self.options.unreachable_timeout
+        while not self.stopping.is_set():
+            try:
+                self.start, fresh, self.start_lag = start_offsets(
+                    self.consumer, self.spec.input.topic, self.partitions, self.spec.start,
+                    self.options.attempt_timeout)
+                if fresh:
+                    # A plain group commit (the group has no member: the consumer is assigned, not subscribed),
+                    # so that a restart before the first transaction starts here and does not resolve "latest"
+                    # again, skipping what came meanwhile.
+                    self.consumer.commit(offsets=fresh, asynchronous=False)
+                self.consumer.assign([TopicPartition(self.spec.input.topic, p, o) for p, o in self.start.items()])
+                return
+            except KafkaException as exc:
+                err = error_of(exc)
+            self._poll_errors(INPUT)
+            if time.monotonic() >= deadline:
+                raise failures.unreachable(INPUT, self.spec.input, self.options.unreachable_timeout, err.str(),
+                                           self._secrets)
+        raise Stopped
 
     def _stored_offsets(self, partitions: list[int]) -> list[TopicPartition]:
         # OFFSET_STORED: the group's committed offset (auto.offset.reset=earliest when it has none).

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from wml_server.engine.clients import ClientFactory, KafkaClients
 from wml_server.engine.metrics import EngineMetrics
 from wml_server.engine.options import StreamOptions
+from wml_server.engine.position import StreamProgress
 from wml_server.engine.runner import StreamRunner
 from wml_server.engine.spec import StreamSpec
 from wml_server.engine.state import (
@@ -43,6 +44,7 @@ class _Slot:
     errors: Errors = field(default_factory=list)
     runner: StreamRunner | None = None
     counts: StreamCounts = field(default_factory=StreamCounts)
+    progress: StreamProgress = field(default_factory=StreamProgress)
     notify: bool = True
     # Held while a status is recorded and announced, so announcements keep the order of the changes.
     report_lock: threading.RLock = field(default_factory=threading.RLock)
@@ -95,7 +97,8 @@ class Engine:
                 predecessor = current if current is not None and current.alive else self._retiring.pop(
                     deployment_id, None)
                 runner = StreamRunner(spec, self._report, metrics=self.metrics, counts=slot.counts,
-                                      options=self.options, clients=self._clients, predecessor=predecessor)
+                                      options=self.options, clients=self._clients, predecessor=predecessor,
+                                      progress=slot.progress)
                 self.metrics.track(deployment_id)
             slot.runner = runner
         if runner is None:
@@ -144,6 +147,12 @@ class Engine:
         self.metrics.forget(deployment_id)  # after the join: its last commit counts records too
         return done
 
+    def join_retired(self, deployment_id: str, timeout: float) -> bool:
+        """Waits for the runner of a removed deployment that was still finishing; True once none is left."""
+        with self._lock:
+            runner = self._retiring.get(deployment_id)
+        return runner is None or runner.join(timeout)
+
     def status(self, deployment_id: str) -> StreamState | None:
         with self._lock:
             slot = self._slots.get(deployment_id)
@@ -151,7 +160,8 @@ class Engine:
                 return None
             status, errors = slot.status, list(slot.errors)
         records_in, records_out, errored = slot.counts.snapshot()
-        return StreamState(status, errors, records_in, records_out, errored)
+        return StreamState(status, errors, records_in, records_out, errored, slot.progress.position(),
+                           slot.progress.lag)
 
     def deployments(self) -> list[str]:
         with self._lock:

@@ -6,16 +6,36 @@ import logging
 import threading
 from collections.abc import Callable
 
+from wml_server.engine.cleanup import fence
 from wml_server.engine.clients import ClientFactory
 from wml_server.engine.connection import Stopped
 from wml_server.engine.failures import StreamFailure
 from wml_server.engine.metrics import EngineMetrics
 from wml_server.engine.options import StreamOptions
+from wml_server.engine.position import StreamProgress
 from wml_server.engine.session import StreamSession
 from wml_server.engine.spec import StreamSpec
-from wml_server.engine.state import FAILED, INTERNAL_ERROR, RUNNING, STOPPED, Errors, StreamCounts
+from wml_server.engine.state import (
+    FAILED,
+    INTERNAL_ERROR,
+    KAFKA_AUTHENTICATION_FAILED,
+    KAFKA_AUTHORIZATION_FAILED,
+    KAFKA_CONFIGURATION_INVALID,
+    KAFKA_PRODUCER_FENCED,
+    KAFKA_UNREACHABLE,
+    RUNNING,
+    STOPPED,
+    Errors,
+    StreamCounts,
+)
 
 log = logging.getLogger(__name__)
+
+# Failures after which fencing is pointless (the credentials or configuration cannot make a producer, or the
+# brokers have not answered for unreachable_timeout already: the broker's transaction timeout will do) or wrong
+# (another runner of the deployment holds the transactional id now).
+_CANNOT_FENCE = (KAFKA_AUTHENTICATION_FAILED, KAFKA_AUTHORIZATION_FAILED, KAFKA_CONFIGURATION_INVALID,
+                 KAFKA_PRODUCER_FENCED, KAFKA_UNREACHABLE)
 
 
 class StreamRunner:
@@ -27,8 +47,9 @@ class StreamRunner:
 
     def __init__(self, spec: StreamSpec, report: Callable[[StreamRunner, str, Errors], None], *,
                  metrics: EngineMetrics, counts: StreamCounts, options: StreamOptions, clients: ClientFactory,
-                 predecessor: StreamRunner | None = None) -> None:
+                 predecessor: StreamRunner | None = None, progress: StreamProgress | None = None) -> None:
         self.spec = spec
+        self.progress = progress or StreamProgress()
         self._report = report
         self._metrics = metrics
         self._counts = counts
@@ -69,7 +90,7 @@ class StreamRunner:
             self._report(self, STOPPED, [])
             return
         session = StreamSession(self.spec, self._options, self._clients, self._stopping, self._metrics,
-                                self._counts)
+                                self._counts, self.progress)
         status, errors = STOPPED, []
         try:
             session.connect()
@@ -88,3 +109,8 @@ class StreamRunner:
             # Closed before STOPPED is reported: whoever starts the deployment again finds the clients gone.
             session.close(clean=status == STOPPED)
         self._report(self, status, errors)
+        if status == FAILED and errors[0][0] not in _CANNOT_FENCE:
+            # A failure mid-transaction leaves it open (close without abort): every read_committed reader of
+            # the output topic would wait transaction.timeout.ms (60 s) behind it. Fencing aborts it at once.
+            # After the report, in this thread: a restart of the deployment waits for it (predecessor).
+            fence(self.spec, timeout=5.0, make=self._clients.producer)

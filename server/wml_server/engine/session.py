@@ -48,6 +48,7 @@ from wml_server.engine.connection import INPUT, OUTPUT, UNKNOWN_TOPIC_CODES, Str
 from wml_server.engine.failures import StreamFailure, redact
 from wml_server.engine.metrics import EngineMetrics
 from wml_server.engine.options import StreamOptions
+from wml_server.engine.position import StreamProgress, lag_of
 from wml_server.engine.records import ScoredBatch, score_batch
 from wml_server.engine.spec import StreamSpec
 from wml_server.engine.state import KAFKA_TRANSACTION_FAILED, StreamCounts
@@ -82,10 +83,11 @@ class StreamSession(StreamConnection):
     """A connection that streams: `connect()`, then `run()` until the stop event, then `close()`."""
 
     def __init__(self, spec: StreamSpec, options: StreamOptions, clients: ClientFactory, stopping: threading.Event,
-                 metrics: EngineMetrics, counts: StreamCounts) -> None:
+                 metrics: EngineMetrics, counts: StreamCounts, progress: StreamProgress | None = None) -> None:
         super().__init__(spec, options, clients, stopping)
         self.metrics = metrics
         self.counts = counts
+        self.progress = progress or StreamProgress()
         self._aborts = 0
         self._outage = False  # every broker of a client went down since these clients were made
         self._delivery_error: KafkaError | None = None
@@ -95,6 +97,10 @@ class StreamSession(StreamConnection):
         self._next_probe = now
         self._next_lag = now
         self._next_partitions = now + options.partition_refresh_interval
+
+    def connect(self) -> None:
+        super().connect()
+        self.progress.begin(self.spec.input.topic, self.start, self.start_lag)
 
     # -- streaming ----------------------------------------------------------------------------------------
 
@@ -239,6 +245,7 @@ class StreamSession(StreamConnection):
         self._aborts = 0
         self._down.clear()  # a commit proves both clusters reachable
         self.counts.add(len(records), errored)
+        self.progress.advance(ends)
         self.metrics.committed(self.spec.deployment_id, len(records), errored)
 
     def _transaction(self, records: list[Message], values: list[bytes], offsets: list[TopicPartition],
@@ -381,19 +388,10 @@ class StreamSession(StreamConnection):
             self._refresh_partitions()
 
     def _refresh_lag(self) -> None:
-        """Sets the lag gauge from the end offsets the last fetch responses carried (read_committed: the
-        last stable offset). Asking the broker instead would queue behind the consumer's long-polling
-        fetch on the same connection and stall the stream for up to a second each time."""
-        total = 0
-        try:
-            for tp in self.consumer.position(self.consumer.assignment()):
-                marks = self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)
-                if tp.offset < 0 or marks is None or marks[1] < 0:
-                    continue  # nothing fetched or consumed there yet
-                total += max(0, marks[1] - tp.offset)
-        except KafkaException:
-            return
-        self.metrics.lag(self.spec.deployment_id, total)
+        lag = lag_of(self.consumer)  # from what the fetches carried: no broker round trip (engine/position.py)
+        if lag is not None:
+            self.metrics.lag(self.spec.deployment_id, lag)
+            self.progress.set_lag(lag)
 
     def _refresh_partitions(self) -> None:
         """Partitions added to the input topic while the stream runs are consumed too."""

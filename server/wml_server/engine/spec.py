@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from wml_server.models.base import Model
 
 SecurityProtocol = Literal["SASL_SSL", "SASL_PLAINTEXT"]
+StartingOffsets = Literal["earliest", "latest"]
 
 # wml_api.wire.MASK; copied for the reason given in engine/state.py (the engine imports nothing of wml_api),
 # and held equal by tests/unit/test_engine_spec.py.
@@ -78,6 +80,14 @@ class KafkaTopic:
 
 
 @dataclass(frozen=True)
+class StartOptions:
+    """Where a stream without committed offsets starts (KafkaSource's extension fields; see engine/position.py)."""
+
+    starting_offsets: StartingOffsets = "earliest"
+    start_position: Mapping[str, int] | None = None  # partition number as a string -> next offset to read
+
+
+@dataclass(frozen=True)
 class StreamSpec:
     """One stream deployment: read `input.topic`, score each record with `model`, write `output.topic`."""
 
@@ -85,6 +95,7 @@ class StreamSpec:
     model: Model
     input: KafkaTopic
     output: KafkaTopic
+    start: StartOptions = field(default_factory=StartOptions)
 
     @property
     def group_id(self) -> str:

@@ -35,13 +35,16 @@ StatusCallback = Callable[[str, str, Errors], None]
 
 @dataclass(frozen=True)
 class StreamState:
-    """A snapshot: status, why it FAILED, and counts of records whose transaction committed."""
+    """A snapshot: status, why it FAILED, counts of records whose transaction committed, and (once the stream
+    has connected in this process) its position in the input topic and its lag (engine/position.py)."""
 
     status: str
     errors: Errors = field(default_factory=list)
     records_in: int = 0
     records_out: int = 0
     records_errored: int = 0
+    position: tuple[str, dict[str, int]] | None = None  # (input topic, {"0": next offset to read, ...})
+    lag: int | None = None  # records behind the end of the input topic, as last measured
 
 
 class StreamCounts:

@@ -3,5 +3,7 @@
 from wml_server.models.base import Model
 from wml_server.models.registry import ModelRegistry, default_registry
 from wml_server.models.sentiment import SENTIMENT_MODEL_ID, SentimentModel
+from wml_server.models.sentiment3 import SENTIMENT3_MODEL_ID, Sentiment3Model
 
-__all__ = ["SENTIMENT_MODEL_ID", "Model", "ModelRegistry", "SentimentModel", "default_registry"]
+__all__ = ["SENTIMENT3_MODEL_ID", "SENTIMENT_MODEL_ID", "Model", "ModelRegistry", "Sentiment3Model", "SentimentModel",
+           "default_registry"]

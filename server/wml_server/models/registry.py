@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 
 from wml_server.models.base import Model
 from wml_server.models.sentiment import SENTIMENT_MODEL_ID, SentimentModel
+from wml_server.models.sentiment3 import SENTIMENT3_MODEL_ID, Sentiment3Model
 
 
 class ModelRegistry:
@@ -48,5 +49,5 @@ def _built(model: Model) -> Callable[[], Model]:
 
 
 def default_registry() -> ModelRegistry:
-    """A new registry of the models this service ships: today the VADER sentiment model."""
-    return ModelRegistry({SENTIMENT_MODEL_ID: SentimentModel})
+    """A new registry of the models this service ships: VADER sentiment, in two and in three classes."""
+    return ModelRegistry({SENTIMENT_MODEL_ID: SentimentModel, SENTIMENT3_MODEL_ID: Sentiment3Model})

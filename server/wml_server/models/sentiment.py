@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
@@ -38,8 +39,16 @@ def label_and_probability(compound: float) -> tuple[str, float]:
     return NEGATIVE, 1.0 - p_positive
 
 
+@functools.cache
+def vader() -> SentimentIntensityAnalyzer:
+    """The one analyzer of the process. Loading the lexicons takes tens of milliseconds; polarity_scores only
+    reads them, so every model and every stream thread can share it."""
+    return SentimentIntensityAnalyzer()
+
+
 class SentimentModel:
-    """Scores English short texts (tweets) POSITIVE or NEGATIVE with VADER."""
+    """Scores English short texts (tweets) POSITIVE or NEGATIVE with VADER. A model that labels VADER's
+    compound score otherwise subclasses this and replaces `label` (and its metadata)."""
 
     id = SENTIMENT_MODEL_ID
     name = "Sentiment Prediction"
@@ -47,18 +56,17 @@ class SentimentModel:
                    "rule based model tuned for social media text. probability is the probability of the "
                    "predicted label, a monotonic mapping of VADER's compound score, not a calibrated one.")
     model_type = "vader-sentiment"
+    label: Callable[[float], tuple[str, float]] = staticmethod(label_and_probability)
 
     def __init__(self) -> None:
-        # Loading the lexicons takes tens of milliseconds: one analyzer per model, shared by every stream.
-        # polarity_scores only reads the lexicons, so sharing it between threads is safe.
-        self._analyzer = SentimentIntensityAnalyzer()
+        self._analyzer = vader()
         self.runtime_environment = f"python-{platform.python_version()} vaderSentiment-{_vader_version()}"
 
     def predict(self, texts: Sequence[str]) -> tuple[list[str], list[float]]:
         labels: list[str] = []
         probabilities: list[float] = []
         for text in texts:
-            label, probability = label_and_probability(float(self._analyzer.polarity_scores(text)["compound"]))
+            label, probability = self.label(float(self._analyzer.polarity_scores(text)["compound"]))
             labels.append(label)
             probabilities.append(probability)
         return labels, probabilities
