@@ -2,7 +2,8 @@
 
     engine = Engine(on_status_change=persist)            # or Engine(run_streams=False): accept only
     engine.start(StreamSpec(deployment_id, model, KafkaTopic("tweets", conn), KafkaTopic("scores", conn)))
-    engine.status(deployment_id)   # StreamState(status, errors, records_in, records_out, records_errored)
+    engine.status(deployment_id)   # StreamState(status, errors, records_in, records_out, records_errored,
+                                   #             position, lag): memory only, no Kafka call
     engine.stop(deployment_id); engine.remove(deployment_id); engine.shutdown()
 
 Independent of the REST layer: the API converts its wire models into `StreamSpec` / `KafkaEndpoint`.
