@@ -134,6 +134,10 @@ class Database:
         row = self._one("SELECT COUNT(*) AS n FROM deployments WHERE instance_id = ?", instance_id)
         return int(row["n"]) if row else 0
 
+    def deployment_by_id(self, deployment_id: str) -> DeploymentRecord | None:
+        row = self._one("SELECT * FROM deployments WHERE id = ?", deployment_id)
+        return _record(row) if row else None
+
     def deployment(self, instance_id: str, deployment_id: str) -> DeploymentRecord | None:
         row = self._one("SELECT * FROM deployments WHERE instance_id = ? AND id = ?", instance_id, deployment_id)
         return _record(row) if row else None

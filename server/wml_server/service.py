@@ -32,6 +32,7 @@ class Streams(Protocol):
     def remove(self, record: DeploymentRecord) -> None: ...
     def check(self, record: DeploymentRecord) -> list[str]: ...
     def live(self, deployment_id: str) -> StreamState | None: ...
+    def committed(self, deployment_id: str) -> dict[str, Any] | None: ...
 
 
 class DeploymentService:
@@ -146,7 +147,8 @@ class DeploymentService:
                 self.streams.start(record)
                 resumed += 1
             elif record.status != STOPPED and record.desired == STOPPED:
-                self.db.set_status(record.id, STOPPED, None)
+                # A stop the last process did not finish: its position is what the broker has committed.
+                self.db.set_status(record.id, STOPPED, None, self.streams.committed(record.id))
         return resumed
 
 

@@ -13,6 +13,7 @@ from wml_server.db import Database, DeploymentRecord
 from wml_server.engine.cleanup import remove_leftovers
 from wml_server.engine.engine import Engine
 from wml_server.engine.failures import StreamFailure
+from wml_server.engine.position import committed_position
 from wml_server.engine.probe import check_stream
 from wml_server.engine.session import StreamOptions
 from wml_server.engine.spec import KafkaEndpoint, KafkaTopic, StartOptions, StreamSpec
@@ -73,7 +74,19 @@ class StreamController:
             if state is not None and state.position is not None:
                 topic, offsets = state.position
                 position = {"topic": topic, "offsets": offsets}
+            else:
+                position = self.committed(deployment_id)
         self._db.set_status(deployment_id, status, details, position)
+
+    def committed(self, deployment_id: str) -> dict[str, Any] | None:
+        """The position of a deployment this process has not run (from the broker): a stored one may be older
+        than the last transaction of a run that a restart or a failure cut short."""
+        record = self._db.deployment_by_id(deployment_id)
+        if record is None or not self.engine.run_streams:
+            return None
+        spec = spec_of(record, self._models)
+        offsets = committed_position(spec)
+        return {"topic": spec.input.topic, "offsets": offsets} if offsets is not None else None
 
     def live(self, deployment_id: str) -> StreamState | None:
         """What the engine knows of a running deployment now (status, position, lag): no Kafka call."""

@@ -20,7 +20,7 @@ from wml_localplatform.wmloperator import WMLOperator
 from wml_localplatform.wmlservice import WMLService
 
 Kubectl = Callable[..., Any]
-THREE_CLASSES = "8f5c2a9e-1d4b-4c7a-9e3f-2b6d8a0c5e71"  # the service's second sample model
+THREE_CLASSES = "8d2c6b1e-4f7a-4c39-a5e0-71b9d3f2c846"  # the service's second sample model
 
 
 def status(k8s_api: k8s.ApiClient, env: StreamEnv) -> dict[str, Any]:

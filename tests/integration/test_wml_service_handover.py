@@ -5,6 +5,7 @@ the dry run, and nothing left on the broker after a delete."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -219,4 +220,27 @@ def test_the_final_position_survives_a_restart(make_wml_service: Callable[..., W
     assert dep.entity.status_details.position is not None
     assert dep.entity.status_details.position.model_dump() == {"topic": source, "offsets": {"0": 8}}
     assert dep.entity.status_details.lag is None  # nothing measures it while stopped
+    api.delete_instance_deployment(did)
+
+
+def test_a_stop_cut_short_by_a_kill_reports_the_position_the_broker_committed(
+        make_wml_service: Callable[..., WMLService], kafka: KafkaInfo, kafka_topic: Callable[..., str]) -> None:
+    """The service is killed after a PATCH STOPPED was stored and before the stream's last status was: at the
+    next start the deployment is STOPPED at the offsets its transactions committed, not at none (a replacement
+    would read the topic again) nor at an older stored position."""
+    service = make_wml_service(WML_SERVER_KAFKA_UNREACHABLE_TIMEOUT="15")
+    api = _client(service)
+    source, target = kafka_topic("in"), kafka_topic("out")
+    _produce(kafka, source, range(12))
+    did = api.create_deployment(MODEL, _body(kafka, source, target), spark()).id
+    assert len(_read(kafka, target, expect=12)) == 12
+    service.kill()
+    with sqlite3.connect(service.dir / "data" / "wml.sqlite3") as db:  # what the PATCH had stored, no more
+        db.execute("UPDATE deployments SET desired = 'STOPPED' WHERE id = ?", (did,))
+    service.start()
+    dep = api.get_instance_deployment(did)
+    assert dep.status == "STOPPED"
+    assert dep.entity.status_details is not None
+    assert dep.entity.status_details.position is not None
+    assert dep.entity.status_details.position.model_dump() == {"topic": source, "offsets": {"0": 12}}
     api.delete_instance_deployment(did)

@@ -12,13 +12,17 @@ committed transaction) and the lag last measured; the API renders both without a
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from wml_server.engine.clients import ConsumerLike
-from wml_server.engine.spec import StartOptions
+from wml_server.engine.clients import ConsumerLike, consumer_config
+from wml_server.engine.failures import redact
+from wml_server.engine.spec import StartOptions, StreamSpec
+
+log = logging.getLogger(__name__)
 
 
 def resolve_start(partition: int, committed: int | None, watermarks: tuple[int, int],
@@ -102,3 +106,25 @@ def lag_of(consumer: ConsumerLike) -> int | None:
     except KafkaException:
         return None
     return total
+
+
+def committed_position(spec: StreamSpec, timeout: float = 10.0) -> dict[str, int] | None:
+    """The group's committed offsets on the input brokers ({"0": next offset, ...}): the position of a
+    deployment that has not run in this process (a restart cut its stop short, or it failed before it
+    connected), whose stored position may be older than its last transaction. None when the brokers do not
+    answer in time. Joins no group: it only reads the offsets."""
+    consumer = Consumer({**consumer_config(spec, lambda _err: None), "client.id": f"wml-{spec.deployment_id}-pos"})
+    try:
+        metadata = consumer.list_topics(spec.input.topic, timeout)
+        topic = metadata.topics.get(spec.input.topic)
+        if topic is None or topic.error is not None:
+            return None
+        known = consumer.committed([TopicPartition(spec.input.topic, p) for p in sorted(topic.partitions)],
+                                   timeout)
+    except KafkaException as exc:
+        log.warning("deployment %s: its committed offsets could not be read: %s", spec.deployment_id,
+                    redact(str(exc), spec.secrets()))
+        return None
+    finally:
+        consumer.close()
+    return {str(tp.partition): tp.offset for tp in known if tp.offset >= 0}
