@@ -31,8 +31,8 @@ class DictSecrets:
 
 
 class MemoryWML:
-    """An in-memory WML instance for unit tests of the reconciler: implements reconcile.Connector (one instance
-    whatever the endpoint) and reconcile.WML. `fail[call] = error` makes that call raise once; `calls` records
+    """An in-memory WML instance for unit tests of the reconciler: implements ports.Connector (one instance
+    whatever the endpoint) and ports.WML. `fail[call] = error` makes that call raise once; `calls` records
     every call; `answer_status` is what a created or patched deployment reports (WML's own status after it)."""
 
     def __init__(self, models: tuple[str, ...] = ("m1",), answer_status: str | None = None,
@@ -47,7 +47,7 @@ class MemoryWML:
         self.endpoints: list[Endpoint] = []
         self._ids = itertools.count(1)
 
-    # reconcile.Connector
+    # ports.Connector
     def instance(self, endpoint: Endpoint) -> MemoryWML:
         self.endpoints.append(endpoint)
         return self
@@ -58,7 +58,7 @@ class MemoryWML:
         if error is not None:
             raise error
 
-    # reconcile.WML
+    # ports.WML
     def listing(self, max_age: float) -> Listing:
         self._call("list", str(max_age))
         return Listing.of(0.0, dict(self.deployments))

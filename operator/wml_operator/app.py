@@ -13,7 +13,8 @@ from kubernetes import client as k8s
 from wml_operator.kube import SecretStore, StatusWriter
 from wml_operator.metrics import Metrics
 from wml_operator.poller import Poller
-from wml_operator.reconcile import Connector, Reconciler
+from wml_operator.ports import Connector
+from wml_operator.reconcile import Reconciler
 from wml_operator.resources import Resources
 from wml_operator.secrets import SecretReader
 from wml_operator.settings import OperatorSettings

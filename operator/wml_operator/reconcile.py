@@ -1,8 +1,9 @@
 """One reconciliation pass, carried out: spec -> Secrets -> WML instance -> look -> plan -> act -> status.
 
 Every decision is wml_operator.plan's and the status is wml_operator.status's; this module only does the I/O
-they call for, through two small interfaces (`WML`, `Connector`), so that tests/unit drives it with an
-in-memory WML and the integration tests with the real service.
+they call for, through two small interfaces (wml_operator.ports: `WML`, `Connector`), so that tests/unit drives
+it with an in-memory WML and the integration tests with the real service. A re-create is `_hand_over`: the
+steps wml_operator.handover decides, each on the endpoint where its deployment lives.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -22,7 +23,6 @@ from wml_api.models import (
     DeploymentCreate,
     KafkaSource,
     KafkaTarget,
-    SparkServiceInstance,
     StartingOffsets,
     StreamInput,
     StreamOutput,
@@ -31,6 +31,7 @@ from wml_api.wire import describe_validation_error
 from wml_operator import handover
 from wml_operator import plan as planning
 from wml_operator.plan import STOPPED, Action, Desired, Do, Last, Observed, View
+from wml_operator.ports import WML, Connector, Elsewhere
 from wml_operator.resources import Resources
 from wml_operator.secrets import (
     Defaults,
@@ -49,36 +50,6 @@ from wml_operator.spec import (
 )
 from wml_operator.status import Event, Found, Outcome, Result, last_of, outcome
 from wml_operator.wml import Listing, built_from, marker
-
-
-class WML(Protocol):
-    """One WML instance, as a pass uses it."""
-
-    def listing(self, max_age: float) -> Listing:
-        """The instance's deployments, from a list begun at most max_age seconds ago."""
-
-    def extensions(self) -> frozenset[str]:
-        """The project's extensions of the v3 API the server lists (wml_api.models.EXT_*)."""
-
-    def check(self, model_id: str, body: DeploymentCreate, spark: SparkServiceInstance) -> None:
-        """Raises what a create would (EXT_DRY_RUN servers only); creates nothing."""
-
-    def model(self, model_id: str) -> None:
-        """Raises NotFound when the published model does not exist."""
-
-    def get(self, deployment_id: str) -> Deployment | None: ...
-
-    def create(self, model_id: str, body: DeploymentCreate, spark: SparkServiceInstance) -> Deployment: ...
-
-    def set_state(self, model_id: str, deployment_id: str, value: str, spark: SparkServiceInstance) -> Deployment:
-        """PATCH the stream's status, then the deployment as WML shows it after that."""
-
-    def delete(self, deployment_id: str) -> None:
-        """Deleted, or gone already."""
-
-
-class Connector(Protocol):
-    def instance(self, endpoint: Endpoint) -> WML: ...
 
 
 def _observed(found: Deployment | None) -> Observed | None:
@@ -204,16 +175,18 @@ class Reconciler:
         want = None if desired.adopt_id else desired.spec_hash
         looked = look(listing, target, uid, want, last.spec_hash)
         there, old = wml, resolved.endpoint
-        if moved:
+        orphaning = desired.deleting and desired.deletion_policy == "Orphan"
+        if moved and not orphaning:
             # The status names a deployment on the endpoint the spec no longer does: it is stopped and deleted
             # there (its absence is checked there too, before anyone calls it deleted).
             old = recorded_endpoint(self.secrets, namespace, recorded or {}, resolved.endpoint)
-            there = self.wml.instance(old)
+            there = Elsewhere(self.wml.instance(old), f"the old endpoint {old.url} (deployment {last.deployment_id})")
             gone = there.listing(self.resources.poll_interval(body)).by_id.get(str(last.deployment_id))
             looked = replace(looked, previous=gone or looked.previous)
         if looked.previous is not None and not desired.paused:
             if desired.deleting:
-                there.delete(looked.previous.id)
+                if not orphaning:
+                    there.delete(looked.previous.id)
                 looked = replace(looked, previous=None)
             elif not desired.adopt_id:
                 return self._hand_over(body, spec, resolved, desired, last, wml, there, old, looked)

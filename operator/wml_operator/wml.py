@@ -1,5 +1,5 @@
 """The WML instances the reconciler acts on: clients, one per endpoint and login, and the per-instance
-deployment list they share (`Instances.instance(endpoint)` is the reconciler's `reconcile.WML`).
+deployment list they share (`Instances.instance(endpoint)` is the reconciler's `ports.WML`).
 
 One list call per WML instance per interval serves every resource on that instance: each resource asks
 the cache for data no older than its own poll interval, and only the first asker after that age pays
@@ -221,7 +221,7 @@ class InstanceCache:
 
 
 class Instance:
-    """One WML instance as the reconciler uses it (reconcile.WML): its deployments through the shared list."""
+    """One WML instance as the reconciler uses it (ports.WML): its deployments through the shared list."""
 
     def __init__(self, client: WMLClient, cache: InstanceCache) -> None:
         self.client = client
@@ -268,7 +268,7 @@ class Instance:
 
 
 class Instances:
-    """Every WML instance the operator's resources name (reconcile.Connector)."""
+    """Every WML instance the operator's resources name (ports.Connector)."""
 
     def __init__(self, *, timeout: float = 30.0, on_response: OnResponse | None = None) -> None:
         self.pool = ClientPool(timeout=timeout, on_response=on_response)

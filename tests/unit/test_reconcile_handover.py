@@ -16,7 +16,7 @@ from wml_operator.status import Outcome
 
 
 class Endpoints:
-    """reconcile.Connector over one MemoryWML per WML URL."""
+    """ports.Connector over one MemoryWML per WML URL."""
 
     def __init__(self, **by_url: MemoryWML) -> None:
         self.by_url = by_url
@@ -263,3 +263,27 @@ def test_lag_is_reported_from_the_list() -> None:
         update={"status_details": details})})
     w.run()
     assert w.status["lag"] == 42
+
+
+def test_a_move_waiting_for_the_old_endpoint_names_it() -> None:
+    from wml_api.errors import Unavailable
+    w = World()
+    old = w.running()
+    w.spec["wml"]["url"] = "http://wml-b.test"
+    w.a.fail["list"] = Unavailable("connection refused", method="GET", path="/v3/...", status=None)
+    w.run()
+    message = w.condition("Reconciling")["message"]
+    assert f"the old endpoint http://wml.test (deployment {old})" in message
+
+
+def test_deleting_with_orphan_policy_mid_move_leaves_the_old_endpoint_alone() -> None:
+    from wml_api.errors import Unavailable
+    w = World()
+    old = w.running()
+    w.spec["deletionPolicy"] = "Orphan"
+    w.spec["wml"]["url"] = "http://wml-b.test"
+    w.a.fail["list"] = Unavailable("down", method="GET", path="/v3/...", status=503)
+    out = w.run(deleting=True)
+    assert out.finalized
+    assert w.a.changes() == []
+    assert old in w.a.deployments
