@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
 from hypothesis import settings as hypothesis_settings
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -135,12 +136,24 @@ def kafka_broker(platform_config: PlatformConfig,
 
 
 @pytest.fixture(scope="session")
-def kafka(kafka_broker: KafkaBroker | None) -> KafkaInfo:
+def kafka(kafka_broker: KafkaBroker | None, figures: Figures) -> Iterator[KafkaInfo]:
     if kafka_broker is not None:
-        return kafka_broker.info()
-    external = KafkaInfo.from_env()
-    assert external is not None
-    return external
+        info = kafka_broker.info()
+    else:
+        external = KafkaInfo.from_env()
+        assert external is not None
+        info = external
+    yield info
+    # What the run's deployments left on the broker (issue 14: deleting a deployment deletes its group).
+    left = sorted(wml_groups(info))
+    figures.add("leftovers", wml_consumer_groups_left=len(left), groups=", ".join(left[:10]) or "none")
+    print(f"\nwml-* consumer groups left on the broker after the run: {len(left)} {left[:10]}")
+
+
+def wml_groups(kafka: KafkaInfo) -> set[str]:
+    """The consumer groups of WML deployments (`wml-<deployment id>`) on the broker."""
+    listed = AdminClient(kafka.client_config()).list_consumer_groups(request_timeout=30).result(30)
+    return {g.group_id for g in listed.valid if g.group_id.startswith("wml-")}
 
 
 @pytest.fixture(scope="session")

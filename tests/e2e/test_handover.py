@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from confluent_kafka.admin import AdminClient
 from kubernetes import client as k8s
 
+from tests.conftest import wml_groups
 from tests.e2e.conftest import StreamEnv, wait_for
 from tests.e2e.test_behaviours import ready, wml
 from tests.e2e.test_lifecycle import Output, condition, produce, sdep
@@ -40,12 +40,6 @@ def new_deployment(k8s_api: k8s.ApiClient, env: StreamEnv, old: str) -> str:
     found = wait_for("the re-created deployment", lambda: status(k8s_api, env).get("deploymentId") != old
                      and status(k8s_api, env).get("deploymentId"), timeout=90)
     return str(found)
-
-
-def wml_groups(env: StreamEnv) -> set[str]:
-    admin = AdminClient(env.kafka.client_config())
-    listed = admin.list_consumer_groups().result(30)
-    return {g.group_id for g in listed.valid if g.group_id.startswith("wml-")}
 
 
 def events(kubectl: Kubectl, ns: str, reason: str) -> list[dict[str, Any]]:
@@ -82,10 +76,11 @@ def test_a_credentials_rotation_scores_each_record_once(stream_env: StreamEnv, o
     assert [d.id for d in wml(env).list_instance_deployments()] == [new]
     assert status(k8s_api, env)["handOver"].startswith(f"handed over from deployment {old} at offsets 0:300")
     assert events(kubectl, ns, "HandedOver")
-    assert f"wml-{old}" not in wml_groups(env)
+    wait_for("the old deployment's consumer group deleted", lambda: f"wml-{old}" not in wml_groups(env.kafka),
+             timeout=30)
     kubectl("delete", "sdep", "tweets", "-n", ns, "--timeout=60s")
-    assert wait_for("no wml group of the resource left", lambda: not {f"wml-{old}", f"wml-{new}"} & wml_groups(env),
-                    timeout=30)
+    wait_for("no consumer group of the resource left",
+             lambda: not {f"wml-{old}", f"wml-{new}"} & wml_groups(env.kafka), timeout=30)
 
 
 def test_created_stopped_consumes_nothing_until_running(stream_env: StreamEnv, operator: WMLOperator,

@@ -38,6 +38,11 @@ random delay (*kill points*: which process, after which writes); the killed proc
 namespace must converge to one deployment. At the end every acknowledged record is read back from the output
 read_committed: *duplicated* were scored twice, *missing* never; *groups left* counts consumer groups of the
 deleted deployments still on the broker."""),
+    "leftovers": ("What the run left on the broker", """\
+After every suite of the run: the consumer groups of WML deployments (`wml-<deployment id>`) still on the broker.
+Deleting a deployment deletes its group (docs/WML-API.md, "What a deployment leaves on the brokers"); a group
+left here belongs to a deployment that was never deleted, or one whose cleanup did not finish before the
+service stopped."""),
     "bad_specs": ("Generated bad input", """\
 Generated StreamingDeployment specs and Secrets (hypothesis): wrong types, unknown fields, empty and huge
 strings, missing Secrets and keys, malformed connection JSON. Each must either be refused by the apiserver with

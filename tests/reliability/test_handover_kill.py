@@ -22,10 +22,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka.admin import AdminClient
 from kubernetes import client as k8s
 
-from tests.conftest import Figures
+from tests.conftest import Figures, wml_groups
 from tests.reliability.conftest import count
 from tests.reliability.test_operator_kill import gone
 from tests.reliability.test_platform_faults import Chain, Scores, Sender, Tally, chain, converged, sdeps
@@ -42,11 +41,6 @@ def switch_writes(proxy: FaultProxy, since: float) -> list[Seen]:
     """The WML writes since `since` (a dry run checks, it writes nothing)."""
     return [s for s in proxy.requests(since=since)
             if s.method in WRITES and "/deployments" in s.path and "dry_run" not in s.path]
-
-
-def wml_groups(kafka: KafkaInfo) -> set[str]:
-    listed = AdminClient(kafka.client_config()).list_consumer_groups().result(30)
-    return {g.group_id for g in listed.valid if g.group_id.startswith("wml-")}
 
 
 def deployment_of(k8s_api: k8s.ApiClient, c: Chain) -> str:
@@ -103,7 +97,7 @@ def test_hand_over_survives_kill9_while_records_flow(kafka: KafkaInfo, kafka_top
                 c.service.start()
             # A Secret change moves no generation: Ready as before the kill is not yet the re-create's.
             deadline = time.monotonic() + 120
-            while (new := deployment_of(k8s_api, c)) == old:
+            while deployment_of(k8s_api, c) == old:
                 assert time.monotonic() < deadline, f"seed {seed} trial {number} ({point}): not re-created"
                 time.sleep(0.2)
             state = converged(k8s_api, c, f"seed {seed} trial {number} ({point})")
