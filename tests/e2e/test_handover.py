@@ -48,6 +48,17 @@ def events(kubectl: Kubectl, ns: str, reason: str) -> list[dict[str, Any]]:
     return items
 
 
+def streaming(env: StreamEnv, kubectl: Kubectl, k8s_api: k8s.ApiClient, output: Output,
+              records: int) -> tuple[list[str], str]:
+    """The resource applied RUNNING after `records` tweets and all of them scored: their keys, its deployment."""
+    first = [f"a{i}" for i in range(records)]
+    produce(env, first)
+    kubectl("apply", "-f", "-", input=env.manifest())
+    ready(kubectl, env.namespace)
+    scored(output, first)
+    return first, str(status(k8s_api, env)["deploymentId"])
+
+
 @pytest.fixture
 def output(stream_env: StreamEnv) -> Iterator[Output]:
     out = Output(stream_env)
@@ -60,12 +71,7 @@ def test_a_credentials_rotation_scores_each_record_once(stream_env: StreamEnv, o
                                                          output: Output) -> None:
     """The scenario of the issue: 300 tweets, then one unrelated key added to the Kafka Secret."""
     env, ns = stream_env, stream_env.namespace
-    first = [f"a{i}" for i in range(300)]
-    produce(env, first)
-    kubectl("apply", "-f", "-", input=env.manifest())
-    ready(kubectl, ns)
-    scored(output, first)
-    old = status(k8s_api, env)["deploymentId"]
+    first, old = streaming(env, kubectl, k8s_api, output, 300)
     kubectl("patch", "secret", "kafka", "-n", ns, "--type=merge", "-p",
             json.dumps({"stringData": {"kafka_rest_url": "https://kafka-rest.example"}}))
     new = new_deployment(k8s_api, env, old)
@@ -118,12 +124,7 @@ def test_a_model_typo_keeps_the_stream_and_the_fix_hands_over(stream_env: Stream
                                                                kubectl: Kubectl, k8s_api: k8s.ApiClient,
                                                                output: Output) -> None:
     env, ns = stream_env, stream_env.namespace
-    first = [f"a{i}" for i in range(100)]
-    produce(env, first)
-    kubectl("apply", "-f", "-", input=env.manifest())
-    ready(kubectl, ns)
-    scored(output, first)
-    old = status(k8s_api, env)["deploymentId"]
+    first, old = streaming(env, kubectl, k8s_api, output, 100)
     kubectl("patch", "sdep", "tweets", "-n", ns, "--type=merge", "-p",
             '{"spec": {"modelId": "00000000-0000-4000-8000-00000000typo"}}')
     stalled = wait_for("Stalled ModelNotFound", lambda: (condition(sdep(k8s_api, ns, "tweets"), "Stalled") or {})
@@ -153,12 +154,7 @@ def test_an_output_topic_change_splits_the_stream_without_a_gap(stream_env: Stre
                                                                  kafka_topic: Callable[..., str],
                                                                  output: Output) -> None:
     env, ns = stream_env, stream_env.namespace
-    first = [f"a{i}" for i in range(100)]
-    produce(env, first)
-    kubectl("apply", "-f", "-", input=env.manifest())
-    ready(kubectl, ns)
-    scored(output, first)
-    old = status(k8s_api, env)["deploymentId"]
+    first, old = streaming(env, kubectl, k8s_api, output, 100)
     second_topic = kafka_topic("sentiment2")
     spec = json.loads(env.manifest())["spec"]
     kubectl("apply", "-f", "-", input=env.manifest(output={**spec["output"], "topic": second_topic}))
@@ -181,12 +177,7 @@ def test_an_endpoint_change_moves_the_stream_and_leaves_nothing_behind(
     env, ns = stream_env, stream_env.namespace
     second = make_wml_service(WML_SERVER_KAFKA_UNREACHABLE_TIMEOUT="15")
     second.add_user(env.user.username, env.user.instance_id, env.user.password)
-    first = [f"a{i}" for i in range(100)]
-    produce(env, first)
-    kubectl("apply", "-f", "-", input=env.manifest())
-    ready(kubectl, ns)
-    scored(output, first)
-    old = status(k8s_api, env)["deploymentId"]
+    first, old = streaming(env, kubectl, k8s_api, output, 100)
     kubectl("patch", "sdep", "tweets", "-n", ns, "--type=merge", "-p",
             json.dumps({"spec": {"wml": {"url": second.url, "credentialsSecretRef": {"name": "wml"}}}}))
     new = new_deployment(k8s_api, env, old)
