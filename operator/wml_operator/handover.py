@@ -11,7 +11,7 @@ from, whatever was killed in between:
 
 Two streams never run for one resource: the new one is created only once the previous one is STOPPED, and
 the previous one is deleted only once the new one exists. Nothing in this module does I/O:
-tests/unit/test_handover.py holds the tables.
+tests/unit/test_handover_steps.py holds the tables.
 """
 
 from __future__ import annotations
