@@ -147,7 +147,8 @@ def kafka(kafka_broker: KafkaBroker | None, figures: Figures) -> Iterator[KafkaI
     # What the run's deployments left on the broker (issue 14: deleting a deployment deletes its group).
     left = sorted(wml_groups(info))
     figures.add("leftovers", wml_consumer_groups_left=len(left), groups=", ".join(left[:10]) or "none")
-    print(f"\nwml-* consumer groups left on the broker after the run: {len(left)} {left[:10]}")
+    # On the run's own broker every group is the run's: each deployment the suites made was deleted.
+    assert kafka_broker is None or not left, f"consumer groups of WML deployments left on the broker: {left[:10]}"
 
 
 def wml_groups(kafka: KafkaInfo) -> set[str]:

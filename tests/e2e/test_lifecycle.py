@@ -83,7 +83,7 @@ def test_seed_scenario(stream_env: StreamEnv, operator: OperatorProcess, kubectl
     assert table[0].split() == ["NAME", "STATE", "STATUS", "READY", "REASON", "AGE"]
     assert table[1].split()[:5] == ["tweets", "RUNNING", "RUNNING", "True", "Running"]
     wide = kubectl("get", "sdep", "-n", ns, "-o", "wide").stdout.splitlines()
-    assert wide[0].split()[-2:] == ["DEPLOYMENT", "MODEL"]
+    assert wide[0].split()[-3:] == ["DEPLOYMENT", "MODEL", "LAG"]
     assert deployment_id in wide[1]
 
     out = Output(env)
