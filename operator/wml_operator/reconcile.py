@@ -324,8 +324,9 @@ class Reconciler:
         if found is not None and value is not None:
             found = there.set_state(str(found.model_id or previous.model_id), previous.deployment_id, value,
                                     resolved.spark)
-        stalled = replace(refused, message=f"{refused.message}; deployment {previous.deployment_id} keeps running "
-                                           f"as it was" if found is not None else refused.message)
+        kept = "keeps running" if found is not None and found.status != STOPPED else "stays as it was"
+        stalled = replace(refused, message=f"{refused.message}; deployment {previous.deployment_id} {kept} until the "
+                                           "spec can be deployed" if found is not None else refused.message)
         return Result(stalled, stalled, found=_found(found, old), spec_hash=last.spec_hash)
 
     def _body(self, body: Mapping[str, Any], spec: StreamingDeploymentSpec, resolved: Resolved,
