@@ -10,12 +10,14 @@ from typing import Any, cast
 import kopf
 from kubernetes import client as k8s
 
-from wml_operator.kube import SecretStore, StatusWriter
+from wml_operator.kube import SecretStore, StatusWriter, list_resources, watched
+from wml_operator.login_copies import Logins, SecretLogins
 from wml_operator.metrics import Metrics
 from wml_operator.poller import Poller
 from wml_operator.ports import Connector
 from wml_operator.reconcile import Reconciler
 from wml_operator.resources import Resources
+from wml_operator.secret_watch import SecretWatch, scopes
 from wml_operator.secrets import SecretReader
 from wml_operator.settings import OperatorSettings
 from wml_operator.status import Event, Outcome
@@ -40,26 +42,42 @@ class OperatorApp:
     reconciler: Reconciler
     status: StatusWriter
     post_event: PostEvent
+    logins: Logins
     poller: Poller = field(init=False)
+    secret_watch: SecretWatch | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.poller = Poller(self.resources, self.poll, concurrency=HANDLER_THREADS // 2)
 
     @classmethod
     def build(cls, settings: OperatorSettings, *, secrets: SecretReader | None = None,
-              wml: Connector | None = None, post_event: PostEvent = post_kopf_event) -> OperatorApp:
+              wml: Connector | None = None, post_event: PostEvent = post_kopf_event,
+              logins: Logins | None = None) -> OperatorApp:
         metrics = Metrics()
+        store = SecretStore(on_read=metrics.secret_reads.inc, on_event=metrics.secret_events.inc)
+        metrics.secrets_held.set_function(store.held)
         resources = Resources(settings.poll_fast_seconds, settings.poll_slow_seconds,
-                              on_status=metrics.status_changed)
-        store = SecretStore()
+                              on_status=metrics.status_changed, on_release=store.release)
+        store.wanted = resources.referenced
+        store.wake = lambda namespace, name: resources.mark_dirty_users(namespace, name)
+        logins = logins if logins is not None else SecretLogins(settings.pod_namespace)
         wml = wml or Instances(timeout=settings.wml_timeout_seconds, on_response=metrics.observe_request)
-        reconciler = Reconciler(secrets or store, wml, resources, settings.defaults)
+        reconciler = Reconciler(secrets or store, wml, resources, settings.defaults, logins)
         status = StatusWriter(on_write=metrics.status_writes.inc)
-        return cls(settings, metrics, resources, store, wml, reconciler, status, post_event)
+        return cls(settings, metrics, resources, store, wml, reconciler, status, post_event, logins)
 
     def connect(self, core: k8s.CoreV1Api, custom: k8s.CustomObjectsApi) -> None:
+        """The Kubernetes API, once at start-up: the Secret store and the copies of logins use it, and the
+        metadata-only watch of Secrets starts (wml_operator.secret_watch)."""
         self.secrets.set_api(core)
         self.status.set_api(custom)
+        if isinstance(self.logins, SecretLogins):
+            self.logins.set_api(core)
+            self.logins.load()
+        creds_ns = (self.settings.wml_credentials_secret or "").partition("/")[0]
+        self.secret_watch = SecretWatch(core, self.secrets,
+                                        scopes(self.settings.namespaces, [creds_ns] if creds_ns else []))
+        self.secret_watch.start()
 
     def reconcile(self, trigger: str, body: Mapping[str, Any], patch: kopf.Patch | None = None, *,
                   deleting: bool = False) -> Outcome:
@@ -83,16 +101,36 @@ class OperatorApp:
         return outcome
 
     def forget(self, body: Mapping[str, Any]) -> None:
-        """The resource is gone: what is kept for it goes, its metrics series too."""
+        """The resource is done with: what is kept for it in memory goes, its metrics series too."""
         meta = body["metadata"]
         self.resources.forget(meta["uid"])
         self.metrics.set_lag(meta["namespace"], meta["name"], None)
+
+    def gone(self, body: Mapping[str, Any]) -> None:
+        """The resource no longer exists (its finalizer is off): the copy of its logins goes too. Not earlier: an
+        operator killed between deleting the copy and removing the finalizer could not delete it again."""
+        self.forget(body)
+        self.logins.drop(body["metadata"]["uid"])
+
+    def sweep(self) -> list[str]:
+        """Deletes the copies of logins whose resource is gone (the operator was down when it went)."""
+        if not isinstance(self.logins, SecretLogins) or self.status.api is None:
+            return []
+        api = self.status.api
+        namespaces = self.settings.namespaces
+
+        def live() -> set[str]:
+            return {item["metadata"]["uid"] for item in list_resources(api, namespaces)}
+
+        return self.logins.sweep(live, lambda namespace: watched(namespace, namespaces))
 
     def poll(self, body: Mapping[str, Any]) -> None:
         """A pass of the poller (poller.Pass)."""
         self.reconcile("poll", body)
 
     def close(self) -> None:
+        if self.secret_watch is not None:
+            self.secret_watch.stop()
         closing = getattr(self.wml, "close", None)
         if callable(closing):
             closing()

@@ -21,9 +21,9 @@ RESOURCE = (GROUP, VERSION, PLURAL)
 OBJECT_WORKERS = 2 * HANDLER_THREADS
 RETRY_DELETE_SECONDS = 15.0
 
-# kopf logs every handler run at INFO. For the watch handlers that is one line per event (every Secret of the
-# namespace, every status write) saying nothing: only their failures are worth a line.
-ROUTINE = frozenset({"Handler 'secret_changed' succeeded.", "Handler 'track' succeeded."})
+# kopf logs every handler run at INFO. For the watch handler that is one line per event (every status write)
+# saying nothing: only its failures are worth a line.
+ROUTINE = frozenset({"Handler 'track' succeeded."})
 
 
 def _not_routine(record: logging.LogRecord) -> bool:
@@ -94,30 +94,44 @@ async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
     app.poller.seen()
     app.resources.track(event.get("type"), body)
     if event.get("type") == "DELETED":
-        app.forget(body)
+        # Off the event loop: it deletes the copy of the resource's logins through the (blocking) API client.
+        await asyncio.get_running_loop().run_in_executor(None, app.gone, body)
 
 
-@kopf.on.event("", "v1", "secrets")
-async def secret_changed(event: kopf.RawEvent, namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo,
-                         **_: Any) -> None:
-    app = app_of(memo)
-    waiting = app.resources.users_of(namespace or "", name)
-    changed = app.secrets.observe(event.get("type"), namespace or "", name, body)
-    # A Secret that appears or changes wakes the resources that use it within one tick of the poller.
-    if waiting and (changed or event.get("type") in ("ADDED", "MODIFIED")):
-        for uid in waiting:
-            app.resources.mark_dirty(uid)
+# Secrets are not watched through kopf, which would list and hold every Secret's data: wml_operator.secret_watch
+# watches their metadata, and wakes the resources whose Secrets changed (OperatorApp.connect starts it).
+
+
+async def sweep_login_copies(app: OperatorApp, every: float) -> None:
+    """At start-up, then every `every` seconds: copies of logins whose resource went while no operator ran."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            gone = await loop.run_in_executor(None, app.sweep)
+            if gone:
+                logging.getLogger(__name__).info("deleted %d copies of logins of resources that are gone",
+                                                 len(gone))
+        except Exception as exc:  # the next sweep tries again
+            # The status and reason only: an API error's text carries the response's headers and body.
+            logging.getLogger(__name__).warning("sweep of the copies of logins failed: %s %s", type(exc).__name__,
+                                                getattr(exc, "status", "") or "")
+        await asyncio.sleep(every)
 
 
 @kopf.on.startup()
 async def start_polling(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     app = app_of(memo)
     memo["poller_task"] = asyncio.create_task(app.poller.run(settings.execution.executor), name="poller")
+    memo["sweep_task"] = asyncio.create_task(sweep_login_copies(app, app.settings.sweep_seconds),
+                                             name="sweep-login-copies")
 
 
 @kopf.on.cleanup()
 async def stop_polling(memo: kopf.Memo, **_: Any) -> None:
     app = app_of(memo)
+    sweep = memo.get("sweep_task")
+    if sweep is not None:
+        sweep.cancel()
     task = memo.get("poller_task")
     if task is not None:
         await app.poller.stop(task)

@@ -1,12 +1,13 @@
-"""Kubernetes-side helpers: a Secret store fed by the watch, so passes read Secrets without API calls, and the
-one writer of the status."""
+"""Kubernetes-side helpers: the store of referenced Secrets (read by name, dropped when the metadata watch says
+they changed), and the one writer of the status."""
 
 from __future__ import annotations
 
 import base64
+import fnmatch
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, cast
 
 import kopf
 from kubernetes import client as k8s
@@ -29,36 +30,81 @@ def decode(data: Mapping[str, bytes | str] | None) -> dict[str, str]:
 
 
 class SecretStore:
-    """Secrets that resources read, kept current by the watch; a miss is read from the API once."""
+    """The data of the Secrets that passes read, each read by name once and held until it changes.
 
-    def __init__(self, api: k8s.CoreV1Api | None = None) -> None:
+    It is also the secret_watch.Sink: the metadata-only watch tells it which Secrets changed (a new
+    resourceVersion, or deleted), and it drops what it held of them and wakes the resources that reference them
+    (`wake`). Events of Secrets nobody references cost a dictionary look-up; their data is never read.
+    """
+
+    def __init__(self, api: k8s.CoreV1Api | None = None, on_read: Callable[[], None] | None = None,
+                 on_event: Callable[[], None] | None = None) -> None:
         self._api = api
-        self._data: dict[SecretKey, dict[str, str]] = {}
+        self._on_read = on_read
+        self._on_event = on_event
+        self._data: dict[SecretKey, tuple[str | None, dict[str, str]]] = {}  # (resourceVersion, data)
         self._lock = threading.Lock()
+        # Bumped by every change of a held or wanted Secret: a read that raced with one is not kept, so the
+        # pass the change wakes reads it again.
+        self._epoch = 0
+        self._listing: dict[str | None, set[SecretKey]] = {}  # scope -> held keys its current list showed
+        self.wanted: Callable[[str, str], bool] = lambda namespace, name: False
+        self.wake: Callable[[str, str], None] = lambda namespace, name: None
         self.api_reads = 0
 
     def set_api(self, api: k8s.CoreV1Api) -> None:
         self._api = api
 
-    def observe(self, event_type: str | None, namespace: str, name: str, body: Mapping[str, Any]) -> bool:
-        """Feeds a watch event; True when a Secret we hold (or that someone waits for) changed."""
-        key = (namespace, name)
+    # --- secret_watch.Sink ------------------------------------------------------------------------------
+
+    def listing(self, scope: str | None) -> None:
         with self._lock:
-            if event_type == "DELETED":
-                return self._data.pop(key, None) is not None
-            held = key in self._data
-            if held:
-                new = decode(body.get("data"))
-                changed = new != self._data[key]
-                self._data[key] = new
-                return changed
-            return False
+            self._listing[scope] = set()
+
+    def event(self, kind: str, namespace: str, name: str, resource_version: str | None) -> None:
+        key = (namespace, name)
+        if self._on_event is not None:
+            self._on_event()
+        wanted = self.wanted(namespace, name)
+        with self._lock:
+            held = self._data.get(key)
+            if kind == "LISTED" and held is not None:
+                for scope, seen in self._listing.items():
+                    if scope is None or scope == namespace:
+                        seen.add(key)
+            if kind == "DELETED":
+                changed = self._data.pop(key, None) is not None
+            else:
+                changed = held is not None and held[0] != resource_version
+                if changed:
+                    del self._data[key]
+            # A referenced Secret that appears (or was never read) may be what a Stalled resource waits for.
+            wake = changed or (wanted and held is None)
+            if wake:
+                self._epoch += 1
+        if wake and wanted:
+            self.wake(namespace, name)
+
+    def listed(self, scope: str | None) -> None:
+        with self._lock:
+            seen = self._listing.pop(scope, set())
+            gone = [key for key in self._data if key not in seen and (scope is None or key[0] == scope)]
+            for key in gone:
+                del self._data[key]
+            if gone:
+                self._epoch += 1
+        for namespace, name in gone:
+            if self.wanted(namespace, name):
+                self.wake(namespace, name)
+
+    # --- passes ---------------------------------------------------------------------------------------------
 
     def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
         key = (namespace, name)
         with self._lock:
             if key in self._data:
-                return self._data[key]
+                return self._data[key][1]
+            epoch = self._epoch
         if self._api is None:
             return None
         try:
@@ -67,11 +113,47 @@ class SecretStore:
             if exc.status == 404:
                 return None
             raise
-        self.api_reads += 1
+        finally:
+            self.api_reads += 1
+            if self._on_read is not None:
+                self._on_read()
         data = decode(secret.data)
         with self._lock:
-            self._data[key] = data
+            if self._epoch == epoch:
+                self._data[key] = (secret.metadata.resource_version if secret.metadata else None, data)
         return data
+
+    def release(self, keys: Iterable[SecretKey]) -> None:
+        """No resource references these any more: their data goes."""
+        with self._lock:
+            for key in keys:
+                self._data.pop(key, None)
+
+    def held(self) -> int:
+        with self._lock:
+            return len(self._data)
+
+
+def watched(namespace: str, namespaces: Sequence[str]) -> bool:
+    """Whether the operator watches `namespace` (WML_OPERATOR_NAMESPACES: names or globs; empty: all)."""
+    return not namespaces or any(fnmatch.fnmatchcase(namespace, pattern) for pattern in namespaces)
+
+
+def list_resources(api: k8s.CustomObjectsApi, namespaces: Sequence[str]) -> Iterator[dict[str, Any]]:
+    """Every StreamingDeployment the operator watches, a page at a time."""
+    exact = namespaces and not any(ch in n for n in namespaces for ch in "*?[!")
+    for namespace in (namespaces if exact else [None]):
+        cont: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": 500, "_continue": cont} if cont else {"limit": 500}
+            page = cast(dict[str, Any], api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, **kwargs)
+                        if namespace else api.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs))
+            for item in page.get("items") or ():
+                if watched(item["metadata"]["namespace"], namespaces):
+                    yield item
+            cont = (page.get("metadata") or {}).get("continue")
+            if not cont:
+                break
 
 
 class StatusWriter:
@@ -86,6 +168,10 @@ class StatusWriter:
 
     def set_api(self, api: k8s.CustomObjectsApi) -> None:
         self._api = api
+
+    @property
+    def api(self) -> k8s.CustomObjectsApi | None:
+        return self._api
 
     def write(self, body: Mapping[str, Any], status: Mapping[str, Any], patch: kopf.Patch | None = None) -> bool:
         """False when the resource is gone (deleted meanwhile: nothing left to report on)."""

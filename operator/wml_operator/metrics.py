@@ -28,6 +28,12 @@ class Metrics:
         self.stream_lag = Gauge("wml_operator_stream_lag", "Records of the input topic a resource's stream has not "
                                 "read yet, as WML last reported", ["namespace", "name"], registry=self.registry)
         self.status_writes = Counter("wml_operator_status_writes", "Status patches written", registry=self.registry)
+        self.secret_reads = Counter("wml_operator_secret_reads", "Secrets read by name (the referenced ones, once "
+                                    "and after each change)", registry=self.registry)
+        self.secret_events = Counter("wml_operator_secret_events", "Secrets' metadata seen by the watch (listed, "
+                                     "added, modified, deleted), referenced or not", registry=self.registry)
+        self.secrets_held = Gauge("wml_operator_secrets_held", "Secrets whose data the operator holds",
+                                  registry=self.registry)
         self._counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         self._lock = threading.Lock()  # passes report from many threads at once
         for label in STATUSES:

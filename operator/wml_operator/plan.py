@@ -207,14 +207,14 @@ def settle(desired: Desired, done: Action, after: Observed | None, last: Last, n
 
 def plan_unresolved(deleting: bool, last: Last, endpoint_known: bool, reason: str, message: str) -> Action:
     """The spec is invalid, or a Secret it names is missing or wrong: a user must fix it. A deletion still
-    goes through the endpoint the last good pass used, as long as this process remembers it."""
+    goes through the login kept for it (wml_operator.login_copies), when there is one."""
     if not deleting:
         return Action(Do.NOTHING, reason, message, stalled=True)
     if not last.deployment_id:
         return Action(Do.NOTHING, "Deleted", "no WML deployment was made", finalize=True)
     if endpoint_known:
-        return Action(Do.DELETE, "Deleting", f"deleting WML deployment {last.deployment_id} through the endpoint "
-                                             f"last used ({message})", finalize=True)
+        return Action(Do.DELETE, "Deleting", f"deleting WML deployment {last.deployment_id} with the login kept "
+                                             f"for it ({message})", finalize=True)
     return Action(Do.NOTHING, "CannotDelete", f"cannot delete WML deployment {last.deployment_id}: {message}",
                   stalled=True)
 

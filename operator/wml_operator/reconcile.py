@@ -30,6 +30,7 @@ from wml_api.models import (
 from wml_api.wire import describe_validation_error
 from wml_operator import handover
 from wml_operator import plan as planning
+from wml_operator.login_copies import LoginNotKept, Logins, MemoryLogins
 from wml_operator.plan import STOPPED, Action, Desired, Do, Last, Observed, View
 from wml_operator.ports import WML, Connector, Elsewhere
 from wml_operator.resources import Resources
@@ -106,11 +107,13 @@ def look(listing: Listing, target_id: str | None, uid: str, want: str | None = N
 
 
 class Reconciler:
-    def __init__(self, secrets: SecretReader, wml: Connector, resources: Resources, defaults: Defaults) -> None:
+    def __init__(self, secrets: SecretReader, wml: Connector, resources: Resources, defaults: Defaults,
+                 logins: Logins | None = None) -> None:
         self.secrets = secrets
         self.wml = wml
         self.resources = resources
         self.defaults = defaults
+        self.logins: Logins = logins if logins is not None else MemoryLogins()
 
     def run(self, body: Mapping[str, Any], *, deleting: bool = False) -> Outcome:
         meta = body["metadata"]
@@ -129,10 +132,16 @@ class Reconciler:
                 spec = parse_spec(body.get("spec"))
                 resolved = resolve(self.secrets, namespace, spec, self.defaults)
             except ValidationError as exc:
-                return self._unresolved(uid, deleting, last, "InvalidSpec", describe_validation_error(exc, "spec"))
+                return self._unresolved(body, deleting, last, "InvalidSpec", describe_validation_error(exc, "spec"))
             except SpecProblem as problem:
-                return self._unresolved(uid, deleting, last, problem.reason, problem.message)
-            self.resources.remember(uid, resolved.endpoint)
+                return self._unresolved(body, deleting, last, problem.reason, problem.message)
+            try:
+                self._keep_logins(body, resolved.endpoint, last)
+            except LoginNotKept as exc:
+                delay = planning.retry_delay(self.resources.failed(uid), None, held_back=False,
+                                             jitter=random.random())  # noqa: S311 - jitter, not crypto
+                retry = Action(Do.RETRY, "LoginNotKept", f"{exc}; retrying in {delay:.0f} s", retry_after=delay)
+                return Result(retry, retry, deleting=deleting)
             desired = Desired(state=str(spec.state), spec_hash=resolved.spec_hash,
                               restart_policy=str(spec.restart_policy),
                               paused=annotations.get(ANNOTATION_RECONCILE) == "paused",
@@ -152,11 +161,28 @@ class Reconciler:
             retry = planning.plan_transient(err, delay)
             return Result(retry, retry, deleting=deleting)
 
-    def _unresolved(self, uid: str, deleting: bool, last: Last, reason: str, message: str) -> Result:
-        remembered = self.resources.endpoint(uid)
-        action = planning.plan_unresolved(deleting, last, remembered is not None, reason, message)
-        if action.do == Do.DELETE and remembered is not None and last.deployment_id:
-            self.wml.instance(remembered).delete(last.deployment_id)
+    def _keep_logins(self, body: Mapping[str, Any], now: Endpoint, last: Last) -> None:
+        """Before any WML call that could create a deployment: the logins its deletion will need, kept where the
+        resource's namespace cannot take them first. During a move, the old endpoint's too."""
+        meta = body["metadata"]
+        recorded = (body.get("status") or {}).get("endpoint")
+        endpoints = [now]
+        if last.deployment_id and recorded and not now.same_place(recorded):
+            endpoints.append(recorded_endpoint(self.secrets, meta["namespace"], recorded, now,
+                                               self.logins.kept(meta["uid"])))
+        self.logins.keep(meta["uid"], f"{meta['namespace']}/{meta['name']}", endpoints)
+
+    def _unresolved(self, body: Mapping[str, Any], deleting: bool, last: Last, reason: str,
+                    message: str) -> Result:
+        """A deletion without the resource's Secrets goes through the login kept for the endpoint where its
+        deployment lives (status.endpoint; before that was recorded, the one login kept)."""
+        kept = self.logins.kept(body["metadata"]["uid"]) if deleting and last.deployment_id else ()
+        recorded = (body.get("status") or {}).get("endpoint")
+        where = next((ep for ep in kept if recorded and ep.same_place(recorded)), None) or \
+            (kept[0] if kept and not recorded else None)
+        action = planning.plan_unresolved(deleting, last, where is not None, reason, message)
+        if action.do == Do.DELETE and where is not None and last.deployment_id:
+            self.wml.instance(where).delete(last.deployment_id)
         return Result(action, action, deleting=deleting)
 
     def _act(self, body: Mapping[str, Any], spec: StreamingDeploymentSpec, resolved: Resolved, desired: Desired,
@@ -179,7 +205,8 @@ class Reconciler:
         if moved and not orphaning:
             # The status names a deployment on the endpoint the spec no longer does: it is stopped and deleted
             # there (its absence is checked there too, before anyone calls it deleted).
-            old = recorded_endpoint(self.secrets, namespace, recorded or {}, resolved.endpoint)
+            old = recorded_endpoint(self.secrets, namespace, recorded or {}, resolved.endpoint,
+                                    self.logins.kept(uid))
             there = Elsewhere(self.wml.instance(old), f"the old endpoint {old.url} (deployment {last.deployment_id})")
             gone = there.listing(self.resources.poll_interval(body)).by_id.get(str(last.deployment_id))
             looked = replace(looked, previous=gone or looked.previous)

@@ -2,9 +2,9 @@
 
 Per StreamingDeployment UID: its latest body from the watch (trimmed), the Secrets its spec names, when it was
 last reconciled and for which generation, when it may be tried again (backoff), whether a Secret change
-marked it dirty, passes under way, the WML endpoint its last good pass used (to delete after its Secrets are
-gone), whether this process sent a create for it, the lock that serialises its passes, and the WML status the
-metrics count. Nothing else in the operator holds per-resource state, so deleting a resource frees all of it.
+marked it dirty, passes under way, whether this process sent a create for it, the lock that serialises its
+passes, and the WML status the metrics count. Nothing else in the operator holds per-resource state in memory, so
+deleting a resource frees all of it (the copy of its logins is in the cluster: wml_operator.login_copies).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wml_operator import plan
-from wml_operator.secrets import Endpoint, referenced_secrets
+from wml_operator.secrets import referenced_secrets
 from wml_operator.spec import GROUP, parse_spec
 
 SecretKey = tuple[str, str]  # (namespace, name)
@@ -38,7 +38,6 @@ class ResourceState:
     dirty: bool = False  # a Secret it reads changed, or its last pass did not get through
     passes: int = 0  # reconcile passes under way
     failures: int = 0  # passes in a row that could not reach WML
-    endpoint: Endpoint | None = None
     created: bool = False  # this process sent a create for it
     wml_status: str | None = None  # as the metrics count it
 
@@ -69,12 +68,14 @@ class Resources:
     kopf's event loop, the passes from handler threads."""
 
     def __init__(self, poll_fast: float, poll_slow: float,
-                 on_status: Callable[[str | None, str | None], None] | None = None) -> None:
+                 on_status: Callable[[str | None, str | None], None] | None = None,
+                 on_release: Callable[[list[SecretKey]], None] | None = None) -> None:
         self.poll_fast = poll_fast
         self.poll_slow = poll_slow
         # How often the poller looks for due resources: a pass starts at most this late.
         self.tick = min(1.0, poll_fast / 2)
         self._on_status = on_status  # (old, new) WML status of one resource, for the metrics' counts
+        self._on_release = on_release  # Secrets no resource references any more (kube.SecretStore.release)
         self._states: dict[str, ResourceState] = {}
         self._users: dict[SecretKey, set[str]] = {}  # which resources read a Secret
         self._lock = threading.Lock()
@@ -90,23 +91,37 @@ class Resources:
             self.forget(uid)
             return
         generation = (body.get("metadata") or {}).get("generation")
+        released: list[SecretKey] = []
         with self._lock:
             state = self._states.setdefault(uid, ResourceState())
             if state.body is None or state.secrets_generation != generation:  # new, or the spec changed
-                self._refer(uid, state, _secret_keys(body))
+                released = self._refer(uid, state, _secret_keys(body))
                 state.secrets_generation = generation
             state.body = trimmed(body)
+        self._released(released)
 
-    def _refer(self, uid: str, state: ResourceState, keys: frozenset[SecretKey]) -> None:
+    def _refer(self, uid: str, state: ResourceState, keys: frozenset[SecretKey]) -> list[SecretKey]:
+        """Returns the Secrets no resource references any more."""
+        released = []
         for key in state.secrets - keys:
             users = self._users.get(key)
             if users is not None:
                 users.discard(uid)
                 if not users:
                     del self._users[key]
+                    released.append(key)
         for key in keys:
             self._users.setdefault(key, set()).add(uid)
         state.secrets = keys
+        return released
+
+    def _released(self, keys: list[SecretKey]) -> None:
+        if keys and self._on_release is not None:
+            self._on_release(keys)
+
+    def referenced(self, namespace: str, name: str) -> bool:
+        with self._lock:
+            return (namespace, name) in self._users
 
     def users_of(self, namespace: str, name: str) -> list[str]:
         """The UIDs of the resources whose spec names this Secret."""
@@ -125,6 +140,11 @@ class Resources:
             if state is not None:
                 state.dirty = True
                 state.next_attempt = 0.0
+
+    def mark_dirty_users(self, namespace: str, name: str) -> None:
+        """A Secret changed: the resources that reference it are reconciled within one tick of the poller."""
+        for uid in self.users_of(namespace, name):
+            self.mark_dirty(uid)
 
     def due(self, uid: str, body: Mapping[str, Any]) -> bool:
         """Whether the poller should reconcile now: a Secret changed, a change is under way, or the
@@ -210,17 +230,6 @@ class Resources:
             if state is not None:
                 state.failures = 0
 
-    def remember(self, uid: str, endpoint: Endpoint) -> None:
-        """The endpoint the resource's Secrets resolved to, to delete through after they are gone."""
-        with self._lock:
-            state = self._states.get(uid)
-            if state is not None:
-                state.endpoint = endpoint
-
-    def endpoint(self, uid: str) -> Endpoint | None:
-        state = self._state(uid)
-        return state.endpoint if state else None
-
     def note_created(self, uid: str) -> None:
         with self._lock:
             self._states.setdefault(uid, ResourceState()).created = True
@@ -246,7 +255,8 @@ class Resources:
             state = self._states.pop(uid, None)
             if state is None:
                 return
-            self._refer(uid, state, frozenset())
+            released = self._refer(uid, state, frozenset())
+        self._released(released)
         if state.wml_status is not None and self._on_status is not None:
             self._on_status(state.wml_status, None)
 

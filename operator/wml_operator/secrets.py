@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -185,16 +185,20 @@ def endpoint(reader: SecretReader, namespace: str, spec: StreamingDeploymentSpec
                     else None)
 
 
-def recorded_endpoint(reader: SecretReader, namespace: str, recorded: Mapping[str, Any], now: Endpoint) -> Endpoint:
+def recorded_endpoint(reader: SecretReader, namespace: str, recorded: Mapping[str, Any], now: Endpoint,
+                      kept: Sequence[Endpoint] = ()) -> Endpoint:
     """The endpoint a status recorded (where the deployment lives), opened with the Secrets it names while they
-    still hold a login, else with the spec's own (a migration keeps one user on both endpoints)."""
-    credentials, creds_name = now.credentials, now.credentials_secret
+    still hold a login, else with the login kept for it (wml_operator.login_copies), else with the spec's own (a
+    migration keeps one user on both endpoints)."""
+    copy = next((ep for ep in kept if ep.same_place(recorded)), None)
+    credentials, creds_name = (copy.credentials, copy.credentials_secret) if copy else \
+        (now.credentials, now.credentials_secret)
     creds_ns, _, name = str(recorded.get("credentialsSecret") or "").partition("/")
     data = reader.read(creds_ns, name) if creds_ns and name else None
     if data and data.get("username") and data.get("password"):
         with contextlib.suppress(ValueError):
             credentials, creds_name = WMLCredentials(data["username"], data["password"]), f"{creds_ns}/{name}"
-    ca_pem, ca_name = now.ca_pem, now.ca_secret
+    ca_pem, ca_name = (copy.ca_pem, copy.ca_secret) if copy else (now.ca_pem, now.ca_secret)
     ca_ref, _, ca_key = str(recorded.get("caSecret") or "").partition("/")
     ca_data = reader.read(namespace, ca_ref) if ca_ref and ca_key else None
     if ca_data and "-----BEGIN CERTIFICATE-----" in (ca_data.get(ca_key) or ""):

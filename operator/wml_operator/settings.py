@@ -39,6 +39,11 @@ class OperatorSettings(BaseSettings):
     health_address: Annotated[str, Field(description="host:port of the liveness endpoint /healthz")] = \
         "127.0.0.1:8080"
     wml_timeout_seconds: Annotated[float, Field(gt=0, description="read timeout of a WML request")] = 30.0
+    pod_namespace: Annotated[str, Field(
+        min_length=1, description="the operator's own namespace: it keeps there the copies of the WML logins "
+                                  "that deleting resources needs (Secrets wml-login-<uid>)")] = "wml-stream-operator"
+    sweep_seconds: Annotated[float, Field(
+        gt=0, description="how often copies of logins whose resource is gone are deleted")] = 600.0
 
     @field_validator("namespaces", mode="before")
     @classmethod

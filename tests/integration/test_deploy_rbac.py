@@ -80,13 +80,16 @@ def operator_identity(kubectl: Kubectl, namespace: str) -> Iterator[Identity]:
     for doc in docs:
         if doc["kind"] not in RBAC_KINDS:
             continue
-        assert doc["kind"].startswith("Cluster"), "the base grants cluster-wide; a Role here needs a test"
-        doc["metadata"]["name"] += f"-{suffix}"
-        if "roleRef" in doc:
-            doc["roleRef"]["name"] += f"-{suffix}"
-            for subject in doc["subjects"]:
-                if subject.get("namespace") == operator_ns:
-                    subject["namespace"] = namespace
+        if doc["kind"].startswith("Cluster"):
+            doc["metadata"]["name"] += f"-{suffix}"
+            if "roleRef" in doc:
+                doc["roleRef"]["name"] += f"-{suffix}"
+        else:  # a grant in the operator's own namespace: the test's namespace stands for it
+            assert doc["metadata"]["namespace"] == operator_ns, doc["metadata"]
+            doc["metadata"]["namespace"] = namespace
+        for subject in doc.get("subjects", ()):
+            if subject.get("namespace") == operator_ns:
+                subject["namespace"] = namespace
         applied.append(doc)
     assert any(d["kind"] == "ClusterRoleBinding" for d in applied)
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(applied))
@@ -109,6 +112,8 @@ NEEDED = [
     ("patch", "", "events", ""),
     ("create", "events.k8s.io", "events", ""),
 ]
+# In its own namespace only: the copies of deletion logins (wml_operator.login_copies).
+NEEDED_OWN = [(v, "", "secrets", "") for v in ("get", "list", "create", "update", "delete")]
 # kopf's cluster-wide observation of namespaces and CRDs (list + watch; cluster-scoped resources).
 NEEDED_CLUSTER = [(v, g, r, "") for v in ("list", "watch")
                   for g, r in (("", "namespaces"), ("apiextensions.k8s.io", "customresourcedefinitions"))]
@@ -149,14 +154,22 @@ def test_the_operator_may_do_what_it_needs_in_every_namespace(k8s_api: k8s.ApiCl
                               namespace=ns)]
     missing += [(verb, group, resource, sub, "cluster") for verb, group, resource, sub in NEEDED_CLUSTER
                 if not allowed(k8s_api, operator_identity, verb, resource, group=group, subresource=sub)]
+    own = operator_identity.namespace
+    missing += [(verb, group, resource, sub, own) for verb, group, resource, sub in NEEDED_OWN
+                if not allowed(k8s_api, operator_identity, verb, resource, group=group, subresource=sub,
+                               namespace=own)]
     assert missing == []
 
 
 def test_the_operator_may_do_nothing_else(k8s_api: k8s.ApiClient, operator_identity: Identity) -> None:
+    """Nothing else anywhere; in its own namespace, Secrets may be written for the copies of logins, nothing
+    more (no patch: a copy is replaced whole)."""
     elsewhere = f"team-{uuid.uuid4().hex[:6]}"
+    own = operator_identity.namespace
     granted = [(verb, group, resource, sub, ns or "*")
-               for verb, group, resource, sub in REFUSED for ns in (elsewhere, operator_identity.namespace, "")
-               if allowed(k8s_api, operator_identity, verb, resource, group=group, subresource=sub, namespace=ns)]
+               for verb, group, resource, sub in REFUSED for ns in (elsewhere, own, "")
+               if (ns != own or (verb, group, resource, sub) not in NEEDED_OWN)
+               and allowed(k8s_api, operator_identity, verb, resource, group=group, subresource=sub, namespace=ns)]
     granted += [(verb, group, resource, sub, "cluster") for verb, group, resource, sub in REFUSED_CLUSTER
                 if allowed(k8s_api, operator_identity, verb, resource, group=group, subresource=sub)]
     assert granted == []
@@ -170,6 +183,9 @@ def test_the_grants_reach_the_operators_service_account_only(k8s_api: k8s.ApiCli
     assert allowed(k8s_api, operator_identity, "list", "secrets")
     for verb, group, resource, sub in [*NEEDED, *NEEDED_CLUSTER]:
         assert not allowed(k8s_api, other, verb, resource, group=group, subresource=sub), (verb, resource, sub)
+    for verb, group, resource, sub in NEEDED_OWN:
+        assert not allowed(k8s_api, other, verb, resource, group=group, subresource=sub,
+                           namespace=operator_identity.namespace), (verb, resource, sub)
 
 
 # --- Pod Security -----------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from wml_api.errors import Unavailable
 from wml_api.models import StatusDetails
 from wml_operator import handlers
 from wml_operator.app import OperatorApp
+from wml_operator.login_copies import MemoryLogins
 from wml_operator.resources import Resources
 from wml_operator.settings import OperatorSettings
 
@@ -40,9 +41,11 @@ class Operator:
         self.wml = MemoryWML(answer_status=answer_status)
         self.events: list[Event] = []
         self.secrets = {k: dict(v) for k, v in SECRETS.items()}
+        self.logins = MemoryLogins()  # the copies of logins, which outlive the operator's memory
         self.app = OperatorApp.build(OperatorSettings(poll_fast_seconds=5.0, poll_slow_seconds=30.0),
                                      secrets=DictSecrets(self.secrets), wml=self.wml,
-                                     post_event=lambda body, event: self.events.append(event))
+                                     post_event=lambda body, event: self.events.append(event),
+                                     logins=self.logins)
         self.memo = kopf.Memo(app=self.app)
         self.status: dict[str, Any] = {}
 
@@ -120,12 +123,29 @@ def test_a_deletion_that_cannot_reach_wml_is_retried_by_kopf() -> None:
     assert op.wml.deployments  # nothing deleted yet
 
 
+def test_after_a_restart_a_deletion_without_secrets_goes_through_the_kept_login() -> None:
+    """Issue 15: the namespace was deleted while the operator was down; its Secrets went first."""
+    op = Operator()
+    op.reconcile()
+    op.track("ADDED")
+    assert [ep.url for ep in op.logins.kept(UID)] == ["http://wml.test"]
+    op.secrets.clear()
+    op.app.resources.forget(UID)  # a restarted operator: nothing in memory, the copy is in the cluster
+    op.track("ADDED")
+    handlers.delete(body=op.body(), patch=kopf.Patch(), memo=op.memo)
+    assert op.wml.deployments == {}
+    assert op.events[-1][1] == "Deleting"
+    asyncio.run(handlers.track(event={"type": "DELETED"}, body=op.body(), memo=op.memo))
+    assert op.logins.uids() == set()  # the copy went with the resource
+
+
 def test_delete_keeps_the_finalizer_until_done_then_forgets_the_resource() -> None:
     op = Operator()
     op.reconcile()
     op.track("ADDED")
     op.secrets.clear()
-    op.app.resources.forget(UID)  # as after a restart: no endpoint remembered, no Secrets to find one
+    op.app.resources.forget(UID)  # as after a restart
+    op.logins.drop(UID)  # and no copy of the login (made by an operator from before the copies)
     op.track("ADDED")
     with pytest.raises(kopf.TemporaryError):
         handlers.delete(body=op.body(), patch=kopf.Patch(), memo=op.memo)
@@ -157,6 +177,8 @@ def test_every_per_resource_table_is_empty_after_create_and_delete() -> None:
 
 
 def test_a_secret_change_wakes_the_resources_that_read_it() -> None:
+    """The metadata-only watch (secret_watch) feeds the store: a referenced Secret's new resourceVersion wakes
+    its resources, an unreferenced one's wakes nobody and is not kept."""
     op = Operator()
     op.reconcile()
     op.track("MODIFIED")
@@ -164,13 +186,13 @@ def test_a_secret_change_wakes_the_resources_that_read_it() -> None:
     state = resources._state(UID)
     assert state is not None
     assert not state.dirty
-    asyncio.run(handlers.secret_changed(event={"type": "MODIFIED"}, namespace="ns", name="kafka",
-                                        body=kopf.Body({"data": {}}), memo=op.memo))
+    op.app.secrets.event("MODIFIED", "ns", "kafka", "7")
     assert state.dirty
     state.dirty = False
-    asyncio.run(handlers.secret_changed(event={"type": "MODIFIED"}, namespace="ns", name="unrelated",
-                                        body=kopf.Body({"data": {}}), memo=op.memo))
+    op.app.secrets.event("ADDED", "ns", "unrelated", "8")
+    op.app.secrets.event("MODIFIED", "other", "kafka", "9")
     assert not state.dirty
+    assert op.app.secrets.held() == 0
 
 
 def test_a_resource_is_left_to_its_create_or_resume_handler_first() -> None:
@@ -222,9 +244,8 @@ def test_routine_handler_successes_are_not_logged() -> None:
         return logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, message, args, None)
 
     assert not handlers._not_routine(record("Handler %r succeeded.", "track"))
-    assert not handlers._not_routine(record("Handler %r succeeded.", "secret_changed"))
     assert handlers._not_routine(record("Handler %r succeeded.", "reconcile"))
-    assert handlers._not_routine(record("Handler %r failed with an exception. Will retry.", "secret_changed"))
+    assert handlers._not_routine(record("Handler %r failed with an exception. Will retry.", "track"))
 
 
 def test_the_lag_wml_reports_is_a_metric_per_resource_until_the_resource_goes() -> None:

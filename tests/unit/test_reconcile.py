@@ -5,6 +5,7 @@ integration suite runs the same reconciler against the real service."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -12,9 +13,10 @@ import pytest
 from tests.support import DictSecrets, MemoryWML
 from wml_api.errors import HeldBack, Unauthorized, Unavailable
 from wml_api.models import DeploymentCreate, SparkServiceInstance
+from wml_operator.login_copies import LoginNotKept, MemoryLogins
 from wml_operator.reconcile import Reconciler
 from wml_operator.resources import Resources
-from wml_operator.secrets import Defaults
+from wml_operator.secrets import Defaults, Endpoint
 from wml_operator.status import Outcome
 from wml_operator.wml import marker
 
@@ -201,20 +203,42 @@ def test_deletion_with_orphan_policy_leaves_the_deployment() -> None:
     assert dep in w.wml.deployments
 
 
-def test_deletion_after_the_secrets_are_gone_uses_the_endpoint_last_used() -> None:
+def test_deletion_after_the_secrets_are_gone_uses_the_kept_login() -> None:
     w = World()
     dep = w.running()
     w.secrets.clear()
+    w.resources.forget(UID)  # a restarted operator: the copy of the login is all that is left
     out = w.run(deleting=True)
     assert out.finalized
     assert w.wml.changes() == [("delete", dep)]
 
 
-def test_deletion_without_secrets_nor_a_remembered_endpoint_waits_and_says_why() -> None:
+def test_the_login_is_kept_before_anything_is_created_and_a_failure_creates_nothing() -> None:
+    w = World()
+
+    class Refusing(MemoryLogins):
+        def keep(self, uid: str, resource: str, endpoints: Sequence[Endpoint]) -> None:
+            raise LoginNotKept("cannot keep a copy of the WML login for deletion in Secret x/y: 403 Forbidden")
+
+    w.reconciler.logins = Refusing()
+    out = w.run()
+    assert w.wml.deployments == {}
+    assert out.retry_after is not None
+    reconciling = w.condition("Reconciling") or {}
+    assert reconciling.get("reason") == "LoginNotKept"
+    assert "403 Forbidden" in reconciling["message"]
+    w.reconciler.logins = MemoryLogins()
+    w.run()
+    assert len(w.wml.deployments) == 1
+    assert [ep.instance_id for ep in w.reconciler.logins.kept(UID)] == ["iid"]
+
+
+def test_deletion_without_secrets_nor_a_kept_login_waits_and_says_why() -> None:
     w = World()
     dep = w.running()
     w.secrets.clear()
     w.resources.forget(UID)  # a restarted operator remembers nothing
+    w.reconciler.logins.drop(UID)  # and no copy was kept (an operator from before the copies made it)
     out = w.run(deleting=True)
     assert not out.finalized
     assert dep in w.wml.deployments
