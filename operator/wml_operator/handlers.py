@@ -11,11 +11,13 @@ import kopf
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from wml_operator import persistence
+from wml_operator import kopf_fixes, persistence
 from wml_operator.app import OperatorApp
 from wml_operator.settings import OperatorSettings
 from wml_operator.spec import FINALIZER, GROUP, PLURAL, VERSION
 from wml_operator.wml import HANDLER_THREADS
+
+kopf_fixes.serve_terminating_namespaces()
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 OBJECT_WORKERS = 2 * HANDLER_THREADS
