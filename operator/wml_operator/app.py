@@ -3,12 +3,14 @@ memo: no module-level state, so tests make an app of their own for each case."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 
 from wml_operator.kube import SecretStore, StatusWriter, list_resources, watched
 from wml_operator.login_copies import Logins, SecretLogins
@@ -24,6 +26,7 @@ from wml_operator.status import Event, Outcome
 from wml_operator.wml import HANDLER_THREADS, Instances
 
 PostEvent = Callable[[Mapping[str, Any], Event], None]
+log = logging.getLogger(__name__)
 
 
 def post_kopf_event(body: Mapping[str, Any], event: Event) -> None:
@@ -73,7 +76,13 @@ class OperatorApp:
         self.status.set_api(custom)
         if isinstance(self.logins, SecretLogins):
             self.logins.set_api(core)
-            self.logins.load()
+            try:
+                self.logins.load()
+            except ApiException as exc:
+                # Not fatal: each copy is then read when a deletion needs it, and a pass that cannot write one
+                # says so on its resource (Reconciling/LoginNotKept).
+                log.error("cannot list the copies of deletion logins in namespace %s: %s %s", self.logins.namespace,
+                          exc.status, exc.reason)
         creds_ns = (self.settings.wml_credentials_secret or "").partition("/")[0]
         self.secret_watch = SecretWatch(core, self.secrets,
                                         scopes(self.settings.namespaces, [creds_ns] if creds_ns else []))

@@ -292,3 +292,12 @@ def _spark() -> SparkServiceInstance:
 
 def _create_body(w: World, description: str | None = None) -> DeploymentCreate:
     return DeploymentCreate(name="x", description=description or f"late {marker(UID, w.status.get('specHash'))}")
+
+
+def test_a_rotated_wml_login_replaces_the_kept_copy_without_touching_the_stream() -> None:
+    w = World()
+    w.running()
+    w.secrets["wml"]["password"] = "rotated"
+    w.run()
+    assert w.wml.changes() == []
+    assert [ep.credentials.password for ep in w.reconciler.logins.kept(UID)] == ["rotated"]

@@ -287,3 +287,30 @@ def test_deleting_with_orphan_policy_mid_move_leaves_the_old_endpoint_alone() ->
     assert out.finalized
     assert w.a.changes() == []
     assert old in w.a.deployments
+
+
+def test_mid_move_the_logins_of_both_endpoints_are_kept_and_a_deletion_without_secrets_uses_the_old_one() -> None:
+    """Issue 15: a move waiting for the old endpoint, then the namespace is deleted (Secrets first) and the
+    operator restarts: the deployment the status names lives on the old endpoint, and is deleted there."""
+    from wml_api.errors import Unavailable
+    w = World()
+    old = w.running()
+    w.spec["wml"]["url"] = "http://wml-b.test"
+    w.a.fail["list"] = Unavailable("down", method="GET", path="/v3/...", status=503)
+    w.run()
+    assert [ep.url for ep in w.reconciler.logins.kept(UID)] == ["http://wml-b.test", "http://wml.test"]
+    w.a.fail.clear()
+    w.secrets.clear()
+    out = w.run(deleting=True)
+    assert out.finalized
+    assert w.a.changes() == [("delete", old)]
+    assert w.b.deployments == {}
+
+
+def test_after_a_move_only_the_new_endpoints_login_is_kept() -> None:
+    w = World()
+    w.running()
+    w.spec["wml"]["url"] = "http://wml-b.test"
+    w.run()
+    w.run()  # the pass after: status.endpoint names the new endpoint
+    assert [ep.url for ep in w.reconciler.logins.kept(UID)] == ["http://wml-b.test"]
