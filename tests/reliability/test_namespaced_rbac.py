@@ -105,7 +105,9 @@ def test_the_operator_reads_secrets_only_where_it_watches(
 
         # And it is enough: the operator works in the namespace it watches, under exactly this RBAC.
         operator = WMLOperator(tmp_path / "operator", kubeconfig,
-                               env={**OPERATOR_ENV, "WML_OPERATOR_NAMESPACES": watched})
+                               env={**OPERATOR_ENV, "WML_OPERATOR_NAMESPACES": watched,
+                                    # as deploy/operator.yaml sets it from the pod: its copies of logins go there
+                                    "WML_OPERATOR_POD_NAMESPACE": operator_namespace})
         operator.start()
         try:
             for ns in (watched, other):
