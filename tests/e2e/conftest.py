@@ -76,13 +76,20 @@ def create_secrets(k8s_api: k8s.ApiClient, namespace: str, wml_url: str, user: W
     """The three Secrets a StreamingDeployment of StreamEnv.manifest() names: wml (its url may be a fault
     proxy's), kafka and spark. Without a broker, the kafka Secret names an unreachable one."""
     core = k8s.CoreV1Api(k8s_api)
+    for name, data in secret_data(wml_url, user, kafka).items():
+        core.create_namespaced_secret(namespace, k8s.V1Secret(metadata=k8s.V1ObjectMeta(name=name),
+                                                              string_data=data))
+
+
+def secret_data(wml_url: str, user: WMLUser, kafka: KafkaInfo | None) -> dict[str, dict[str, str]]:
+    """What create_secrets() writes, by Secret name (for tests that put the Secrets in a manifest)."""
     if kafka is not None:
         kafka_user = kafka.user("wml") if len(kafka.users) > 1 else kafka.users[0]
         kafka_data = {"kafka_brokers_sasl": json.dumps([kafka.bootstrap]), "user": kafka_user.name,
                       "password": kafka_user.password, "security_protocol": kafka.security_protocol}
     else:
         kafka_data = {"kafka_brokers_sasl": "127.0.0.1:9", "user": "u", "password": "p"}
-    secrets = {
+    return {
         "wml": {"url": wml_url, "instance_id": user.instance_id, "username": user.username,
                 "password": user.password},
         "kafka": kafka_data,
@@ -90,9 +97,6 @@ def create_secrets(k8s_api: k8s.ApiClient, namespace: str, wml_url: str, user: W
             "tenant_id": "t1", "tenant_id_full": "t1-full", "cluster_master_url": "https://spark.invalid",
             "instance_id": str(uuid.uuid4()), "tenant_secret": "spark-" + uuid.uuid4().hex, "plan": "standard"})},
     }
-    for name, data in secrets.items():
-        core.create_namespaced_secret(namespace, k8s.V1Secret(metadata=k8s.V1ObjectMeta(name=name),
-                                                              string_data=data))
 
 
 @pytest.fixture

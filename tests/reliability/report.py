@@ -38,6 +38,20 @@ random delay (*kill points*: which process, after which writes); the killed proc
 namespace must converge to one deployment. At the end every acknowledged record is read back from the output
 read_committed: *duplicated* were scored twice, *missing* never; *groups left* counts consumer groups of the
 deleted deployments still on the broker."""),
+    "kill9_deletion": ("Deletions whose Secrets go first, under kill -9", """\
+Each trial deletes a RUNNING resource whose Secrets disappear with or before it, in a namespace of its own:
+*namespace* (`kubectl delete namespace`: the namespace controller takes the Secrets at once, the resource waits
+on its finalizer), *secret-first* (the WML Secret, or all three, then the resource) or *prune* (`kubectl delete
+-f` of the one manifest holding the Secrets and the resource, as `kubectl apply --prune`, Argo CD and Flux do).
+The operator (watching the glob `wso-del-*`, under deploy/'s RBAC) is *up* the whole time, *down* (killed before,
+started once the deletion is under way) or *restarting* (SIGKILL at a random point, *kill points*: before the
+deletion, after the Secret went, before, during or after WML's DELETE, or after the resource was gone; started
+again at once). *converged*: the resource (for *namespace*, the namespace) gone, 0 WML deployments of the
+trial's user, and the operator's copy of the login (`wml-login-<uid>` in its namespace) gone; *stuck*: still
+there after the timeout (90 s full, 30 s reduced); *orphaned*: WML deployments left; copies removed by the
+resource's DELETED event, by the sweep (every 5 s here), or *left*. *gone s*: from the deletion (for *down*,
+from the operator's start) to the 404. The *namespace* way is expected to fail while an operator matching
+namespaces by glob cannot serve a namespace that was already Terminating when it started (kopf)."""),
     "leftovers": ("What the run left on the broker", """\
 After every suite of the run: the consumer groups of WML deployments (`wml-<deployment id>`) still on the broker.
 Deleting a deployment deletes its group (docs/WML-API.md, "What a deployment leaves on the brokers"); a group
