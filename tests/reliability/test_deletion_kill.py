@@ -204,18 +204,8 @@ def seed(figures: Figures) -> Iterator[tuple[int, list[Trial]]]:
         record(figures, f"all (seed {chosen})", done)
 
 
-# kopf 1.45 (observation.revise_namespaces) never starts serving a namespace matched by a glob that is already
-# Terminating when the operator starts: one marked deleted with blocker conditions (NamespaceContentRemaining,
-# NamespaceFinalizersRemaining) is neither added nor dropped. An operator down or restarting while a namespace is
-# deleted so never sees its resource; the finalizer holds the namespace in Terminating for good and the WML
-# deployment is left. Operator mode `up` passes. Not fixed here (operator/ is not this test's to change).
-NAMESPACE_BUG = pytest.mark.xfail(strict=True, reason="operator with a glob in WML_OPERATOR_NAMESPACES, started "
-                                  "while a watched namespace is Terminating, never serves it (kopf namespace "
-                                  "observation): the resource and namespace stay, the WML deployment is left")
-
-
 @pytest.mark.timeout(count(1200, 300))
-@pytest.mark.parametrize("kind", [pytest.param("namespace", marks=NAMESPACE_BUG), "secret-first", "prune"])
+@pytest.mark.parametrize("kind", ["namespace", "secret-first", "prune"])
 def test_every_way_of_losing_secrets_ends_deleted(kind: str, seed: tuple[int, list[Trial]], k8s_api: k8s.ApiClient,
                                                   kubectl: Kubectl, make_wml_service: Callable[..., WMLService],
                                                   fault_proxy: Callable[[WMLService], FaultProxy],
