@@ -59,8 +59,10 @@ class OperatorApp:
         metrics = Metrics()
         store = SecretStore(on_read=metrics.secret_reads.inc, on_event=metrics.secret_events.inc)
         metrics.secrets_held.set_function(store.held)
+        creds_ns, _, creds_name = (settings.wml_credentials_secret or "").partition("/")
         resources = Resources(settings.poll_fast_seconds, settings.poll_slow_seconds,
-                              on_status=metrics.status_changed, on_release=store.release)
+                              on_status=metrics.status_changed, on_release=store.release,
+                              default_secret=(creds_ns, creds_name) if creds_name else None)
         store.wanted = resources.referenced
         store.wake = lambda namespace, name: resources.mark_dirty_users(namespace, name)
         logins = logins if logins is not None else SecretLogins(settings.pod_namespace)
@@ -72,6 +74,8 @@ class OperatorApp:
     def connect(self, core: k8s.CoreV1Api, custom: k8s.CustomObjectsApi) -> None:
         """The Kubernetes API, once at start-up: the Secret store and the copies of logins use it, and the
         metadata-only watch of Secrets starts (wml_operator.secret_watch)."""
+        if self.secret_watch is not None:  # kopf retried a start-up that failed after this: connected already
+            return
         self.secrets.set_api(core)
         self.status.set_api(custom)
         if isinstance(self.logins, SecretLogins):
@@ -86,6 +90,7 @@ class OperatorApp:
         creds_ns = (self.settings.wml_credentials_secret or "").partition("/")[0]
         self.secret_watch = SecretWatch(core, self.secrets,
                                         scopes(self.settings.namespaces, [creds_ns] if creds_ns else []))
+        self.secrets.watching = self.secret_watch.healthy
         self.secret_watch.start()
 
     def reconcile(self, trigger: str, body: Mapping[str, Any], patch: kopf.Patch | None = None, *,

@@ -4,12 +4,12 @@ they changed), and the one writer of the status."""
 from __future__ import annotations
 
 import base64
-import fnmatch
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import kopf
+from kopf._cogs.structs import references
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
@@ -48,8 +48,12 @@ class SecretStore:
         # pass the change wakes reads it again.
         self._epoch = 0
         self._listing: dict[str | None, set[SecretKey]] = {}  # scope -> held keys its current list showed
+        self._reading: dict[SecretKey, int] = {}  # reads under way: an event for one of them also bumps the epoch
         self.wanted: Callable[[str, str], bool] = lambda namespace, name: False
         self.wake: Callable[[str, str], None] = lambda namespace, name: None
+        # Whether a watch reports this namespace's changes now: if not (not started, or refused), every pass
+        # reads its Secrets again instead of trusting what is held.
+        self.watching: Callable[[str], bool] = lambda namespace: True
         self.api_reads = 0
 
     def set_api(self, api: k8s.CoreV1Api) -> None:
@@ -80,7 +84,7 @@ class SecretStore:
                     del self._data[key]
             # A referenced Secret that appears (or was never read) may be what a Stalled resource waits for.
             wake = changed or (wanted and held is None)
-            if wake:
+            if wake or key in self._reading:
                 self._epoch += 1
         if wake and wanted:
             self.wake(namespace, name)
@@ -101,27 +105,35 @@ class SecretStore:
 
     def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
         key = (namespace, name)
+        watched = self.watching(namespace)
         with self._lock:
-            if key in self._data:
+            if key in self._data and watched:
                 return self._data[key][1]
             epoch = self._epoch
-        if self._api is None:
-            return None
+            self._reading[key] = self._reading.get(key, 0) + 1
         try:
-            secret = self._api.read_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
+            if self._api is None:
                 return None
-            raise
+            try:
+                secret = self._api.read_namespaced_secret(name, namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            finally:
+                self.api_reads += 1
+                if self._on_read is not None:
+                    self._on_read()
+            data = decode(secret.data)
+            with self._lock:
+                if self._epoch == epoch and watched:
+                    self._data[key] = (secret.metadata.resource_version if secret.metadata else None, data)
+            return data
         finally:
-            self.api_reads += 1
-            if self._on_read is not None:
-                self._on_read()
-        data = decode(secret.data)
-        with self._lock:
-            if self._epoch == epoch:
-                self._data[key] = (secret.metadata.resource_version if secret.metadata else None, data)
-        return data
+            with self._lock:
+                self._reading[key] -= 1
+                if not self._reading[key]:
+                    del self._reading[key]
 
     def release(self, keys: Iterable[SecretKey]) -> None:
         """No resource references these any more: their data goes."""
@@ -135,8 +147,10 @@ class SecretStore:
 
 
 def watched(namespace: str, namespaces: Sequence[str]) -> bool:
-    """Whether the operator watches `namespace` (WML_OPERATOR_NAMESPACES: names or globs; empty: all)."""
-    return not namespaces or any(fnmatch.fnmatchcase(namespace, pattern) for pattern in namespaces)
+    """Whether the operator watches `namespace` (WML_OPERATOR_NAMESPACES: names, globs, `!` exclusions, as kopf
+    reads them; empty: all)."""
+    return not namespaces or any(references.match_namespace(references.NamespaceName(namespace), pattern)
+                                 for pattern in namespaces)
 
 
 def list_resources(api: k8s.CustomObjectsApi, namespaces: Sequence[str]) -> Iterator[dict[str, Any]]:

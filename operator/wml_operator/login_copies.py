@@ -81,6 +81,14 @@ def decode(text: str) -> tuple[Endpoint, ...]:
         return ()
 
 
+def _content(raw: bytes | str | None) -> str:
+    """A copy's stored content; one that does not decode holds nothing (the next pass writes it again)."""
+    try:
+        return base64.b64decode(raw).decode() if raw else "[]"
+    except (ValueError, UnicodeDecodeError):
+        return "[]"
+
+
 def unique(endpoints: Iterable[Endpoint]) -> list[Endpoint]:
     """One entry per place (URL and instance), the first given wins."""
     seen: set[tuple[str, str]] = set()
@@ -142,8 +150,10 @@ class SecretLogins:
             type="Opaque", data={KEY: base64.b64encode(content.encode()).decode()})
 
     def load(self) -> dict[str, str]:
-        """Every copy in the namespace: {uid: the resource's namespace/name}. Fills the cache."""
+        """Every copy in the namespace: {uid: the resource's namespace/name}. The cache becomes what the list
+        shows: a copy deleted behind the operator's back is written again by the next pass of its resource."""
         found: dict[str, str] = {}
+        listed: dict[str, str] = {}
         cont: str | None = None
         while True:
             page = self.api.list_namespaced_secret(self.namespace, label_selector=SELECTOR, limit=200,
@@ -154,13 +164,12 @@ class SecretLogins:
                 if not name.startswith(PREFIX):
                     continue
                 uid = name[len(PREFIX):]
-                raw = (item.data or {}).get(KEY)
-                content = base64.b64decode(raw).decode() if raw else "[]"
-                with self._lock:
-                    self._cache[uid] = content
+                listed[uid] = _content((item.data or {}).get(KEY))
                 found[uid] = (meta.annotations or {}).get(ANNOTATION_RESOURCE, "")
             cont = page.metadata.var_continue if page.metadata else None
             if not cont:
+                with self._lock:
+                    self._cache = listed
                 return found
 
     def keep(self, uid: str, resource: str, endpoints: Sequence[Endpoint]) -> None:
@@ -201,8 +210,7 @@ class SecretLogins:
                 if exc.status == 404:
                     return ()
                 raise
-            raw = (secret.data or {}).get(KEY)
-            content = base64.b64decode(raw).decode() if raw else "[]"
+            content = _content((secret.data or {}).get(KEY))
             with self._lock:
                 self._cache[uid] = content
         return decode(content)

@@ -8,6 +8,7 @@ steps wml_operator.handover decides, each on the endpoint where its deployment l
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Mapping
@@ -51,6 +52,8 @@ from wml_operator.spec import (
 )
 from wml_operator.status import Event, Found, Outcome, Result, last_of, outcome
 from wml_operator.wml import Listing, built_from, marker
+
+log = logging.getLogger(__name__)
 
 
 def _observed(found: Deployment | None) -> Observed | None:
@@ -138,10 +141,14 @@ class Reconciler:
             try:
                 self._keep_logins(body, resolved.endpoint, last)
             except LoginNotKept as exc:
-                delay = planning.retry_delay(self.resources.failed(uid), None, held_back=False,
-                                             jitter=random.random())  # noqa: S311 - jitter, not crypto
-                retry = Action(Do.RETRY, "LoginNotKept", f"{exc}; retrying in {delay:.0f} s", retry_after=delay)
-                return Result(retry, retry, deleting=deleting)
+                if not deleting:
+                    delay = planning.retry_delay(self.resources.failed(uid), None, held_back=False,
+                                                 jitter=random.random())  # noqa: S311 - jitter, not crypto
+                    retry = Action(Do.RETRY, "LoginNotKept", f"{exc}; retrying in {delay:.0f} s",
+                                   retry_after=delay)
+                    return Result(retry, retry, deleting=deleting)
+                # A deletion creates nothing, and the resource's own Secrets are here: it goes on without a copy.
+                log.warning("%s; deleting with the resource's own Secrets", exc)
             desired = Desired(state=str(spec.state), spec_hash=resolved.spec_hash,
                               restart_policy=str(spec.restart_policy),
                               paused=annotations.get(ANNOTATION_RECONCILE) == "paused",

@@ -7,9 +7,11 @@ only each Secret's metadata, a page of `PAGE` at a time, and nothing is kept of 
 each event is handed to a `Sink` (wml_operator.app), which looks its name up among the referenced ones and drops
 it otherwise. The data of a referenced Secret is read by name (kube.SecretStore) when its resourceVersion moves.
 
-One thread per watched namespace, or one for the whole cluster when the operator watches every namespace or a
-glob of them (as kopf does for globs). Each runs list, then watch from the list's resourceVersion with bookmarks,
-and lists again after `410 Gone` or an error (after a pause that grows to `MAX_PAUSE`).
+One thread per watched namespace when WML_OPERATOR_NAMESPACES names them, or one for the whole cluster when the
+operator watches every namespace or a glob of them (kopf follows the namespaces a glob matches; this watch does
+not, and needs the cluster-wide grant then). Each runs list, then watch from the list's resourceVersion with
+bookmarks, and lists again after `410 Gone` or an error (after a pause that grows to `MAX_PAUSE`). While a scope's
+watch is not in place (`healthy`), the store trusts nothing it holds from there and passes read again.
 """
 
 from __future__ import annotations
@@ -70,7 +72,14 @@ class SecretWatch:
         self._lock = threading.Lock()
         self.synced = threading.Event()  # every scope listed once
         self._unsynced = len(self.namespaces)
+        self._healthy: set[str | None] = set()  # scopes listed, and watched since
+        self._refused: set[str | None] = set()  # scopes the API refused (403), said once
         self.lists = 0  # complete lists, for tests and the bench
+
+    def healthy(self, namespace: str) -> bool:
+        """Whether a change of a Secret in `namespace` reaches the store now."""
+        with self._lock:
+            return None in self._healthy or namespace in self._healthy
 
     def start(self) -> None:
         for scope in self.namespaces:
@@ -84,8 +93,9 @@ class SecretWatch:
         with self._lock:
             for resp in list(self._open):
                 resp.close()  # wakes a thread blocked reading the watch
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _get(self, scope: str | None, accept: str, timeout: float, **params: Any) -> urllib3.HTTPResponse:
         kwargs: dict[str, Any] = {"_preload_content": False, "_headers": {"Accept": accept},
@@ -97,9 +107,11 @@ class SecretWatch:
             self._open.add(resp)
         return resp
 
-    def _done(self, resp: urllib3.HTTPResponse) -> None:
+    def _done(self, resp: urllib3.HTTPResponse, complete: bool) -> None:
         with self._lock:
             self._open.discard(resp)
+        if not complete:
+            resp.close()  # a half-read response must not go back to the pool
         resp.release_conn()
 
     def _run(self, scope: str | None) -> None:
@@ -111,25 +123,46 @@ class SecretWatch:
                 while not self._stop.is_set():
                     version = self._watch(scope, version)
             except Gone:
+                self._set_healthy(scope, False)
                 continue
             except Exception as exc:  # the thread must outlive any failure: it lists again after a pause
+                self._set_healthy(scope, False)
                 if self._stop.is_set():
                     return  # stop() closed the response under the read
                 status = getattr(exc, "status", None)
-                log.warning("Secret watch of %s: %s; listing again in %.0f s", scope or "all namespaces",
-                            f"{status} {getattr(exc, 'reason', '')}" if status else type(exc).__name__, pause)
+                where = scope or "all namespaces"
+                if status == 403:
+                    if scope not in self._refused:
+                        self._refused.add(scope)
+                        log.error("Secret watch of %s refused (403): rotations there are noticed only by the next "
+                                  "poll, which reads the Secrets again. %s", where,
+                                  "A glob in WML_OPERATOR_NAMESPACES needs list/watch on Secrets cluster-wide."
+                                  if scope is None else "Grant list/watch on Secrets in that namespace.")
+                else:
+                    log.warning("Secret watch of %s: %s; listing again in %.0f s", where,
+                                f"{status} {getattr(exc, 'reason', '')}" if status else type(exc).__name__, pause)
                 self._stop.wait(pause)
                 pause = min(pause * 2, MAX_PAUSE)
+
+    def _set_healthy(self, scope: str | None, healthy: bool) -> None:
+        with self._lock:
+            if healthy:
+                self._healthy.add(scope)
+                self._refused.discard(scope)
+            else:
+                self._healthy.discard(scope)
 
     def _list(self, scope: str | None) -> str:
         self.sink.listing(scope)
         cont: str | None = None
         while True:
             resp = self._get(scope, LIST_ACCEPT, 60, limit=self.page, _continue=cont)
+            complete = False
             try:
                 page = json.loads(resp.data)
+                complete = True
             finally:
-                self._done(resp)
+                self._done(resp, complete)
             for item in page.get("items") or ():
                 meta = item.get("metadata") or {}
                 self.sink.event("LISTED", meta.get("namespace", ""), meta.get("name", ""),
@@ -137,6 +170,7 @@ class SecretWatch:
             cont = (page.get("metadata") or {}).get("continue")
             if not cont:
                 self.sink.listed(scope)
+                self._set_healthy(scope, True)
                 self.lists += 1
                 with self._lock:
                     if self._unsynced > 0:
@@ -149,6 +183,7 @@ class SecretWatch:
         started = time.monotonic()
         resp = self._get(scope, WATCH_ACCEPT, self.watch_seconds + 30, watch=True, allow_watch_bookmarks=True,
                          timeout_seconds=self.watch_seconds, resource_version=version or None)
+        complete = False
         try:
             for line in iter_resp_lines(resp):  # type: ignore[no-untyped-call]
                 event = json.loads(line)
@@ -162,8 +197,9 @@ class SecretWatch:
                 if kind in ("ADDED", "MODIFIED", "DELETED"):
                     self.sink.event(kind, meta.get("namespace", ""), meta.get("name", ""),
                                     meta.get("resourceVersion"))
+            complete = True
         finally:
-            self._done(resp)
+            self._done(resp, complete)
         if time.monotonic() - started < 1 and not self._stop.is_set():
             self._stop.wait(1)  # a server that ends watches at once must not be called in a loop
         return version

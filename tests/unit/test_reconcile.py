@@ -301,3 +301,18 @@ def test_a_rotated_wml_login_replaces_the_kept_copy_without_touching_the_stream(
     w.run()
     assert w.wml.changes() == []
     assert [ep.credentials.password for ep in w.reconciler.logins.kept(UID)] == ["rotated"]
+
+
+def test_a_deletion_goes_on_when_its_copy_cannot_be_written() -> None:
+    """It creates nothing, and the resource's own Secrets are still there."""
+    w = World()
+    dep = w.running()
+
+    class Refusing(MemoryLogins):
+        def keep(self, uid: str, resource: str, endpoints: Sequence[Endpoint]) -> None:
+            raise LoginNotKept("cannot keep a copy of the WML login for deletion in Secret x/y: 403 Forbidden")
+
+    w.reconciler.logins = Refusing()
+    out = w.run(deleting=True)
+    assert out.finalized
+    assert w.wml.changes() == [("delete", dep)]
