@@ -99,6 +99,16 @@ def secret_data(wml_url: str, user: WMLUser, kafka: KafkaInfo | None) -> dict[st
     }
 
 
+def accept_only_env(namespace: str, k8s_api: k8s.ApiClient, make_wml_service: Callable[..., WMLService]
+                    ) -> StreamEnv:
+    """A WML service that accepts deployments without running them (no Kafka), a user of its own, and the
+    Secrets of StreamEnv.manifest() in `namespace`: for tests of the operator's side alone."""
+    service = make_wml_service(WML_SERVER_RUN_STREAMS="false")
+    user = service.add_user()
+    create_secrets(k8s_api, namespace, service.url, user, None)
+    return StreamEnv(namespace, "in", "out", user, service, None)  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def stream_env(namespace: str, k8s_api: k8s.ApiClient, kafka: KafkaInfo, kafka_topic: Callable[..., str],
                wml_service: WMLService) -> StreamEnv:

@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from kubernetes import client as k8s
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import MODEL, OperatorProcess, StreamEnv, create_secrets, wait_for
+from tests.e2e.conftest import MODEL, OperatorProcess, StreamEnv, accept_only_env, wait_for
 from tests.e2e.test_behaviours import ready, wml
 from tests.e2e.test_lifecycle import condition, sdep
 from wml_api import NotFound
@@ -108,10 +108,8 @@ def delete_passes_waiting_for_wml(operator: OperatorProcess) -> float:
 def test_deletion_waits_for_wml_and_leaks_nothing(namespace: str, operator: OperatorProcess, kubectl: Kubectl,
                                                   k8s_api: k8s.ApiClient,
                                                   make_wml_service: Callable[..., Any]) -> None:
-    service = make_wml_service(WML_SERVER_RUN_STREAMS="false")
-    user = service.add_user()
-    create_secrets(k8s_api, namespace, service.url, user, None)
-    env = StreamEnv(namespace, "in", "out", user, service, None)  # type: ignore[arg-type]
+    env = accept_only_env(namespace, k8s_api, make_wml_service)
+    service = env.service
     kubectl("apply", "-f", "-", input=env.manifest())
     ready(kubectl, namespace)
     dep = sdep(k8s_api, namespace, "tweets")["status"]["deploymentId"]

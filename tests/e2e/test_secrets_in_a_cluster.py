@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import fresh_namespace
-from tests.e2e.conftest import OperatorProcess, StreamEnv, create_secrets, wait_for
+from tests.e2e.conftest import OperatorProcess, accept_only_env, wait_for
 from tests.e2e.test_failures import ready, sdep, wml
 from wml_localplatform.wmloperator import WMLOperator
 from wml_operator.login_copies import PREFIX
@@ -68,10 +68,7 @@ def helm_like(name: str, size: int = 48 * 1024) -> k8s.V1Secret:
 def test_unrelated_secrets_wake_nothing_and_a_rotation_still_recreates(
         namespace: str, noise_namespace: str, operator: OperatorProcess, kubectl: Kubectl, k8s_api: k8s.ApiClient,
         make_wml_service: Callable[..., Any]) -> None:
-    service = make_wml_service(WML_SERVER_RUN_STREAMS="false")
-    user = service.add_user()
-    create_secrets(k8s_api, namespace, service.url, user, None)
-    env = StreamEnv(namespace, "in", "out", user, service, None)  # type: ignore[arg-type]
+    env = accept_only_env(namespace, k8s_api, make_wml_service)
     manifest = json.loads(env.manifest())
     # No steady poll during the test: any pass would be one the Secrets caused.
     manifest["metadata"]["annotations"] = {"wmlstream.dev/poll-interval": "3600"}
@@ -147,10 +144,7 @@ def test_a_namespace_deleted_while_the_operator_is_down_goes_with_its_stream(
 def deleted_while_down(ns: str, own_operator: WMLOperator, kubectl: Kubectl, k8s_api: k8s.ApiClient,
                        make_wml_service: Callable[..., Any]) -> None:
     core = k8s.CoreV1Api(k8s_api)
-    service = make_wml_service(WML_SERVER_RUN_STREAMS="false")
-    user = service.add_user()
-    create_secrets(k8s_api, ns, service.url, user, None)
-    env = StreamEnv(ns, "in", "out", user, service, None)  # type: ignore[arg-type]
+    env = accept_only_env(ns, k8s_api, make_wml_service)
     kubectl("apply", "-f", "-", input=env.manifest())
     ready(kubectl, ns)
     uid = sdep(k8s_api, ns, "tweets")["metadata"]["uid"]
