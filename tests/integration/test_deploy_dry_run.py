@@ -33,6 +33,8 @@ BASE_OBJECTS = {
     "clusterrole.rbac.authorization.k8s.io/wml-stream-operator-secrets",
     "clusterrolebinding.rbac.authorization.k8s.io/wml-stream-operator",
     "clusterrolebinding.rbac.authorization.k8s.io/wml-stream-operator-secrets",
+    "role.rbac.authorization.k8s.io/wml-stream-operator-login-copies",
+    "rolebinding.rbac.authorization.k8s.io/wml-stream-operator-login-copies",
     "deployment.apps/wml-stream-operator",
 }
 DRY_RUN_LINE = re.compile(r"^(\S+) (created|configured|unchanged) \(server dry run\)$")
@@ -91,10 +93,11 @@ def test_the_base_builds_to_the_expected_objects(kubectl: Kubectl) -> None:
         ("ServiceAccount", "wml-stream-operator"),
         ("ClusterRole", "wml-stream-operator"), ("ClusterRole", "wml-stream-operator-secrets"),
         ("ClusterRoleBinding", "wml-stream-operator"), ("ClusterRoleBinding", "wml-stream-operator-secrets"),
+        ("Role", "wml-stream-operator-login-copies"), ("RoleBinding", "wml-stream-operator-login-copies"),
         ("Deployment", "wml-stream-operator"),
     ])
     for doc in docs:
-        if doc["kind"] in ("ServiceAccount", "Deployment"):
+        if doc["kind"] in ("ServiceAccount", "Deployment", "Role", "RoleBinding"):
             assert doc["metadata"]["namespace"] == OPERATOR_NAMESPACE
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "wml-stream-operator"
 
