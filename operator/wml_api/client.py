@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -38,6 +38,16 @@ from wml_api.paths import (
     MODEL_DEPLOYMENTS,
     MODELS,
     fill,
+)
+from wml_api.repository import (
+    ML_ASSETS_MODEL,
+    ML_ASSETS_MODELS,
+    ML_ASSETS_VERSION_CONTENT,
+    ML_ASSETS_VERSIONS,
+    ModelAsset,
+    ModelAssetCreate,
+    ModelAssetList,
+    ModelVersion,
 )
 from wml_api.transport import OnResponse, Transport
 
@@ -146,14 +156,41 @@ class WMLClient:
         template, path = self._path(INSTANCE_DEPLOYMENT, deployment_id=deployment_id)
         self._call("DELETE", template, path).close()
 
+    # --- the repository (`/v3/ml_assets/models`): publishing a model ------------------------------------
+
+    def publish_model(self, meta: ModelAssetCreate, content: BinaryIO) -> ModelAsset:
+        """Creates the model, a version, and uploads `content` (streamed from the file): the model is then
+        among the instance's published models. A refused upload leaves the model without content: delete it
+        with `delete_model_asset` (or upload again to the same version)."""
+        asset = self._send(ModelAsset, "POST", ML_ASSETS_MODELS, meta.model_dump(mode="json", exclude_none=True))
+        version = self._send(ModelVersion, "POST", ML_ASSETS_VERSIONS, {}, model_id=asset.id)
+        self._send(ModelVersion, "PUT", ML_ASSETS_VERSION_CONTENT, None, data=content,
+                   headers={"Content-Type": "application/octet-stream"}, model_id=asset.id, version_id=version.id)
+        return self._send(ModelAsset, "GET", ML_ASSETS_MODEL, None, model_id=asset.id)
+
+    def list_model_assets(self) -> list[ModelAsset]:
+        return self._list(ModelAssetList, ML_ASSETS_MODELS)
+
+    def delete_model_asset(self, model_id: str) -> None:
+        template, path = self._path(ML_ASSETS_MODEL, model_id=model_id)
+        self._call("DELETE", template, path).close()
+
+    def _send(self, model: type[M], method: str, template: str, json: Any, *, data: Any = None,
+              headers: Mapping[str, str] | None = None, **ids: str) -> M:
+        template, path = self._path(template, **ids)
+        return self._parse(model, method, path, self._call(method, template, path, json=json, data=data,
+                                                           headers=headers))
+
     # --- plumbing --------------------------------------------------------------------------------------
 
     def _path(self, template: str, **ids: str) -> tuple[str, str]:
+        if "{instance_id}" not in template:  # the repository's paths: the token says which instance
+            return template, fill(template, **ids) if ids else template
         return template, fill(template, instance_id=self.instance_id, **ids)
 
     def _call(self, method: str, template: str, path: str, *, url: str | None = None,
               params: Mapping[str, str] | None = None, json: Any = None,
-              headers: Mapping[str, str] | None = None) -> requests.Response:
+              headers: Mapping[str, str] | None = None, data: Any = None) -> requests.Response:
         """One authenticated call; a 401 gets exactly one more try with a freshly obtained token. While a
         Retry-After of an earlier 429 runs, HeldBack (a RateLimited) without sending anything."""
         wait = self._resume_at - time.monotonic()
@@ -161,7 +198,8 @@ class WMLClient:
             raise HeldBack(f"not sent: WML asked to wait (Retry-After), {wait:.1f} s left", method=method,
                            path=path, retry_after=wait)
         try:
-            return self._call_now(method, template, path, url=url, params=params, json=json, headers=headers)
+            return self._call_now(method, template, path, url=url, params=params, json=json, headers=headers,
+                                  data=data)
         except RateLimited as err:
             if err.retry_after:
                 with self._resume_lock:
@@ -170,15 +208,17 @@ class WMLClient:
 
     def _call_now(self, method: str, template: str, path: str, *, url: str | None,
                   params: Mapping[str, str] | None, json: Any, headers: Mapping[str, str] | None,
-                  ) -> requests.Response:
+                  data: Any = None) -> requests.Response:
         def send(token: str) -> requests.Response:
-            return self._transport.send(method, template, path, url=url, params=params, json=json,
+            return self._transport.send(method, template, path, url=url, params=params, json=json, data=data,
                                         headers={**(headers or {}), "Authorization": f"Bearer {token}"})
 
         token = self._auth.token()
         response = send(token)
         if response.status_code == 401:
             response.close()
+            if hasattr(data, "seek"):  # a file being uploaded goes again from its start
+                data.seek(0)
             self._auth.invalidate(token)
             response = send(self._auth.token())
         if not 200 <= response.status_code < 300:

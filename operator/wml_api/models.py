@@ -18,7 +18,8 @@ from wml_api.wire import MASK, SECRET_KEYS, WireModel, describe_errors, describe
 
 __all__ = [
     "EXTENSIONS", "EXT_DRY_RUN", "EXT_INITIAL_STATUS", "EXT_LAG", "EXT_POSITION", "EXT_STARTING_OFFSETS", "MASK",
-    "SECRET_KEYS", "SPARK_HEADER", "STATUS_PATH", "Author", "CountedLink", "DeployedVersion", "Deployment",
+    "SECRET_KEYS", "SPARK_HEADER", "STATUS_PATH", "Author", "CountedLink", "DeployableAsset", "DeployedVersion",
+    "Deployment",
     "DeploymentCreate", "DeploymentEntity", "DeploymentList", "DeploymentMetadata", "DeploymentStatus",
     "DryRunReport", "ErrorBody", "ErrorItem", "Failure", "InstanceEntity", "KafkaConnection", "KafkaSource",
     "KafkaTarget", "Link", "PatchOperation", "PublishedModel", "PublishedModelEntity", "PublishedModelList",
@@ -157,6 +158,16 @@ class DeployedVersion(WireModel):
     created_at: str | None = None
 
 
+class DeployableAsset(WireModel):
+    """What a deployment runs, as the v3 clients' tables of deployments read it."""
+
+    guid: str
+    name: str | None = None
+    url: str | None = None
+    type: str = "model"
+    created_at: str | None = None
+
+
 class SparkService(WireModel):
     credentials: dict[str, Any] = Field(default_factory=dict)
     version: str | None = None
@@ -185,6 +196,7 @@ class DeploymentEntity(WireModel):
     instance_href: str | None = None
     published_model: PublishedModelRef | None = None
     deployed_version: DeployedVersion | None = None
+    deployable_asset: DeployableAsset | None = None
     spark_service: SparkService | None = None
     input: StreamInput | None = None
     output: StreamOutput | None = None

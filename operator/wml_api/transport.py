@@ -96,14 +96,14 @@ class Transport:
     def send(self, method: str, template: str, path: str, *, url: str | None = None,
              params: Mapping[str, str] | None = None, json: Any = None,
              headers: Mapping[str, str] | None = None, basic_auth: tuple[bytes, bytes] | None = None,
-             ) -> requests.Response:
+             data: Any = None) -> requests.Response:
         """`path` names the request in logs and errors; `url` overrides where it goes (a `next` page)."""
         all_headers = {"User-Agent": self.user_agent, "Accept": "application/json", **(headers or {})}
         started = time.monotonic()
         status: int | None = None
         try:
             response = self.session.request(
-                method, url or self.base_url + path, params=params, json=json, headers=all_headers,
+                method, url or self.base_url + path, params=params, json=json, data=data, headers=all_headers,
                 auth=HTTPBasicAuth(*basic_auth) if basic_auth else _as_is, verify=self.verify,
                 timeout=(self.connect_timeout, self.read_timeout),
                 # A redirect would turn a POST into a GET and may carry the bearer token elsewhere.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Response
@@ -12,12 +12,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wml_server import errors
-from wml_server.api import deployments, identity, instances
+from wml_server.api import deployments, identity, instances, repository
 from wml_server.api.deps import AppState, caller_before_body
 from wml_server.auth import TokenIssuer, load_or_create_signing_key
 from wml_server.db import Database
+from wml_server.models.catalog import ModelCatalog
+from wml_server.models.published import WorkerOptions
 from wml_server.models.registry import ModelRegistry, default_registry
 from wml_server.ratelimit import RateLimiter
+from wml_server.repository.service import RepositoryRules, RepositoryService
+from wml_server.repository.store import ModelStore
+from wml_server.repository.validate import load_check
 from wml_server.service import DeploymentService
 from wml_server.settings import Settings
 from wml_server.streams import StreamController
@@ -29,10 +34,17 @@ MAX_BODY_BYTES = 1024 * 1024
 def create_app(settings: Settings, *, models: ModelRegistry | None = None) -> FastAPI:
     metrics = CollectorRegistry()
     db = Database(settings.database)
-    models = models or default_registry()
-    streams = StreamController(db, models, metrics, run_streams=settings.run_streams,
+    store = ModelStore(db, settings.models_dir)
+    options = WorkerOptions(require_sandbox=settings.model_sandbox,
+                            memory_limit_bytes=settings.model_memory_limit_mb << 20)
+    catalog = ModelCatalog(models or default_registry(), store, options)
+    streams = StreamController(db, catalog, metrics, run_streams=settings.run_streams,
                                unreachable_timeout=settings.kafka_unreachable_timeout)
-    service = DeploymentService(db, models, streams, limit=settings.deployment_limit, plan=settings.plan)
+    service = DeploymentService(db, catalog, streams, limit=settings.deployment_limit, plan=settings.plan,
+                                allow_pickled=settings.pickled_models)
+    repository_service = RepositoryService(
+        db, store, RepositoryRules(allow_pickled=settings.pickled_models, max_content_bytes=settings.model_max_bytes),
+        load_check(options))
     issuer = TokenIssuer(db, load_or_create_signing_key(settings.signing_key_path), settings.token_ttl_seconds)
 
     @asynccontextmanager
@@ -49,15 +61,17 @@ def create_app(settings: Settings, *, models: ModelRegistry | None = None) -> Fa
     app = FastAPI(title="WML v3 stream deployments (self-hosted)", version="0.1.0", lifespan=lifespan,
                   description="A service speaking the Watson Machine Learning v3 REST API for stream "
                               "deployments, running them on Kafka. Credentials are masked in responses.")
-    app.state.wml = AppState(settings=settings, db=db, issuer=issuer, service=service,
+    app.state.wml = AppState(settings=settings, db=db, issuer=issuer, service=service, repository=repository_service,
                              limiter=RateLimiter(settings.rate_limit) if settings.rate_limit > 0 else None)
     errors.install(app, before_invalid=caller_before_body)
 
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    # Model contents stream to disk within a limit of their own (WML_SERVER_MODEL_MAX_BYTES).
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, exempt=is_content_upload)
 
     app.include_router(identity.router)
     app.include_router(instances.router)
     app.include_router(deployments.router)
+    app.include_router(repository.router)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:
@@ -74,12 +88,13 @@ class BodyLimit:
     """Refuses request bodies over `limit` bytes with 413: by Content-Length before reading anything, and
     while reading when there is none (chunked), so no body is ever held whole in memory past the limit."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, exempt: Callable[[Scope], bool] = lambda scope: False) -> None:
         self.app = app
         self.limit = limit
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or self.exempt(scope):
             await self.app(scope, receive, send)
             return
         message = f"Request bodies are limited to {self.limit} bytes."
@@ -100,3 +115,10 @@ class BodyLimit:
             return event
 
         await self.app(scope, counted, send)
+
+
+def is_content_upload(scope: Scope) -> bool:
+    """PUT /v3/ml_assets/models/{mid}/versions/{vid}/content."""
+    parts = str(scope.get("path", "")).split("/")
+    return scope.get("method") == "PUT" and len(parts) == 8 and parts[1:4] == ["v3", "ml_assets", "models"] \
+        and parts[5] == "versions" and parts[7] == "content"

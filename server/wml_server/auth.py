@@ -15,6 +15,7 @@ import jwt
 
 from wml_server.db import Database
 from wml_server.errors import APIError
+from wml_server.token_payload import encode_hs256
 
 ISSUER = "wml-stream-operator/wml-server"
 # A refresh accepts a token that expired at most this long ago (the original refreshed "possibly expired" ones).
@@ -75,9 +76,10 @@ class TokenIssuer:
 
     def issue(self, principal: Principal) -> str:
         now = int(time.time())
-        claims = {"instanceId": principal.instance_id, "userId": principal.username, "iss": ISSUER,
-                  "iat": now, "exp": now + self._ttl}
-        return jwt.encode(claims, self._key, algorithm="HS256")
+        claims: dict[str, Any] = {"instanceId": principal.instance_id, "userId": principal.username,
+                                  "iss": ISSUER, "iat": now, "exp": now + self._ttl}
+        # Spelled so that the v3-era Python client, which decodes it with the wrong base64 alphabet, reads it.
+        return encode_hs256(claims, self._key)
 
     def _decode(self, token: str, *, verify_exp: bool) -> dict[str, Any]:
         try:

@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS deployments (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE, instance_id TEXT NOT NULL REFERENCES instances(id), model_id TEXT NOT NULL,
     body TEXT NOT NULL, spark TEXT, status TEXT NOT NULL, status_details TEXT, desired TEXT NOT NULL,
-    created_at TEXT NOT NULL, modified_at TEXT NOT NULL, position TEXT);
+    created_at TEXT NOT NULL, modified_at TEXT NOT NULL, position TEXT, model_version TEXT);
 CREATE INDEX IF NOT EXISTS deployments_by_instance ON deployments (instance_id, seq);
 """
 
@@ -46,6 +46,8 @@ class DeploymentRecord:
     modified_at: str
     # Extension EXT_POSITION: {"topic", "offsets": {"0": next offset}}, as the stream last stopped cleanly.
     position: dict[str, Any] | None = None
+    # The version of a user's model it runs (None for the built-in models, which have one version).
+    model_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,10 +73,38 @@ class Database:
             columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(deployments)")}
             if "position" not in columns:  # a database of a service from before the position extension
                 self._conn.execute("ALTER TABLE deployments ADD COLUMN position TEXT")
+            if "model_version" not in columns:  # ... from before users' models
+                self._conn.execute("ALTER TABLE deployments ADD COLUMN model_version TEXT")
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def executescript(self, sql: str) -> None:
+        """Schema of a part of the service that keeps its own tables (the model repository)."""
+        with self._lock:
+            self._conn.executescript(sql)
+
+    def transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Runs every statement or none."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                for sql, args in statements:
+                    self._conn.execute(sql, args)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def one(self, sql: str, *args: Any) -> sqlite3.Row | None:
+        return self._one(sql, *args)
+
+    def all(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        return self._all(sql, *args)
+
+    def execute(self, sql: str, *args: Any) -> int:
+        return self._exec(sql, *args)
 
     def _one(self, sql: str, *args: Any) -> sqlite3.Row | None:
         with self._lock:
@@ -124,11 +154,11 @@ class Database:
     def insert_deployment(self, record: DeploymentRecord) -> None:
         self._exec(
             "INSERT INTO deployments (id, instance_id, model_id, body, spark, status, status_details, desired, "
-            "created_at, modified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_at, modified_at, model_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             record.id, record.instance_id, record.model_id, json.dumps(record.body),
             json.dumps(record.spark) if record.spark is not None else None, record.status,
             json.dumps(record.status_details) if record.status_details else None, record.desired,
-            record.created_at, record.modified_at)
+            record.created_at, record.modified_at, record.model_version)
 
     def count_deployments(self, instance_id: str) -> int:
         row = self._one("SELECT COUNT(*) AS n FROM deployments WHERE instance_id = ?", instance_id)
@@ -181,4 +211,4 @@ def _record(row: sqlite3.Row) -> DeploymentRecord:
         spark=json.loads(row["spark"]) if row["spark"] else None, status=row["status"],
         status_details=json.loads(row["status_details"]) if row["status_details"] else None,
         desired=row["desired"], created_at=row["created_at"], modified_at=row["modified_at"],
-        position=json.loads(row["position"]) if row["position"] else None)
+        position=json.loads(row["position"]) if row["position"] else None, model_version=row["model_version"])

@@ -17,7 +17,9 @@ from wml_server.db import Database, DeploymentRecord, now_iso
 from wml_server.engine.state import StreamState
 from wml_server.errors import APIError
 from wml_server.models.base import Model
-from wml_server.models.registry import ModelRegistry
+from wml_server.models.catalog import ModelCatalog
+from wml_server.models.published import PublishedUserModel
+from wml_server.repository.frameworks import DEPLOYABLE, PICKLED
 
 # The contract names them once; str values, so they compare equal to what any server sends.
 RUNNING, STOPPED, INITIALIZING, FAILED = (DeploymentStatus.RUNNING.value, DeploymentStatus.STOPPED.value,
@@ -36,17 +38,38 @@ class Streams(Protocol):
 
 
 class DeploymentService:
-    def __init__(self, db: Database, models: ModelRegistry, streams: Streams, *, limit: int, plan: str) -> None:
+    def __init__(self, db: Database, models: ModelCatalog, streams: Streams, *, limit: int, plan: str,
+                 allow_pickled: bool = True) -> None:
         self.db = db
         self.models = models
         self.streams = streams
         self.limit = limit
         self.plan = plan
+        self.allow_pickled = allow_pickled
 
-    def model(self, model_id: str) -> Model:
-        model = self.models.get(model_id)
+    def model(self, instance_id: str, model_id: str) -> Model | PublishedUserModel:
+        model = self.models.get(instance_id, model_id)
         if model is None:
             raise APIError(404, "not_found", f"Published model {model_id} does not exist.")
+        return model
+
+    def deployable(self, instance_id: str, model_id: str) -> Model | PublishedUserModel:
+        """The model, if a stream can run it here; else the 400 that says why."""
+        model = self.model(instance_id, model_id)
+        if isinstance(model, PublishedUserModel):
+            if model.content_format not in DEPLOYABLE:
+                raise APIError(400, "model_not_deployable",
+                               f"Model {model_id} is a {model.model_type} model: the repository stores it, but this "
+                               "service's engine runs scikit-learn models only (Spark MLlib models need the Spark "
+                               "engine).")
+            if model.content_format in PICKLED and not self.allow_pickled:
+                raise APIError(400, "pickled_models_disabled",
+                               f"Model {model_id} is pickled and this service runs no pickled models "
+                               "(WML_SERVER_PICKLED_MODELS=false): publish it in skops's format.")
+            if model.schema is None:
+                raise APIError(400, "missing_input_schema",
+                               f"Model {model_id} declares no input schema, so no record field can be mapped to "
+                               "its features: publish it with `input_data_schema`.")
         return model
 
     def deployment(self, instance_id: str, deployment_id: str) -> DeploymentRecord:
@@ -56,7 +79,7 @@ class DeploymentService:
         return record
 
     def deployment_of_model(self, instance_id: str, model_id: str, deployment_id: str) -> DeploymentRecord:
-        self.model(model_id)
+        self.model(instance_id, model_id)
         record = self.deployment(instance_id, deployment_id)
         if record.model_id != model_id:
             raise APIError(404, "not_found", f"Deployment {deployment_id} does not exist for model {model_id}.")
@@ -82,7 +105,7 @@ class DeploymentService:
     def _new(self, instance_id: str, model_id: str, body: DeploymentCreate,
              spark_header: str | None) -> DeploymentRecord:
         """The record a create would insert, after every check of the request."""
-        self.model(model_id)
+        model = self.deployable(instance_id, model_id)
         if body.type != "stream":
             raise APIError(400, "unsupported_deployment_type",
                            f"Deployments of type `{body.type}` are not supported; this service runs `stream`.")
@@ -99,7 +122,8 @@ class DeploymentService:
             id=str(uuid.uuid4()), instance_id=instance_id, model_id=model_id,
             body=body.model_dump(mode="json", exclude_none=True), spark=spark,
             status=STOPPED if stopped else INITIALIZING, status_details=None,
-            desired=STOPPED if stopped else RUNNING, created_at=now, modified_at=now)
+            desired=STOPPED if stopped else RUNNING, created_at=now, modified_at=now,
+            model_version=model.version_id if isinstance(model, PublishedUserModel) else None)
 
     def patch(self, instance_id: str, model_id: str, deployment_id: str, raw: Any,
               spark_header: str | None) -> None:

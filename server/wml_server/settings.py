@@ -48,6 +48,17 @@ class Settings(BaseSettings):
                           "requests), in bursts of up to that many; more get 429 rate_limit_exceeded with "
                           "Retry-After; 0: no limit")] = 0
 
+    pickled_models: Annotated[bool, Field(
+        description="true: take pickled scikit-learn models (as the v3 clients uploaded them; loaded only in "
+                    "sandboxed worker processes); false: refuse them, skops's format only")] = True
+    model_max_bytes: Annotated[int, Field(
+        gt=0, description="largest model content an upload may stream, in bytes")] = 512 * 1024 * 1024
+    model_sandbox: Annotated[bool, Field(
+        description="true: users' models run only in workers sandboxed with Landlock (a kernel without it "
+                    "fails their deployments); false: in plain worker processes (no sandbox)")] = True
+    model_memory_limit_mb: Annotated[int, Field(
+        gt=0, description="address space each model worker process may use, in MiB")] = 2048
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
@@ -68,6 +79,10 @@ class Settings(BaseSettings):
     @property
     def database(self) -> Path:
         return self.data_dir / "wml.sqlite3"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
 
     @property
     def signing_key_path(self) -> Path:

@@ -19,7 +19,7 @@ from wml_server.engine.session import StreamOptions
 from wml_server.engine.spec import KafkaEndpoint, KafkaTopic, StartOptions, StreamSpec
 from wml_server.engine.state import KAFKA_UNREACHABLE, STOPPED, StreamState
 from wml_server.errors import APIError
-from wml_server.models.registry import ModelRegistry
+from wml_server.models.catalog import ModelCatalog
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,9 @@ def endpoint(connection: dict[str, Any]) -> KafkaEndpoint:
                          security_protocol=connection.get("security_protocol", "SASL_SSL"))
 
 
-def spec_of(record: DeploymentRecord, models: ModelRegistry) -> StreamSpec:
-    model = models.get(record.model_id)
-    if model is None:  # models are built in; one can only vanish with a code change
+def spec_of(record: DeploymentRecord, models: ModelCatalog) -> StreamSpec:
+    model = models.get(record.instance_id, record.model_id, record.model_version)
+    if model is None:  # a model with deployments cannot be deleted; a built-in one only vanishes with the code
         raise LookupError(f"model {record.model_id} of deployment {record.id} is not available")
     body = record.body
     source = body["input"]["source"]
@@ -55,7 +55,7 @@ def start_options(source: dict[str, Any]) -> StartOptions:
 
 
 class StreamController:
-    def __init__(self, db: Database, models: ModelRegistry, metrics: CollectorRegistry, *, run_streams: bool,
+    def __init__(self, db: Database, models: ModelCatalog, metrics: CollectorRegistry, *, run_streams: bool,
                  unreachable_timeout: float) -> None:
         self._db = db
         self._models = models

@@ -12,6 +12,7 @@ from wml_api.models import (
     EXTENSIONS,
     Author,
     CountedLink,
+    DeployableAsset,
     DeployedVersion,
     Deployment,
     DeploymentEntity,
@@ -40,7 +41,7 @@ from wml_api.paths import (
 )
 from wml_server.db import DeploymentRecord
 from wml_server.engine.state import RUNNING, StreamState
-from wml_server.models.base import Model
+from wml_server.models.base import ModelInfo
 
 
 def version_id(model_id: str) -> str:
@@ -65,7 +66,7 @@ def deployment_url(base: str, record: DeploymentRecord) -> str:
                        deployment_id=record.id)
 
 
-def render_model(base: str, instance_id: str, model: Model, created_at: str, deployments: int) -> PublishedModel:
+def render_model(base: str, instance_id: str, model: ModelInfo, created_at: str, deployments: int) -> PublishedModel:
     url = model_url(base, instance_id, model.id)
     return PublishedModel(
         metadata=ResourceMetadata(guid=model.id, url=url, created_at=created_at, modified_at=created_at),
@@ -82,7 +83,7 @@ def render_model(base: str, instance_id: str, model: Model, created_at: str, dep
     )
 
 
-def render_deployment(base: str, record: DeploymentRecord, model: Model | None,
+def render_deployment(base: str, record: DeploymentRecord, model: ModelInfo | None,
                       live: StreamState | None = None) -> Deployment:
     """`live`: what the engine knows now (no Kafka call): its position and lag win over the stored position."""
     body = record.body
@@ -92,6 +93,8 @@ def render_deployment(base: str, record: DeploymentRecord, model: Model | None,
     position, lag = _position(record, live), live.lag if live is not None and live.status == RUNNING else None
     if position is not None or lag is not None:
         details = (details or StatusDetails()).model_copy(update={"position": position, "lag": lag})
+    # A user's model: the version the deployment was created with; a built-in one has one version.
+    version = record.model_version or version_id(record.model_id)
     entity = DeploymentEntity(
         type=body.get("type", "stream"), name=body.get("name", ""), description=body.get("description"),
         status=record.status, status_details=details,
@@ -103,8 +106,11 @@ def render_deployment(base: str, record: DeploymentRecord, model: Model | None,
                                           url=model_url(base, record.instance_id, record.model_id),
                                           description=model.description if model else None,
                                           created_at=record.created_at),
-        deployed_version=DeployedVersion(guid=version_id(record.model_id),
-                                         url=version_url(base, record.instance_id, record.model_id),
+        deployed_version=DeployedVersion(guid=version, url=base + fill(
+            MODEL_VERSION, instance_id=record.instance_id, model_id=record.model_id, version_id=version),
+            created_at=record.created_at),
+        deployable_asset=DeployableAsset(guid=record.model_id, name=model.name if model else None,
+                                         url=model_url(base, record.instance_id, record.model_id),
                                          created_at=record.created_at),
         # Stored as the create request validated them, so they parse; masked on the way out.
         spark_service=SparkService.model_validate(record.spark).masked() if record.spark is not None else None,

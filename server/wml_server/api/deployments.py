@@ -33,8 +33,8 @@ _PATCH_BODY = {"requestBody": {"required": True, "content": {"application/json":
 
 
 def _render(app: State, base: str, record: DeploymentRecord) -> Deployment:
-    return render_deployment(base, record, app.service.models.get(record.model_id),
-                             app.service.streams.live(record.id))
+    model = app.service.models.get(record.instance_id, record.model_id, record.model_version)
+    return render_deployment(base, record, model, app.service.streams.live(record.id))
 
 
 DryRun = Annotated[bool, Query(description="Extension `dry_run`: run every check of the create (and, when the "
@@ -63,7 +63,7 @@ def create_deployment(instance_id: str, model_id: str, app: State, base: BaseURL
 @router.get(MODEL_DEPLOYMENTS, response_model_exclude_none=True, summary="List a model's deployments")
 def list_model_deployments(instance_id: str, model_id: str, app: State, base: BaseURL, who: Caller,
                            status: str | None = None, type: str | None = None) -> DeploymentList:
-    app.service.model(model_id)
+    app.service.model(instance_id, model_id)
     records = app.db.deployments(instance_id, model_id=model_id, status=status)
     resources = [_render(app, base, r) for r in records if type is None or r.body.get("type", "stream") == type]
     return DeploymentList(count=len(resources), resources=resources)

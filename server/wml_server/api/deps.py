@@ -14,6 +14,7 @@ from wml_server.auth import Principal, TokenIssuer
 from wml_server.db import Database
 from wml_server.errors import APIError
 from wml_server.ratelimit import RateLimiter
+from wml_server.repository.service import RepositoryService
 from wml_server.service import DeploymentService
 from wml_server.settings import Settings
 
@@ -32,6 +33,7 @@ class AppState:
     db: Database
     issuer: TokenIssuer
     service: DeploymentService
+    repository: RepositoryService
     limiter: RateLimiter | None = None  # WML_SERVER_RATE_LIMIT
 
 

@@ -49,7 +49,8 @@ from wml_server.engine.failures import StreamFailure, redact
 from wml_server.engine.metrics import EngineMetrics
 from wml_server.engine.options import StreamOptions
 from wml_server.engine.position import StreamProgress, lag_of
-from wml_server.engine.records import ScoredBatch, score_batch
+from wml_server.engine.records import ScoredBatch
+from wml_server.engine.scoring import Scorer, open_scorer
 from wml_server.engine.spec import StreamSpec
 from wml_server.engine.state import KAFKA_TRANSACTION_FAILED, StreamCounts
 
@@ -97,10 +98,19 @@ class StreamSession(StreamConnection):
         self._next_probe = now
         self._next_lag = now
         self._next_partitions = now + options.partition_refresh_interval
+        self._scorer: Scorer | None = None
 
     def connect(self) -> None:
+        # The model first: one that does not load fails the stream before any Kafka client is made.
+        self._scorer = open_scorer(self.spec.model, self.spec.deployment_id)
         super().connect()
         self.progress.begin(self.spec.input.topic, self.start, self.start_lag)
+
+    def close(self, clean: bool) -> None:
+        super().close(clean)
+        if self._scorer is not None:
+            self._scorer.close()
+            self._scorer = None
 
     # -- streaming ----------------------------------------------------------------------------------------
 
@@ -194,11 +204,14 @@ class StreamSession(StreamConnection):
         that producer for delivery reports between chunks of records, while some are still due."""
         started = time.perf_counter()
         values = [m.value() for m in records]
+        scorer = self._scorer
+        if scorer is None:  # closed meanwhile (the stream ended): this batch is never produced
+            raise RuntimeError("the stream's scorer is closed")
         if serve is None:
-            return score_batch(self.spec.model, values), time.perf_counter() - started
+            return scorer.score(values), time.perf_counter() - started
         parts = []
         for start in range(0, len(values), _SERVE_EVERY):
-            parts.append(score_batch(self.spec.model, values[start:start + _SERVE_EVERY]))
+            parts.append(scorer.score(values[start:start + _SERVE_EVERY]))
             if not self._reports_done.is_set():
                 with contextlib.suppress(KafkaException, RuntimeError):  # closed meanwhile: nothing to serve
                     serve.poll(0)

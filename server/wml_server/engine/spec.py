@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from wml_server.models.base import Model
+from wml_server.models.published import PublishedUserModel
 
 SecurityProtocol = Literal["SASL_SSL", "SASL_PLAINTEXT"]
 StartingOffsets = Literal["earliest", "latest"]
@@ -92,7 +93,7 @@ class StreamSpec:
     """One stream deployment: read `input.topic`, score each record with `model`, write `output.topic`."""
 
     deployment_id: str
-    model: Model
+    model: Model | PublishedUserModel
     input: KafkaTopic
     output: KafkaTopic
     start: StartOptions = field(default_factory=StartOptions)

@@ -7,12 +7,11 @@ from typing import Protocol, runtime_checkable
 
 
 @runtime_checkable
-class Model(Protocol):
-    """A published model.
+class ModelInfo(Protocol):
+    """What the API shows of any published model, a built-in one or a user's.
 
     The attributes are read-only properties so that plain class attributes, frozen dataclasses and
-    properties all satisfy the protocol. `predict` must be safe to call from several threads at once:
-    every running stream deployment calls it from its own thread.
+    properties all satisfy the protocol.
     """
 
     @property
@@ -32,6 +31,12 @@ class Model(Protocol):
     @property
     def runtime_environment(self) -> str:
         """What really runs it, e.g. "python-3.11 vaderSentiment-3.3.2"; reported as the API's field."""
+
+
+@runtime_checkable
+class Model(ModelInfo, Protocol):
+    """A built-in model, scored in the service's process. `predict` must be safe to call from several threads
+    at once: every running stream deployment calls it from its own thread."""
 
     def predict(self, texts: Sequence[str]) -> tuple[list[str], list[float]]:
         """Labels and, for each label, the probability of that label, in the order of `texts`."""

@@ -1,0 +1,122 @@
+"""Scoring records with a user's model: a record's JSON fields, mapped to the model's features by name.
+
+The output contract is the built-in models' (records.py): the input's fields plus `prediction` and, when the
+model gives one, `probability`. A record the model cannot take is not scored; it goes out with an `error`:
+- `missing_feature`: a field of the input schema is absent or null (`field` names it);
+- `wrong_type`: a field has another JSON type than the schema's (`field`, `expected`);
+- `model_error`: the model raised on this record (`message`: the exception's type and first words);
+and the codes of records.py for input that is not a JSON object at all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from wml_server.engine.records import (
+    INVALID_JSON,
+    MAX_OUTPUT_BYTES,
+    ScoredBatch,
+    _dump,
+    _too_large,
+    parse,
+    preview,
+)
+from wml_server.repository.schema import InputSchema, accepts
+
+MISSING_FEATURE = "missing_feature"
+WRONG_TYPE = "wrong_type"
+MODEL_ERROR = "model_error"
+
+
+class Predicted(Protocol):
+    """What a worker answers (wml_server.workers.model_worker.Prediction)."""
+
+    @property
+    def labels(self) -> Sequence[Any]: ...
+
+    @property
+    def probabilities(self) -> Sequence[float | None]: ...
+
+    @property
+    def errors(self) -> Sequence[str | None]: ...
+
+
+def features_of(schema: InputSchema, record: dict[str, Any]) -> Any:
+    """The record's features in the schema's order (one text: the string itself), or the error to add."""
+    values = []
+    for field in schema.fields:
+        value = record.get(field.name)
+        if value is None:
+            return {"error": MISSING_FEATURE, "field": field.name}
+        if not accepts(field.type, value):
+            return {"error": WRONG_TYPE, "field": field.name, "expected": field.type}
+        values.append(value)
+    return values[0] if schema.one_text else values
+
+
+def _label(value: Any) -> Any:
+    # JSON's types only: anything else a worker sent would not survive the output's encoding.
+    if isinstance(value, str | bool | int) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return str(value)
+
+
+def score_features(schema: InputSchema, predict: Callable[[list[Any]], Predicted],
+                   messages: Sequence[bytes | None], *, max_output_bytes: int = MAX_OUTPUT_BYTES) -> ScoredBatch:
+    """Scores a batch with one `predict` call (a worker round trip). Raises only what `predict` raises when
+    the worker itself fails (the stream fails then, and the batch is read again after a restart)."""
+    objects: list[dict[str, Any] | None] = []
+    values: list[bytes] = []
+    errored: set[int] = set()
+    to_score: list[int] = []
+    features: list[Any] = []
+    for index, value in enumerate(messages):
+        parsed = parse(value)
+        if isinstance(parsed, bytes):
+            objects.append(None)
+            values.append(parsed)
+            errored.add(index)
+            continue
+        row = features_of(schema, parsed)
+        if isinstance(row, dict):
+            parsed = {**parsed, **row}
+            errored.add(index)
+        else:
+            to_score.append(index)
+            features.append(row)
+        objects.append(parsed)
+        values.append(b"")
+
+    if features:
+        answer = predict(features)
+        for index, label, probability, error in zip(to_score, answer.labels, answer.probabilities, answer.errors,
+                                                    strict=True):
+            record = objects[index]
+            assert record is not None
+            if error is not None:
+                record["error"] = MODEL_ERROR
+                record["message"] = str(error)[:300]
+                errored.add(index)
+                continue
+            record["prediction"] = _label(label)
+            if probability is not None and math.isfinite(probability):
+                record["probability"] = round(float(probability), 4)
+
+    for index, obj in enumerate(objects):
+        if obj is None:
+            continue
+        value = messages[index] or b""
+        try:
+            encoded = _dump(obj)
+        except (ValueError, RecursionError, TypeError):
+            encoded = _dump({"error": INVALID_JSON, "raw": preview(value)})
+            errored.add(index)
+        if len(encoded) > max_output_bytes:
+            encoded = _too_large(value, len(value))
+            errored.add(index)
+        values[index] = encoded
+    return ScoredBatch(values, len(errored))
