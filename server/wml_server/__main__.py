@@ -4,6 +4,7 @@
   wml-server add-user USERNAME --instance-id ID   add or update a user (password from stdin or prompt)
   wml-server delete-user USERNAME
   wml-server list-users
+  wml-server publish FILE --name NAME ...         publish a model through a running service's API
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import sys
 import uuid
 
+from wml_server import publish as publish_mod
 from wml_server import settings as settings_mod
 
 
@@ -56,8 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     settings_mod.add_arguments(delete)
     users = sub.add_parser("list-users", help="list users and their instances")
     settings_mod.add_arguments(users)
+    publish = sub.add_parser("publish", help="publish a model file through a running service's repository API; "
+                                             "prints its id")
+    publish_mod.add_arguments(publish)
 
     args = parser.parse_args(argv if argv is not None else (sys.argv[1:] or ["serve"]))
+    if args.command == "publish":
+        return publish_mod.run(args)
     s = settings_mod.from_namespace(args)
     if args.command == "serve":
         return _serve(s)

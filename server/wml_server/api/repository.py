@@ -42,7 +42,7 @@ _CONTENT_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
 def create_model(body: ModelAssetCreate, app: State, base: BaseURL, who: Who, response: Response) -> ModelAsset:
     record = app.repository.create(who.instance_id, body)
     response.headers["Location"] = asset_url(base, record.id)
-    return render_asset(base, record)
+    return render_asset(base, record, app.repository.store.first_pending(record.id))
 
 
 @router.get(ML_ASSETS_MODELS, response_model=ModelAssetList, response_model_exclude_none=True,
@@ -56,7 +56,8 @@ def list_models(app: State, base: BaseURL, who: Who, limit: Annotated[int, Query
 
 @router.get(ML_ASSETS_MODEL, response_model=ModelAsset, response_model_exclude_none=True, summary="Get a model")
 def get_model(model_id: str, app: State, base: BaseURL, who: Who) -> ModelAsset:
-    return render_asset(base, app.repository.model(who.instance_id, model_id))
+    record = app.repository.model(who.instance_id, model_id)
+    return render_asset(base, record, app.repository.store.first_pending(record.id))
 
 
 @router.delete(ML_ASSETS_MODEL, status_code=204, summary="Delete a model, its versions and their content")
@@ -70,6 +71,14 @@ def _new_version(model_id: str, app: State, base: BaseURL, who: Principal, respo
     rendered = render_version(base, version)
     response.headers["Location"] = rendered.metadata.url or ""
     return rendered
+
+
+@router.post(ML_ASSETS_MODEL, status_code=201, response_model=ModelAsset, response_model_exclude_none=True,
+             summary="Create a version, the v3 client's way: answers the model with `entity.model_version`")
+def create_version_of_model(model_id: str, app: State, base: BaseURL, who: Who, response: Response) -> ModelAsset:
+    version = app.repository.add_version(who.instance_id, model_id)
+    response.headers["Location"] = render_version(base, version).metadata.url or ""
+    return render_asset(base, app.repository.model(who.instance_id, model_id), version)
 
 
 @router.post(ML_ASSETS_VERSIONS, status_code=201, response_model=ModelVersion, response_model_exclude_none=True,
@@ -90,8 +99,14 @@ def list_versions(model_id: str, app: State, base: BaseURL, who: Who) -> ModelVe
 
 @router.get(ML_ASSETS_VERSION, response_model=ModelVersion, response_model_exclude_none=True,
             summary="Get a version")
-def get_version(model_id: str, version_id: str, app: State, base: BaseURL, who: Who) -> ModelVersion:
-    return render_version(base, app.repository.version(who.instance_id, model_id, version_id))
+def get_version(model_id: str, version_id: str, app: State, base: BaseURL, who: Who,
+                size: Annotated[bool, Query(description="also answer `contentSize` (the v3 client's load)")] = False,
+                ) -> ModelVersion:
+    version = render_version(base, app.repository.version(who.instance_id, model_id, version_id))
+    if size:
+        version = ModelVersion.model_validate({**version.model_dump(mode="json", exclude_none=True),
+                                               "contentSize": version.entity.content_size or 0})
+    return version
 
 
 @router.put(ML_ASSETS_VERSION_CONTENT, response_model=ModelVersion, response_model_exclude_none=True,

@@ -7,7 +7,7 @@ from typing import Any
 from wml_server.models.base import Model
 from wml_server.models.published import PublishedUserModel, WorkerOptions
 from wml_server.models.registry import ModelRegistry
-from wml_server.repository.schema import InputSchema, SchemaError, parse_schema
+from wml_server.repository.schema import InputSchema, SchemaError, declared_schema, parse_schema
 from wml_server.repository.store import ModelRecord, ModelStore, VersionRecord
 
 
@@ -45,7 +45,7 @@ class ModelCatalog:
 
 def schema_of(meta: dict[str, Any]) -> InputSchema | None:
     """The model's input schema as stored (it was checked when the model was created)."""
-    raw = meta.get("input_data_schema")
+    raw = declared_schema(meta)
     if raw is None:
         return None
     try:

@@ -19,6 +19,10 @@ _TYPES = {
     "bigint": "integer",
     "double": "double", "float": "double", "number": "double", "decimal": "double",
     "boolean": "boolean", "bool": "boolean",
+    # numpy's, as the v3 clients wrote them into `training_data_schema`
+    "int8": "integer", "int16": "integer", "int32": "integer", "int64": "integer", "uint8": "integer",
+    "uint16": "integer", "uint32": "integer", "uint64": "integer", "float16": "double", "float32": "double",
+    "float64": "double", "bool_": "boolean", "str_": "string", "unicode": "string",
 }
 MAX_FIELDS = 10_000
 
@@ -81,6 +85,17 @@ def parse_schema(raw: Any) -> InputSchema:
                               "float or boolean")
         parsed.append(SchemaField(name, canonical))
     return InputSchema(tuple(parsed))
+
+
+def declared_schema(meta: Mapping[str, Any]) -> Any:
+    """The schema a model declares: `input_data_schema`, else the features of `training_data_schema` (the v3
+    Python client sends only the latter for scikit-learn: `{"features": {"type", "fields"}, "labels": ...}`)."""
+    if meta.get("input_data_schema") is not None:
+        return meta["input_data_schema"]
+    training = meta.get("training_data_schema")
+    if isinstance(training, Mapping) and isinstance(training.get("features"), Mapping):
+        return {"type": "struct", "fields": training["features"].get("fields")}
+    return None
 
 
 def _show(value: Any) -> str:

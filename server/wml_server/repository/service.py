@@ -11,7 +11,7 @@ from wml_api.repository import ModelAssetCreate
 from wml_server.db import Database
 from wml_server.errors import APIError
 from wml_server.repository.frameworks import DEPLOYABLE, PICKLED, ContentError, content_format, framework_of
-from wml_server.repository.schema import SchemaError, parse_schema
+from wml_server.repository.schema import SchemaError, declared_schema, parse_schema
 from wml_server.repository.store import PENDING, ContentTooLarge, ModelRecord, ModelStore, VersionRecord
 
 # Loads a version's content in a sandboxed worker: raises ContentError when it does not load.
@@ -36,13 +36,15 @@ class RepositoryService:
             kind = framework_of(body.framework.name, body.framework.version)
         except ContentError as exc:
             raise APIError(400, exc.code, exc.message) from None
-        if body.input_data_schema is not None:
+        meta = body.model_dump(mode="json", exclude_none=True)
+        declared = declared_schema(meta)
+        if declared is not None:
             try:
-                parse_schema(body.input_data_schema)
+                parse_schema(declared)
             except SchemaError as exc:
                 raise APIError(400, "invalid_input_schema", f"The input schema does not parse: {exc}") from None
-        meta = body.model_dump(mode="json", exclude_none=True)
         meta["framework"] = {**meta["framework"], "name": kind.framework, "version": kind.version}
+        # The first version comes with the model: the v3 client uploads its content to it next.
         return self.store.create(instance_id, meta, kind.framework, kind.version)
 
     def model(self, instance_id: str, model_id: str) -> ModelRecord:
@@ -100,7 +102,7 @@ class RepositoryService:
                                    "This service does not take pickled models (WML_SERVER_PICKLED_MODELS=false): "
                                    "publish the model in skops's format (skops.io.dump).")
             if fmt in DEPLOYABLE and self.load_check is not None:
-                schema = record.meta.get("input_data_schema")
+                schema = declared_schema(record.meta)
                 fields = parse_schema(schema).names if schema is not None else []
                 self.load_check(fmt, path.read_bytes(), fields)
         except ContentError as exc:

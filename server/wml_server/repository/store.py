@@ -94,9 +94,11 @@ class ModelStore:
 
     def create(self, instance_id: str, meta: dict[str, Any], framework: str, version: str) -> ModelRecord:
         model_id, now = str(uuid.uuid4()), now_iso()
-        self.db.execute("INSERT INTO models (id, instance_id, meta, framework, framework_version, created_at, "
-                        "modified_at) VALUES (?, ?, ?, ?, ?, ?, ?)", model_id, instance_id, json.dumps(meta),
-                        framework, version, now, now)
+        self.db.transaction([
+            ("INSERT INTO models (id, instance_id, meta, framework, framework_version, created_at, modified_at) "
+             "VALUES (?, ?, ?, ?, ?, ?, ?)", (model_id, instance_id, json.dumps(meta), framework, version, now, now)),
+            ("INSERT INTO model_versions (id, model_id, state, created_at) VALUES (?, ?, ?, ?)",
+             (str(uuid.uuid4()), model_id, PENDING, now))])
         model = self.model(instance_id, model_id)
         assert model is not None
         return model
@@ -104,6 +106,12 @@ class ModelStore:
     def model(self, instance_id: str, model_id: str) -> ModelRecord | None:
         row = self.db.one("SELECT * FROM models WHERE instance_id = ? AND id = ?", instance_id, model_id)
         return self._model(row) if row else None
+
+    def first_pending(self, model_id: str) -> VersionRecord | None:
+        """The newest version still waiting for its content (the one a model is created with, at first)."""
+        row = self.db.one("SELECT * FROM model_versions WHERE model_id = ? AND state = ? ORDER BY seq DESC LIMIT 1",
+                          model_id, PENDING)
+        return _version(row) if row else None
 
     def models(self, instance_id: str, *, with_content: bool = False) -> list[ModelRecord]:
         rows = self.db.all("SELECT * FROM models WHERE instance_id = ? ORDER BY seq", instance_id)

@@ -32,7 +32,8 @@ def version_ref(base: str, version: VersionRecord) -> VersionRef:
                       content_url=base + fill(ML_ASSETS_VERSION_CONTENT, **ids), created_at=version.created_at)
 
 
-def render_asset(base: str, record: ModelRecord) -> ModelAsset:
+def render_asset(base: str, record: ModelRecord, pending: VersionRecord | None = None) -> ModelAsset:
+    """`pending`: the version waiting for content, as `entity.model_version` (where the v3 client uploads)."""
     meta = record.meta
     latest = record.latest
     entity = ModelAssetEntity.model_validate({
@@ -44,6 +45,7 @@ def render_asset(base: str, record: ModelRecord) -> ModelAsset:
         "versions_url": base + fill(ML_ASSETS_VERSIONS, model_id=record.id),
         "content_status": ContentStatus(state=latest.state if latest else PENDING),
         "content_format": latest.format if latest else None,
+        "model_version": version_ref(base, pending) if pending else None,
     })
     return ModelAsset(metadata=ResourceMetadata(guid=record.id, url=asset_url(base, record.id),
                                                 created_at=record.created_at, modified_at=record.modified_at),
@@ -76,6 +78,8 @@ def render_published(base: str, record: ModelRecord, deployments: int) -> Publis
             "input_data_schema": meta.get("input_data_schema"),
             "training_data_schema": meta.get("training_data_schema"),
             "label_values": meta.get("label_values"),
+            # the v3 client's get_model_uid/get_model_url prefer these
+            "ml_asset_guid": mid, "ml_asset_url": asset_url(base, mid),
             "content_format": record.latest.format,
             "latest_version": DeployedVersion(
                 guid=record.latest.id, created_at=record.latest.created_at,
