@@ -8,6 +8,7 @@ The topic format (the original never documented one, so this is ours):
   `invalid_json` (not UTF-8 JSON; `raw` holds its first 200 characters, lossy-decoded), `not_an_object`
   (valid JSON but not an object; `raw` as before), `missing_text` (the input object, no string `tweet` or
   `text`), `record_too_large` (input over 1 MB, or an output that would exceed it; `size` and `raw`).
+  `ScoredBatch.failed` flags them, whatever their code: a stream with a dead-letter topic sends them there.
 """
 
 from __future__ import annotations
@@ -37,10 +38,15 @@ RECORD_TOO_LARGE = "record_too_large"
 
 @dataclass(frozen=True)
 class ScoredBatch:
-    """Output values in input order (one per input record) and how many of them carry an `error`."""
+    """Output values in input order (one per input record) and, per record, whether its value is an error record
+    (one carrying an `error` code, whichever): those go to the dead-letter topic when the stream has one."""
 
     values: list[bytes]
-    errored: int
+    failed: list[bool]
+
+    @property
+    def errored(self) -> int:
+        return sum(self.failed)
 
 
 class _NotJSON(ValueError):
@@ -165,4 +171,4 @@ def score_batch(model: Model, messages: Sequence[bytes | None], *,
             encoded = _too_large(value, len(value))
             errored.add(index)
         values[index] = encoded
-    return ScoredBatch(values, len(errored))
+    return ScoredBatch(values, [index in errored for index in range(len(values))])
