@@ -17,9 +17,9 @@ from wml_api.spark import SPARK_HEADER, SparkCredentials, SparkHeaderError, Spar
 from wml_api.wire import MASK, SECRET_KEYS, WireModel, describe_errors, describe_validation_error, mask_secrets
 
 __all__ = [
-    "EXTENSIONS", "EXT_DRY_RUN", "EXT_INITIAL_STATUS", "EXT_LAG", "EXT_POSITION", "EXT_STARTING_OFFSETS", "MASK",
-    "SECRET_KEYS", "SPARK_HEADER", "STATUS_PATH", "Author", "CountedLink", "DeployableAsset", "DeployedVersion",
-    "Deployment",
+    "EXTENSIONS", "EXT_DEAD_LETTER_TOPIC", "EXT_DRY_RUN", "EXT_INITIAL_STATUS", "EXT_LAG", "EXT_POSITION",
+    "EXT_STARTING_OFFSETS", "MASK", "SECRET_KEYS", "SPARK_HEADER", "STATUS_PATH", "Author", "CountedLink",
+    "DeployableAsset", "DeployedVersion", "Deployment",
     "DeploymentCreate", "DeploymentEntity", "DeploymentList", "DeploymentMetadata", "DeploymentStatus",
     "DryRunReport", "ErrorBody", "ErrorItem", "Failure", "InstanceEntity", "KafkaConnection", "KafkaSource",
     "KafkaTarget", "Link", "PatchOperation", "PublishedModel", "PublishedModelEntity", "PublishedModelList",
@@ -80,6 +80,16 @@ class KafkaSource(WireModel):
 class KafkaTarget(WireModel):
     topic: str = Field(min_length=1)
     type: Literal["kafka"] = "kafka"
+    # Extension (EXT_DEAD_LETTER_TOPIC): records that cannot be scored go to this topic, on the output's
+    # connection, instead of `topic`, in the same transaction as the output. Absent: they go to `topic` with
+    # their `error` (the original's behaviour).
+    dead_letter_topic: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _dead_letter_elsewhere(self) -> KafkaTarget:
+        if self.dead_letter_topic is not None and self.dead_letter_topic == self.topic:
+            raise ValueError(f"dead_letter_topic must be another topic than the output topic '{self.topic}'")
+        return self
 
 
 class StreamInput(WireModel):
@@ -355,7 +365,8 @@ EXT_STARTING_OFFSETS = "starting_offsets"  # KafkaSource.starting_offsets and .s
 EXT_DRY_RUN = "dry_run"  # POST .../deployments?dry_run=true
 EXT_POSITION = "position"  # StatusDetails.position
 EXT_LAG = "lag"  # StatusDetails.lag
-EXTENSIONS = (EXT_INITIAL_STATUS, EXT_STARTING_OFFSETS, EXT_DRY_RUN, EXT_POSITION, EXT_LAG)
+EXT_DEAD_LETTER_TOPIC = "dead_letter_topic"  # KafkaTarget.dead_letter_topic
+EXTENSIONS = (EXT_INITIAL_STATUS, EXT_STARTING_OFFSETS, EXT_DRY_RUN, EXT_POSITION, EXT_LAG, EXT_DEAD_LETTER_TOPIC)
 
 
 class ErrorBody(WireModel):

@@ -23,9 +23,6 @@ ML_ASSETS_VERSION = ML_ASSETS_VERSIONS + "/{version_id}"
 ML_ASSETS_VERSION_CONTENT = ML_ASSETS_VERSION + "/content"
 ML_ASSETS_MODEL_CONTENT = ML_ASSETS_MODEL + "/content"
 
-# Extension (EXT_REPOSITORY): the server stores users' models through the paths above.
-EXT_REPOSITORY = "repository"
-
 
 class Runtime(WireModel):
     name: str

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from wml_api import errors as wml_errors
-from wml_api.models import DeploymentStatus
+from wml_api.models import EXT_DEAD_LETTER_TOPIC, DeploymentStatus
 from wml_operator import conditions
 from wml_operator.spec import ANNOTATION_POLL_INTERVAL
 
@@ -230,6 +230,18 @@ def plan_refused(err: wml_errors.WMLError, model_id: str) -> Action:
     if isinstance(err, wml_errors.TLSError):
         return Action(Do.NOTHING, "WMLTLSError", str(err), stalled=True)
     return Action(Do.NOTHING, "WMLRejected", str(err), stalled=True)
+
+
+def plan_unsupported(dead_letter_topic: str | None, extensions: frozenset[str]) -> Action | None:
+    """A spec field the server cannot honour, before anything is created: Stalled. A server without the extension
+    would ignore the field and write the records that cannot be scored to the output topic. None: nothing
+    missing."""
+    if dead_letter_topic and EXT_DEAD_LETTER_TOPIC not in extensions:
+        return Action(Do.NOTHING, "DeadLetterTopicUnsupported",
+                      f"spec.output.deadLetterTopic: the WML server does not support a dead-letter topic (it does not "
+                      f"list the extension {EXT_DEAD_LETTER_TOPIC}); nothing was created. Remove the field or use a "
+                      f"server that supports it", stalled=True)
+    return None
 
 
 def retry_delay(attempts: int, retry_after: float | None, *, held_back: bool, jitter: float) -> float:

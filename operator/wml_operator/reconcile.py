@@ -244,6 +244,9 @@ class Reconciler:
         notes: tuple[Event, ...] = ()
         start: handover.Start | None = None
         if action.do == Do.CREATE:
+            unsupported = planning.plan_unsupported(spec.output.dead_letter_topic, wml.extensions())
+            if unsupported is not None:
+                return Result(unsupported, unsupported, deleting=desired.deleting)
             start = handover.start_of(None, topic=spec.input.topic, brokers=frozenset(),
                                       starting_offsets=str(spec.input.starting_offsets),
                                       keep_across_topics=False, old_extensions=frozenset(),
@@ -336,8 +339,12 @@ class Reconciler:
 
     def _check(self, wml: WML, spec: StreamingDeploymentSpec, resolved: Resolved,
                body: Mapping[str, Any]) -> Action | None:
-        """The new deployment can be made: the whole create, where the server checks one without making it;
-        else the model (and, by the call, the login). None when it can; else why not (Stalled)."""
+        """The new deployment can be made: the server supports what the spec asks for, and the whole create
+        passes where the server checks one without making it; else the model (and, by the call, the login). None
+        when it can; else why not (Stalled)."""
+        unsupported = planning.plan_unsupported(spec.output.dead_letter_topic, wml.extensions())
+        if unsupported is not None:
+            return unsupported
         try:
             if handover.can_check(wml.extensions()):
                 wml.check(spec.model_id, self._body(body, spec, resolved, None, STOPPED, wml.extensions()),
@@ -376,7 +383,8 @@ class Reconciler:
             name=f"{meta['namespace']}/{meta['name']}", type="stream",
             description=f"{text} {marker(meta['uid'], resolved.spec_hash)}",
             input=StreamInput(connection=resolved.input, source=source),
-            output=StreamOutput(connection=resolved.output, target=KafkaTarget(topic=spec.output.topic)),
+            output=StreamOutput(connection=resolved.output, target=KafkaTarget(
+                topic=spec.output.topic, dead_letter_topic=spec.output.dead_letter_topic)),
             initial_status="STOPPED" if handover.created_stopped(declared, extensions) else None)
 
     def _create(self, wml: WML, body: Mapping[str, Any], spec: StreamingDeploymentSpec, resolved: Resolved,

@@ -211,10 +211,13 @@ def build_hash(spec: StreamingDeploymentSpec, ep: Endpoint, inp: KafkaConnection
                spark_instance: SparkServiceInstance) -> str:
     """What the deployment is built from; WML login credentials are not part of it (a rotation of those
     must not re-create running streams)."""
+    output: dict[str, Any] = {"topic": spec.output.topic, "connection": out.model_dump(mode="json")}
+    if spec.output.dead_letter_topic:  # only when set: a resource without one keeps the hash it had
+        output["dead_letter_topic"] = spec.output.dead_letter_topic
     material = {
         "url": ep.url, "instance": ep.instance_id, "model": spec.model_id,
         "input": {"topic": spec.input.topic, "connection": inp.model_dump(mode="json")},
-        "output": {"topic": spec.output.topic, "connection": out.model_dump(mode="json")},
+        "output": output,
         "spark": spark_instance.model_dump(mode="json"),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 GROUP = "wmlstream.dev"
 VERSION = "v1alpha1"
@@ -94,9 +94,11 @@ class WMLEndpoint(_Model):
         description="PEM CA bundle to trust for the WML API's TLS certificate (system trust otherwise).")]
 
 
+_TOPIC = r"^[a-zA-Z0-9._-]+$"
+
+
 class KafkaSide(_Model):
-    topic: Annotated[str, Field(min_length=1, max_length=249, pattern=r"^[a-zA-Z0-9._-]+$",
-                                description="The Kafka topic.")]
+    topic: Annotated[str, Field(min_length=1, max_length=249, pattern=_TOPIC, description="The Kafka topic.")]
     connection_secret_ref: Annotated[OptionalKeySecretRef, Field(
         alias="connectionSecretRef", description="Secret holding the Kafka connection (brokers and SASL "
                                                  "credentials) of this topic.")]
@@ -121,6 +123,27 @@ class InputSide(KafkaSide):
                     "`startingOffsets`.")]
 
 
+class OutputSide(KafkaSide):
+    # The same rule as the validator below, checked by the API server when the resource is applied.
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
+        "rule": "!has(self.deadLetterTopic) || self.deadLetterTopic != self.topic",
+        "message": "deadLetterTopic must be another topic than the output topic"}]})
+
+    dead_letter_topic: Annotated[str | None, Field(
+        default=None, alias="deadLetterTopic", min_length=1, max_length=249, pattern=_TOPIC,
+        description="Records that cannot be scored (not JSON, not an object, no text, too large, ...) go to this "
+                    "topic instead of `topic`, on the same connection and in the same Kafka transaction: each "
+                    "record ends up exactly once in one of the two. Unset: they go to `topic` with an `error` "
+                    "field. Must differ from `topic`; needs a WML server that supports it (else Stalled, "
+                    "nothing created). Changing it re-creates the deployment, handing its position over.")]
+
+    @model_validator(mode="after")
+    def _dead_letter_elsewhere(self) -> OutputSide:
+        if self.dead_letter_topic is not None and self.dead_letter_topic == self.topic:
+            raise ValueError("deadLetterTopic must be another topic than the output topic")
+        return self
+
+
 class StreamingDeploymentSpec(_Model):
     """A stream deployment of a published model: records from `input.topic` scored onto `output.topic`."""
 
@@ -137,7 +160,7 @@ class StreamingDeploymentSpec(_Model):
         description="Secret key holding the Spark service credentials JSON (tenant_id, tenant_id_full, "
                     "cluster_master_url, instance_id, tenant_secret, plan), sent as X-Spark-Service-Instance.")]
     input: Annotated[InputSide, Field(description="Where records come from.")]
-    output: Annotated[KafkaSide, Field(description="Where scored records go.")]
+    output: Annotated[OutputSide, Field(description="Where scored records go.")]
     deletion_policy: Annotated[DeletionPolicy, Field(
         default=DeletionPolicy.DELETE, alias="deletionPolicy",
         description="Delete: deleting the resource deletes the WML deployment. Orphan: leaves it running.")]

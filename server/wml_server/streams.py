@@ -39,12 +39,12 @@ def spec_of(record: DeploymentRecord, models: ModelCatalog) -> StreamSpec:
     if model is None:  # a model with deployments cannot be deleted; a built-in one only vanishes with the code
         raise LookupError(f"model {record.model_id} of deployment {record.id} is not available")
     body = record.body
-    source = body["input"]["source"]
+    source, target = body["input"]["source"], body["output"]["target"]
     return StreamSpec(
         deployment_id=record.id, model=model,
         input=KafkaTopic(source["topic"], endpoint(body["input"]["connection"])),
-        output=KafkaTopic(body["output"]["target"]["topic"], endpoint(body["output"]["connection"])),
-        start=start_options(source))
+        output=KafkaTopic(target["topic"], endpoint(body["output"]["connection"])),
+        start=start_options(source), dead_letter_topic=target.get("dead_letter_topic") or None)
 
 
 def start_options(source: dict[str, Any]) -> StartOptions:
@@ -99,7 +99,7 @@ class StreamController:
         self.engine.stop(deployment_id)
 
     def check(self, record: DeploymentRecord) -> list[str]:
-        """The Kafka part of a dry run: both connections work and both topics exist (accept-only: nothing)."""
+        """The Kafka part of a dry run: both connections work and every topic exists (accept-only: nothing)."""
         if not self.engine.run_streams:
             return []
         try:

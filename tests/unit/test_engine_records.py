@@ -47,6 +47,13 @@ def test_tweet_and_text_fields_are_scored_and_the_input_kept() -> None:
         assert record["probability"] == round(record["probability"], 4)
 
 
+def test_each_record_is_flagged_when_its_value_is_an_error_record() -> None:
+    batch = score_batch(MODEL, [b'{"tweet": "fine"}', b"nope", b"[1]", b"{}", None, b'{"text": "ok"}'])
+    assert batch.failed == [False, True, True, True, True, False]
+    assert batch.failed == ["error" in r for r in out(batch.values)]
+    assert batch.errored == 4
+
+
 def test_one_model_call_per_batch_and_probability_rounded() -> None:
     model = CountingModel()
     batch = score_batch(model, [b'{"tweet": "a"}', b"nope", b'{"text": "b", "tweet": 3}'])
@@ -152,3 +159,4 @@ def test_any_batch_gives_one_json_object_per_record(values: list[bytes | None]) 
     records = out(batch.values)
     assert all(isinstance(r, dict) and (("prediction" in r) != ("error" in r)) for r in records)
     assert batch.errored == sum("error" in r for r in records)
+    assert batch.failed == ["error" in r for r in records]

@@ -3,11 +3,12 @@ authentication errors. The same paths against the real broker are in tests/integ
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -54,6 +55,8 @@ class FakeCluster:
     topics: dict[str, int] = field(default_factory=dict)  # name -> partitions
     input: dict[int, list[FakeMessage]] = field(default_factory=dict)
     output: list[tuple[bytes | None, bytes | None]] = field(default_factory=list)
+    # committed records of every other topic (the dead-letter topic): (topic, key, value, headers)
+    elsewhere: list[tuple[str, bytes | None, bytes | None, Any]] = field(default_factory=list)
     committed: dict[int, int] = field(default_factory=dict)
     commit_errors: list[KafkaError] = field(default_factory=list)
     delivery_errors: list[KafkaError] = field(default_factory=list)
@@ -150,7 +153,7 @@ class FakeProducer:
         self.cluster = cluster
         self.transactional = transactional
         self.generation = cluster.generation
-        self.pending: list[tuple[bytes | None, bytes | None]] = []
+        self.pending: list[tuple[str, bytes | None, bytes | None, Any]] = []
         self.offsets: dict[int, int] = {}
         self.deliveries: list[Callable[..., None]] = []
 
@@ -162,13 +165,20 @@ class FakeProducer:
         self.pending, self.offsets = [], {}
 
     def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None, *,
-                on_delivery: Any = None) -> None:
+                headers: Any = None, on_delivery: Any = None) -> None:
         if self.cluster.delivery_errors and on_delivery is not None:
-            on_delivery(self.cluster.delivery_errors[0], None)
+            on_delivery(self.cluster.delivery_errors[0], SimpleNamespace(topic=lambda: topic))
         elif not self.transactional:
-            self.cluster.output.append((key, value))  # delivered at once; no transaction holds it back
+            self._deliver([(topic, key, value, headers)])  # delivered at once; no transaction holds it back
             return
-        self.pending.append((key, value))
+        self.pending.append((topic, key, value, headers))
+
+    def _deliver(self, records: list[tuple[str, bytes | None, bytes | None, Any]]) -> None:
+        for topic, key, value, headers in records:
+            if topic == "out":
+                self.cluster.output.append((key, value))
+            else:
+                self.cluster.elsewhere.append((topic, key, value, headers))
 
     def send_offsets_to_transaction(self, positions: list[TopicPartition], group_metadata: Any,
                                     timeout: float = -1) -> None:
@@ -180,7 +190,7 @@ class FakeProducer:
     def commit_transaction(self, timeout: float = -1) -> None:
         if self.cluster.commit_errors:
             raise KafkaException(self.cluster.commit_errors.pop(0))
-        self.cluster.output += self.pending
+        self._deliver(self.pending)
         self.cluster.committed.update(self.offsets)
         self.cluster.commits += 1
         self.cluster.commit_offsets.append(dict(self.offsets))
@@ -578,3 +588,74 @@ def test_without_exactly_once_a_deleted_output_topic_is_named(cluster: FakeClust
         assert cluster.committed == {0: 0}  # the start only: nothing delivered: read again at the next start
     finally:
         eng.shutdown(timeout=10)
+
+
+def dead_letter_spec() -> StreamSpec:
+    return replace(spec(), dead_letter_topic="dead")
+
+
+@pytest.mark.parametrize("exactly_once", [True, False])
+def test_errored_records_go_to_the_dead_letter_topic_in_the_same_transaction(
+        cluster: FakeCluster, exactly_once: bool) -> None:
+    cluster.topics["dead"] = 1
+    bad = [b"not json", b"[1, 2]", b'{"id": 3}', None]
+    cluster.add(0, b'{"tweet": "I love it"}', bad[0], b'{"tweet": "I hate it"}', bad[1], bad[2], bad[3],
+                *tweets(4))
+    eng = Engine(on_status_change=lambda *_: None, registry=CollectorRegistry(),
+                 options=StreamOptions(batch_size=10, batch_timeout=0.01, unreachable_timeout=2.0,
+                                       exactly_once=exactly_once), clients=FakeClients(cluster))
+    try:
+        s = dead_letter_spec()
+        eng.start(s)
+        wait_until(lambda: len(cluster.output) + len(cluster.elsewhere) >= 10)
+        assert eng.stop(s.deployment_id, timeout=10)
+        # Each record once, in one of the two topics; the output keeps the input's order.
+        assert [k for k, _ in cluster.output] == [b"k0-0", b"k0-2", *(f"k0-{i}".encode() for i in range(6, 10))]
+        assert all("prediction" in json.loads(v or b"") for _, v in cluster.output)
+        assert [(t, k) for t, k, _, _ in cluster.elsewhere] == [("dead", f"k0-{i}".encode()) for i in (1, 3, 4, 5)]
+        assert [json.loads(v or b"")["error"] for _, _, v, _ in cluster.elsewhere] == [
+            "invalid_json", "not_an_object", "missing_text", "invalid_json"]
+        assert cluster.elsewhere[0][3] == [("wml.source.topic", b"in"), ("wml.source.partition", b"0"),
+                                           ("wml.source.offset", b"1")]
+        assert cluster.committed == {0: 10}
+        state = eng.status(s.deployment_id)
+        assert state is not None
+        assert (state.records_in, state.records_out, state.records_errored) == (10, 10, 4)
+        sample = eng.registry.get_sample_value
+        assert sample("wml_stream_records_dead_lettered_total", {"deployment_id": s.deployment_id}) == 4
+        assert sample("wml_stream_records_errored_total", {"deployment_id": s.deployment_id}) == 4
+    finally:
+        eng.shutdown(timeout=10)
+
+
+def test_without_a_dead_letter_topic_nothing_is_dead_lettered(engine: Engine, cluster: FakeCluster) -> None:
+    cluster.add(0, b"not json", *tweets(2))
+    s = run_until_output(engine, cluster, 3)
+    assert cluster.elsewhere == []
+    assert engine.registry.get_sample_value("wml_stream_records_dead_lettered_total",
+                                            {"deployment_id": s.deployment_id}) == 0
+
+
+def test_a_missing_dead_letter_topic_fails_the_stream_naming_it(engine: Engine, cluster: FakeCluster) -> None:
+    cluster.add(0, *tweets(3))
+    s = dead_letter_spec()
+    engine.start(s)
+    state = engine.wait_for(s.deployment_id, [FAILED], timeout=10)
+    assert state is not None
+    assert state.errors[0][0] == "kafka_unknown_topic"
+    assert "'dead'" in state.errors[0][1]
+    assert "output connection" in state.errors[0][1]
+    assert cluster.output == []
+
+
+def test_a_deleted_dead_letter_topic_is_named(engine: Engine, cluster: FakeCluster) -> None:
+    cluster.topics["dead"] = 1
+    cluster.add(0, b"not json")
+    cluster.delivery_errors = [KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, "unknown topic")]
+    cluster.commit_errors = [KafkaError(KafkaError._INCONSISTENT, "abortable", txn_requires_abort=True)]
+    s = dead_letter_spec()
+    engine.start(s)
+    state = engine.wait_for(s.deployment_id, [FAILED], timeout=10)
+    assert state is not None
+    assert state.errors[0][0] == "kafka_unknown_topic"
+    assert "dead-letter topic 'dead'" in state.errors[0][1]

@@ -102,3 +102,15 @@ def test_hash_follows_what_the_deployment_is_built_from() -> None:
     assert h1 != h0
     other = spec(output={"topic": "other", "connectionSecretRef": {"name": "kafka"}})
     assert resolve(DictSecrets(secrets, NS), NS, other, Defaults()).spec_hash != h1
+
+
+def test_a_dead_letter_topic_is_part_of_the_hash_only_when_set() -> None:
+    secrets = base_secrets()
+    plain = resolve(DictSecrets(secrets, NS), NS, spec(), Defaults()).spec_hash
+    same = spec(output={"topic": "out", "connectionSecretRef": {"name": "kafka"}, "deadLetterTopic": None})
+    assert resolve(DictSecrets(secrets, NS), NS, same, Defaults()).spec_hash == plain  # an upgrade changes nothing
+    dlq = spec(output={"topic": "out", "connectionSecretRef": {"name": "kafka"}, "deadLetterTopic": "dlq"})
+    hashed = resolve(DictSecrets(secrets, NS), NS, dlq, Defaults()).spec_hash
+    assert hashed != plain
+    other = spec(output={"topic": "out", "connectionSecretRef": {"name": "kafka"}, "deadLetterTopic": "dlq2"})
+    assert resolve(DictSecrets(secrets, NS), NS, other, Defaults()).spec_hash not in (plain, hashed)

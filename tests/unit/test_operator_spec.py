@@ -28,6 +28,12 @@ def test_defaults() -> None:
     ({"sparkCredentialsSecretRef": {"name": "Not_A_Name", "key": "k"}}, "spec.sparkCredentialsSecretRef.name"),
     ({"wml": {"url": "ftp://user:secret@host"}}, "spec.wml.url"),
     ({"typo": 1}, "spec.typo"),
+    ({"output": {"topic": "out", "connectionSecretRef": {"name": "kafka"}, "deadLetterTopic": ""}},
+     "spec.output.deadLetterTopic"),
+    ({"output": {"topic": "out", "connectionSecretRef": {"name": "kafka"}, "deadLetterTopic": "a b"}},
+     "spec.output.deadLetterTopic"),
+    ({"output": {"topic": "out", "connectionSecretRef": {"name": "kafka"}, "deadLetterTopic": "out"}},
+     "spec.output: Value error, deadLetterTopic must be another topic than the output topic"),
 ])
 def test_invalid_specs_name_the_field(change: dict[str, Any], where: str) -> None:
     with pytest.raises(ValidationError) as exc:
@@ -35,3 +41,9 @@ def test_invalid_specs_name_the_field(change: dict[str, Any], where: str) -> Non
     message = describe_validation_error(exc.value, "spec")
     assert where in message
     assert "secret@host" not in message
+
+
+def test_a_dead_letter_topic_is_optional() -> None:
+    assert parse_spec(GOOD).output.dead_letter_topic is None
+    out = {"topic": "out", "connectionSecretRef": {"name": "kafka"}, "deadLetterTopic": "out-dlq"}
+    assert parse_spec({**GOOD, "output": out}).output.dead_letter_topic == "out-dlq"

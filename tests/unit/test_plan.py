@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wml_api import errors as wml_errors
+from wml_api.models import EXT_DEAD_LETTER_TOPIC, EXTENSIONS
 from wml_operator.plan import (
     Action,
     Desired,
@@ -15,6 +16,7 @@ from wml_operator.plan import (
     plan,
     plan_refused,
     plan_unresolved,
+    plan_unsupported,
     poll_interval,
     restart_backoff,
     retry_delay,
@@ -224,3 +226,22 @@ def test_poll_interval() -> None:
     assert poll_interval(annotated, 5, 30, changing=False) == 120
     assert poll_interval({"metadata": {"annotations": {"wmlstream.dev/poll-interval": "soon"}}}, 5, 30,
                          changing=False) == 30
+
+
+@pytest.mark.parametrize(("dead_letter_topic", "extensions", "stalled"), [
+    (None, frozenset(), False),
+    (None, frozenset(EXTENSIONS), False),
+    ("dlq", frozenset(EXTENSIONS), False),
+    ("dlq", frozenset(EXTENSIONS) - {EXT_DEAD_LETTER_TOPIC}, True),
+    ("dlq", frozenset(), True),
+])
+def test_a_dead_letter_topic_needs_a_server_that_lists_the_extension(
+        dead_letter_topic: str | None, extensions: frozenset[str], stalled: bool) -> None:
+    action = plan_unsupported(dead_letter_topic, extensions)
+    if not stalled:
+        assert action is None
+        return
+    assert action is not None
+    assert (action.do, action.reason, action.stalled) == (Do.NOTHING, "DeadLetterTopicUnsupported", True)
+    assert action.message.startswith("spec.output.deadLetterTopic: ")
+    assert "nothing was created" in action.message

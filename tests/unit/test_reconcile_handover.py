@@ -9,6 +9,7 @@ from typing import Any
 
 from tests.support import DictSecrets, MemoryWML
 from tests.unit.test_reconcile import SECRETS, SPEC, UID
+from wml_api.models import EXT_DEAD_LETTER_TOPIC, EXTENSIONS
 from wml_operator.reconcile import Reconciler
 from wml_operator.resources import Resources
 from wml_operator.secrets import Defaults, Endpoint
@@ -314,3 +315,60 @@ def test_after_a_move_only_the_new_endpoints_login_is_kept() -> None:
     w.run()
     w.run()  # the pass after: status.endpoint names the new endpoint
     assert [ep.url for ep in w.reconciler.logins.kept(UID)] == ["http://wml-b.test"]
+
+
+def _without_dead_letters() -> frozenset[str]:
+    return frozenset(EXTENSIONS) - {EXT_DEAD_LETTER_TOPIC}
+
+
+def test_a_dead_letter_topic_goes_into_the_create_body() -> None:
+    w = World()
+    w.spec["output"]["deadLetterTopic"] = "out-dlq"
+    w.run()
+    target = w.a.bodies[w.status["deploymentId"]].output.target  # type: ignore[union-attr]
+    assert (target.topic, target.dead_letter_topic) == ("out", "out-dlq")
+
+
+def test_a_dead_letter_topic_added_hands_the_stream_over_like_an_output_topic_change() -> None:
+    w = World()
+    old = w.running()
+    assert w.a.bodies[old].output.target.dead_letter_topic is None  # type: ignore[union-attr]
+    w.spec["output"]["deadLetterTopic"] = "out-dlq"
+    out = w.run()
+    new = w.status["deploymentId"]
+    assert w.a.changes() == [("patch", old, "STOPPED"), ("create", "m1"), ("delete", old)]
+    assert w.a.bodies[new].output.target.dead_letter_topic == "out-dlq"  # type: ignore[union-attr]
+    assert w.a.bodies[new].input.source.start_position == {"0": 300, "1": 12}  # type: ignore[union-attr]
+    assert w.reasons(out)[:2] == ["SpecChanged", "HandedOver"]
+
+
+def test_on_a_server_without_the_extension_a_new_resource_stalls_and_nothing_is_created() -> None:
+    w = World(extensions=_without_dead_letters())
+    w.spec["output"]["deadLetterTopic"] = "out-dlq"
+    out = w.run()
+    assert w.a.changes() == []
+    assert w.a.deployments == {}
+    stalled = w.condition("Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "DeadLetterTopicUnsupported")
+    assert "spec.output.deadLetterTopic" in stalled["message"]
+    assert w.condition("Ready")["status"] == "False"
+    assert [e[:2] for e in out.events] == [("Warning", "DeadLetterTopicUnsupported")]
+    w.run()
+    assert w.a.deployments == {}  # the next pass neither
+    del w.spec["output"]["deadLetterTopic"]
+    w.run()
+    assert w.a.changes() == [("create", "m1")]  # fixed: created
+    assert w.condition("Stalled") == {}
+
+
+def test_on_a_server_without_the_extension_a_change_stalls_and_the_old_stream_runs_on() -> None:
+    w = World(extensions=_without_dead_letters())
+    old = w.running()
+    w.spec["output"]["deadLetterTopic"] = "out-dlq"
+    w.run()
+    assert w.a.changes() == []  # not drained, nothing created
+    assert list(w.a.deployments) == [old]
+    assert w.status["deploymentId"] == old
+    stalled = w.condition("Stalled")
+    assert stalled["reason"] == "DeadLetterTopicUnsupported"
+    assert f"deployment {old} keeps running" in stalled["message"]

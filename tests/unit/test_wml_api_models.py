@@ -24,6 +24,8 @@ from wml_api import (
     WMLInstance,
     status_patch,
 )
+from wml_api.models import KafkaTarget
+from wml_api.wire import describe_validation_error
 
 # The create request of seed-streaming-deployments.fr.md (its sample keys, abridged broker list).
 CREATE_BODY = json.loads("""{
@@ -248,3 +250,15 @@ def test_credentials_mask_the_password_and_key_caches_by_digest() -> None:
     assert len(key[2]) == 64
     with pytest.raises(ValueError, match="empty"):
         WMLCredentials("alice", "")
+
+
+def test_a_dead_letter_topic_is_another_non_empty_topic() -> None:
+    assert KafkaTarget(topic="out", dead_letter_topic="out-dlq").dead_letter_topic == "out-dlq"
+    assert KafkaTarget(topic="out").dead_letter_topic is None
+    assert "dead_letter_topic" not in KafkaTarget(topic="out").model_dump(exclude_none=True)
+    with pytest.raises(ValidationError) as empty:
+        KafkaTarget(topic="out", dead_letter_topic="")
+    assert "dead_letter_topic: String should have at least 1 character" in describe_validation_error(empty.value)
+    with pytest.raises(ValidationError) as same:
+        KafkaTarget(topic="out", dead_letter_topic="out")
+    assert "another topic than the output topic 'out'" in describe_validation_error(same.value)

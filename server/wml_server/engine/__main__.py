@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--brokers", required=True, help="comma-separated host:port list")
     parser.add_argument("--input-topic", required=True)
     parser.add_argument("--output-topic", required=True)
+    parser.add_argument("--dead-letter-topic", help="records that cannot be scored go there instead of the output "
+                                                     "topic (same brokers, same transactions)")
     parser.add_argument("--user", help=f"SASL user; the password is read from ${PASSWORD_ENV} "
                                        f"(or use ${API_KEY_ENV} alone)")
     parser.add_argument("--security-protocol", choices=["SASL_SSL", "SASL_PLAINTEXT"], default="SASL_SSL")
@@ -62,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                                password=os.environ.get(PASSWORD_ENV), api_key=os.environ.get(API_KEY_ENV),
                                security_protocol=args.security_protocol, sasl_mechanism=args.sasl_mechanism)
     spec = StreamSpec(args.deployment_id, model, KafkaTopic(args.input_topic, connection),
-                      KafkaTopic(args.output_topic, connection), StartOptions(args.starting_offsets))
+                      KafkaTopic(args.output_topic, connection), StartOptions(args.starting_offsets),
+                      dead_letter_topic=args.dead_letter_topic or None)
 
     def announce(deployment_id: str, status: str, errors: Errors) -> None:
         _print({"deployment_id": deployment_id, "status": status, "errors": errors})

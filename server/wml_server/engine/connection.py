@@ -33,6 +33,7 @@ from wml_server.engine.state import KAFKA_ERROR
 log = logging.getLogger(__name__)
 
 INPUT, OUTPUT = "input", "output"
+DEAD_LETTER = "dead-letter"  # a topic of the output's connection and producer, checked like the output's
 UNKNOWN_TOPIC_CODES = (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION)
 _FENCED_CODES = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
 _AUTH_CODES = (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED)
@@ -81,10 +82,12 @@ class StreamConnection:
         return self._producer
 
     def _ref(self, role: str) -> KafkaTopic:
+        if role == DEAD_LETTER and self.spec.dead_letter is not None:
+            return self.spec.dead_letter
         return self.spec.input if role == INPUT else self.spec.output
 
     def connect(self) -> None:
-        """Checks both topics, fences earlier producers, assigns the input partitions. Raises Stopped."""
+        """Checks every topic, fences earlier producers, assigns the input partitions. Raises Stopped."""
         try:
             self._consumer = self._clients.consumer(consumer_config(self.spec, self._inbox[INPUT]))
         except (KafkaException, ValueError, TypeError) as exc:
@@ -97,6 +100,8 @@ class StreamConnection:
             raise failures.configuration_invalid(OUTPUT, self.spec.output, str(exc), self._secrets) from None
         self.partitions = self._await_topic(INPUT)
         self._await_topic(OUTPUT)
+        if self.spec.dead_letter is not None:
+            self._await_topic(DEAD_LETTER)
         if self.options.exactly_once:
             self._init_transactions()
         self._assign_start()
@@ -164,7 +169,7 @@ class StreamConnection:
                 metadata = client.list_topics(topic=ref.topic, timeout=self.options.attempt_timeout)
             except KafkaException as exc:
                 metadata, last = None, error_of(exc).str()
-            self._poll_errors(role)
+            self._poll_errors(INPUT if role == INPUT else OUTPUT)
             if metadata is not None:
                 topic = metadata.topics.get(ref.topic)
                 err: KafkaError | None = topic.error if topic is not None else None

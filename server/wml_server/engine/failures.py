@@ -32,7 +32,9 @@ def redact(text: str, secrets: Sequence[str]) -> str:
 
 
 def _where(role: str, ref: KafkaTopic) -> str:
-    return f"the {role} connection (brokers {', '.join(ref.connection.brokers)})"
+    # The dead-letter topic (connection.DEAD_LETTER) lives on the output's connection.
+    side = "output" if role == "dead-letter" else role
+    return f"the {side} connection (brokers {', '.join(ref.connection.brokers)})"
 
 
 def authentication_failed(role: str, ref: KafkaTopic, detail: str, secrets: Sequence[str]) -> StreamFailure:

@@ -14,15 +14,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from wml_server.engine.records import (
-    INVALID_JSON,
-    MAX_OUTPUT_BYTES,
-    ScoredBatch,
-    _dump,
-    _too_large,
-    parse,
-    preview,
-)
+from wml_server.engine.records import MAX_OUTPUT_BYTES, ScoredBatch, encode_batch, parse
 from wml_server.repository.schema import InputSchema, accepts
 
 MISSING_FEATURE = "missing_feature"
@@ -106,17 +98,4 @@ def score_features(schema: InputSchema, predict: Callable[[list[Any]], Predicted
             if probability is not None and math.isfinite(probability):
                 record["probability"] = round(float(probability), 4)
 
-    for index, obj in enumerate(objects):
-        if obj is None:
-            continue
-        value = messages[index] or b""
-        try:
-            encoded = _dump(obj)
-        except (ValueError, RecursionError, TypeError):
-            encoded = _dump({"error": INVALID_JSON, "raw": preview(value)})
-            errored.add(index)
-        if len(encoded) > max_output_bytes:
-            encoded = _too_large(value, len(value))
-            errored.add(index)
-        values[index] = encoded
-    return ScoredBatch(values, len(errored))
+    return encode_batch(objects, values, messages, errored, max_output_bytes)

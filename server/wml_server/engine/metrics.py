@@ -24,6 +24,10 @@ class EngineMetrics:
         self.records_errored = Counter(
             "wml_stream_records_errored", "Output records that carry an `error` instead of a prediction.",
             labels, registry=self.registry)
+        self.records_dead_lettered = Counter(
+            "wml_stream_records_dead_lettered", "Errored records produced to the dead-letter topic (committed) "
+            "instead of the output topic; counted in records_out and records_errored too.", labels,
+            registry=self.registry)
         self.transactions_aborted = Counter(
             "wml_stream_transactions_aborted", "Transactions aborted and retried from the committed offsets.",
             labels, registry=self.registry)
@@ -39,13 +43,15 @@ class EngineMetrics:
 
     def track(self, deployment_id: str) -> None:
         """Makes a deployment's series visible (at 0) from its start, not from its first record."""
-        for metric in (self.records_in, self.records_out, self.records_errored, self.transactions_aborted):
+        for metric in (self.records_in, self.records_out, self.records_errored, self.records_dead_lettered,
+                       self.transactions_aborted):
             metric.labels(deployment_id)
 
-    def committed(self, deployment_id: str, records: int, errored: int) -> None:
+    def committed(self, deployment_id: str, records: int, errored: int, dead_lettered: int = 0) -> None:
         self.records_in.labels(deployment_id).inc(records)
         self.records_out.labels(deployment_id).inc(records)
         self.records_errored.labels(deployment_id).inc(errored)
+        self.records_dead_lettered.labels(deployment_id).inc(dead_lettered)
 
     def scored(self, seconds: float, records: int) -> None:
         self.scoring_seconds.observe(seconds)
@@ -59,7 +65,7 @@ class EngineMetrics:
 
     def forget(self, deployment_id: str) -> None:
         """Drops a removed deployment's series so 1,000 short-lived deployments do not pile up."""
-        for metric in (self.records_in, self.records_out, self.records_errored, self.transactions_aborted,
-                       self.consumer_lag):
+        for metric in (self.records_in, self.records_out, self.records_errored, self.records_dead_lettered,
+                       self.transactions_aborted, self.consumer_lag):
             with contextlib.suppress(KeyError):
                 metric.remove(deployment_id)

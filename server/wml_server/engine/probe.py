@@ -14,7 +14,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from wml_server.engine import failures
 from wml_server.engine.clients import ErrorInbox, LibrdkafkaLog
-from wml_server.engine.connection import INPUT, OUTPUT, UNKNOWN_TOPIC_CODES, error_of
+from wml_server.engine.connection import DEAD_LETTER, INPUT, OUTPUT, UNKNOWN_TOPIC_CODES, error_of
 from wml_server.engine.spec import KafkaTopic, StreamSpec
 
 _AUTH_CODES = (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED)
@@ -61,8 +61,13 @@ def check_topic(role: str, ref: KafkaTopic, timeout: float) -> None:
 
 
 def check_stream(spec: StreamSpec, timeout: float = 5.0) -> list[str]:
-    """Both connections of a stream, input first; what was checked, for the dry run's report."""
+    """Both connections of a stream, input first, then the dead-letter topic (on the output's connection) when
+    there is one; what was checked, for the dry run's report."""
     check_topic(INPUT, spec.input, timeout)
     check_topic(OUTPUT, spec.output, timeout)
-    return [f"kafka {INPUT}: credentials accepted, topic '{spec.input.topic}' exists",
-            f"kafka {OUTPUT}: credentials accepted, topic '{spec.output.topic}' exists"]
+    checked = [f"kafka {INPUT}: credentials accepted, topic '{spec.input.topic}' exists",
+               f"kafka {OUTPUT}: credentials accepted, topic '{spec.output.topic}' exists"]
+    if spec.dead_letter is not None:
+        check_topic(DEAD_LETTER, spec.dead_letter, timeout)
+        checked.append(f"kafka {DEAD_LETTER}: topic '{spec.dead_letter.topic}' exists")
+    return checked

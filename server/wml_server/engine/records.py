@@ -8,6 +8,7 @@ The topic format (the original never documented one, so this is ours):
   `invalid_json` (not UTF-8 JSON; `raw` holds its first 200 characters, lossy-decoded), `not_an_object`
   (valid JSON but not an object; `raw` as before), `missing_text` (the input object, no string `tweet` or
   `text`), `record_too_large` (input over 1 MB, or an output that would exceed it; `size` and `raw`).
+  `ScoredBatch.failed` flags them, whatever their code: a stream with a dead-letter topic sends them there.
 """
 
 from __future__ import annotations
@@ -37,10 +38,15 @@ RECORD_TOO_LARGE = "record_too_large"
 
 @dataclass(frozen=True)
 class ScoredBatch:
-    """Output values in input order (one per input record) and how many of them carry an `error`."""
+    """Output values in input order (one per input record) and, per record, whether its value is an error record
+    (one carrying an `error` code, whichever): those go to the dead-letter topic when the stream has one."""
 
     values: list[bytes]
-    errored: int
+    failed: list[bool]
+
+    @property
+    def errored(self) -> int:
+        return sum(self.failed)
 
 
 class _NotJSON(ValueError):
@@ -152,17 +158,24 @@ def score_batch(model: Model, messages: Sequence[bytes | None], *,
         record["prediction"] = label  # parsed here, ours to change; same key order as {**record, ...}
         record["probability"] = round(float(probability), 4)
 
+    return encode_batch(objects, values, messages, errored, max_output_bytes)
+
+
+def encode_batch(objects: Sequence[dict[str, Any] | None], values: list[bytes], messages: Sequence[bytes | None],
+                 errored: set[int], max_output_bytes: int = MAX_OUTPUT_BYTES) -> ScoredBatch:
+    """Writes each scored (or refused) object into `values`; `None` objects already have their error value.
+    An object that cannot be written, or whose output would be too large, becomes an error record too."""
     for index, obj in enumerate(objects):
         if obj is None:
             continue
         value = messages[index] or b""
         try:
             encoded = _dump(obj)
-        except (ValueError, RecursionError):  # nesting json.loads took but json.dumps will not
+        except (ValueError, RecursionError, TypeError):  # nesting json.loads took but json.dumps will not
             encoded = _dump({"error": INVALID_JSON, "raw": preview(value)})
             errored.add(index)
         if len(encoded) > max_output_bytes:
             encoded = _too_large(value, len(value))
             errored.add(index)
         values[index] = encoded
-    return ScoredBatch(values, len(errored))
+    return ScoredBatch(values, [index in errored for index in range(len(values))])

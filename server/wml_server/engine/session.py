@@ -43,8 +43,15 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from wml_server.engine import failures
-from wml_server.engine.clients import ClientFactory, ErrorInbox, ProducerLike
-from wml_server.engine.connection import INPUT, OUTPUT, UNKNOWN_TOPIC_CODES, StreamConnection, error_of
+from wml_server.engine.clients import ClientFactory, ErrorInbox, Headers, ProducerLike
+from wml_server.engine.connection import (
+    DEAD_LETTER,
+    INPUT,
+    OUTPUT,
+    UNKNOWN_TOPIC_CODES,
+    StreamConnection,
+    error_of,
+)
 from wml_server.engine.failures import StreamFailure, redact
 from wml_server.engine.metrics import EngineMetrics
 from wml_server.engine.options import StreamOptions
@@ -61,6 +68,19 @@ log = logging.getLogger(__name__)
 
 # Records scored between two polls for delivery reports in the scoring thread (~5 ms of VADER).
 _SERVE_EVERY = 64
+
+
+# Headers of a record on the dead-letter topic: where its input record was (decimal strings).
+HEADER_SOURCE_TOPIC = "wml.source.topic"
+HEADER_SOURCE_PARTITION = "wml.source.partition"
+HEADER_SOURCE_OFFSET = "wml.source.offset"
+
+
+def source_headers(topic: str, message: Message) -> Headers:
+    """Where a dead-lettered record's input was: topic, partition and offset, so it can be found and replayed."""
+    return [(HEADER_SOURCE_TOPIC, topic.encode()),
+            (HEADER_SOURCE_PARTITION, str(message.partition()).encode()),
+            (HEADER_SOURCE_OFFSET, str(message.offset()).encode())]
 
 
 class _Aborted(Exception):
@@ -92,6 +112,7 @@ class StreamSession(StreamConnection):
         self._aborts = 0
         self._outage = False  # every broker of a client went down since these clients were made
         self._delivery_error: KafkaError | None = None
+        self._delivery_topic: str | None = None  # the topic of the record whose delivery failed
         self._reports_done = threading.Event()  # the producer has nothing left to deliver, or the scoring
         # serving its reports has ended
         now = time.monotonic()
@@ -217,7 +238,7 @@ class StreamSession(StreamConnection):
                     serve.poll(0)
                     if len(serve) == 0:  # every record produced is delivered (or failed) and reported
                         self._reports_done.set()
-        batch = ScoredBatch([v for part in parts for v in part.values], sum(part.errored for part in parts))
+        batch = ScoredBatch([v for part in parts for v in part.values], [f for part in parts for f in part.failed])
         return batch, time.perf_counter() - started
 
     def _start(self, batch: _Batch, scorer: ThreadPoolExecutor,
@@ -233,13 +254,14 @@ class StreamSession(StreamConnection):
             self._start(pending, scorer)
         records: list[Message] = []
         values: list[bytes] = []
-        errored = 0
+        failed: list[bool] = []
         for pending in batches:
             batch, seconds = self._start(pending, scorer).result()
             self.metrics.scored(seconds, len(pending.records))
             records += pending.records
             values += batch.values
-            errored += batch.errored
+            failed += batch.failed
+        errored = sum(failed)
         # The offsets just past the batch's records: the consumer's position is a batch ahead by now.
         ends: dict[int, int] = {}
         for message in records:  # in offset order within each partition: the last one is the highest
@@ -252,23 +274,25 @@ class StreamSession(StreamConnection):
             return self._start(then, scorer, serve) if then is not None else None
 
         if self.options.exactly_once:
-            self._transaction(records, values, offsets, produced)
+            self._transaction(records, values, failed, offsets, produced)
         else:
-            self._deliver(records, values, offsets, produced)
+            self._deliver(records, values, failed, offsets, produced)
         self._aborts = 0
         self._down.clear()  # a commit proves both clusters reachable
         self.counts.add(len(records), errored)
         self.progress.advance(ends)
-        self.metrics.committed(self.spec.deployment_id, len(records), errored)
+        self.metrics.committed(self.spec.deployment_id, len(records), errored,
+                               dead_lettered=errored if self.spec.dead_letter_topic else 0)
 
-    def _transaction(self, records: list[Message], values: list[bytes], offsets: list[TopicPartition],
+    def _transaction(self, records: list[Message], values: list[bytes], failed: list[bool],
+                     offsets: list[TopicPartition],
                      produced: Callable[[ProducerLike | None], Future[tuple[ScoredBatch, float]] | None]) -> None:
         deadline = time.monotonic() + self.options.unreachable_timeout
-        self._delivery_error = None
+        self._delivery_error, self._delivery_topic = None, None
         try:
             self.producer.begin_transaction()
             self._reports_done.clear()
-            self._produce_all(records, values, deadline)
+            self._produce_all(records, values, failed, deadline)
             scoring = produced(self.producer)  # the next batch's scoring serves the delivery reports
             if scoring is not None:
                 scoring.add_done_callback(lambda _: self._reports_done.set())
@@ -284,14 +308,14 @@ class StreamSession(StreamConnection):
             self._abort_and_rewind(err, deadline)
             raise _Aborted from None
 
-    def _deliver(self, records: list[Message], values: list[bytes], offsets: list[TopicPartition],
+    def _deliver(self, records: list[Message], values: list[bytes], failed: list[bool], offsets: list[TopicPartition],
                  produced: Callable[[ProducerLike | None], Future[tuple[ScoredBatch, float]] | None]) -> None:
         """StreamOptions.exactly_once=False (for measuring what exactly-once costs): produce, wait for the
         deliveries, then commit the offsets from the consumer (at least once). The next scoring starts once
         the records are produced: nothing waits on the broker after the deliveries."""
         deadline = time.monotonic() + self.options.unreachable_timeout
-        self._delivery_error = None
-        self._produce_all(records, values, deadline)
+        self._delivery_error, self._delivery_topic = None, None
+        self._produce_all(records, values, failed, deadline)
         produced(None)
         self._await_delivery(deadline)
         if self._delivery_error is not None:
@@ -308,29 +332,46 @@ class StreamSession(StreamConnection):
                 raise _Reconnect
             self._check_deadline(deadline, "delivering records")
 
-    def _produce_all(self, records: list[Message], values: list[bytes], deadline: float) -> None:
+    def _produce_all(self, records: list[Message], values: list[bytes], failed: list[bool],
+                     deadline: float) -> None:
+        """Every value to the output topic, in input order; with a dead-letter topic, the error records (`failed`,
+        whatever their code) there instead, with headers naming where they came from. One producer, one
+        transaction: each record ends up in exactly one of the two topics, and only once."""
         produce, topic, report = self.producer.produce, self.spec.output.topic, self._on_delivery
-        for message, value in zip(records, values, strict=True):
+        dead, source = self.spec.dead_letter_topic, self.spec.input.topic
+        for message, value, bad in zip(records, values, failed, strict=True):
             try:
-                produce(topic, value, message.key(), on_delivery=report)
+                if bad and dead is not None:
+                    produce(dead, value, message.key(), headers=source_headers(source, message), on_delivery=report)
+                else:
+                    produce(topic, value, message.key(), on_delivery=report)
             except BufferError:  # the client's queue is full
-                self._produce(value, message.key(), deadline)
+                if bad and dead is not None:
+                    self._produce(dead, value, message.key(), deadline, source_headers(source, message))
+                else:
+                    self._produce(topic, value, message.key(), deadline)
 
-    def _produce(self, value: bytes, key: bytes | None, deadline: float) -> None:
+    def _produce(self, topic: str, value: bytes, key: bytes | None, deadline: float,
+                 headers: Headers | None = None) -> None:
         while True:
             try:
-                self.producer.produce(self.spec.output.topic, value, key, on_delivery=self._on_delivery)
+                if headers is None:
+                    self.producer.produce(topic, value, key, on_delivery=self._on_delivery)
+                else:
+                    self.producer.produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
                 return
             except BufferError:  # the client's queue is full: let deliveries drain it
                 self.producer.poll(0.05)
                 self._check_deadline(deadline, "delivering records")
 
-    def _on_delivery(self, err: KafkaError | None, _message: Message) -> None:
+    def _on_delivery(self, err: KafkaError | None, message: Message) -> None:
         """A failed delivery (delivery.report.only.error: only failures call back), served by this thread or the
         scoring thread (never both at once: this one only flushes once that scoring has ended or nothing is
         left to deliver)."""
         if err is not None and self._delivery_error is None:
             self._delivery_error = err
+            with contextlib.suppress(AttributeError, RuntimeError):  # which topic refused it
+                self._delivery_topic = message.topic() if message is not None else None
 
     def _retrying(self, call: Callable[[float], None], deadline: float) -> None:
         """Calls a transactional operation again while Kafka says it is retriable, until `deadline`."""
@@ -367,11 +408,12 @@ class StreamSession(StreamConnection):
             except KafkaException as exc:
                 raise self._fatal(error_of(exc)) from None
         self.consumer.assign(self._stored_offsets(self.partitions))
+        role = DEAD_LETTER if self._delivery_topic and self._delivery_topic == self.spec.dead_letter_topic else OUTPUT
+        ref = self._ref(role)
         if cause.code() in UNKNOWN_TOPIC_CODES:
-            raise failures.unknown_topic(OUTPUT, self.spec.output)
+            raise failures.unknown_topic(role, ref)
         if cause.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-            raise failures.authorization_failed(OUTPUT, self.spec.output, f"write to '{self.spec.output.topic}'",
-                                                self._secrets)
+            raise failures.authorization_failed(role, ref, f"write to '{ref.topic}'", self._secrets)
         if self._aborts >= self.options.max_consecutive_aborts:
             raise StreamFailure(KAFKA_TRANSACTION_FAILED,
                                 f"{self._aborts} transactions in a row were aborted; last error: "

@@ -90,13 +90,21 @@ class StartOptions:
 
 @dataclass(frozen=True)
 class StreamSpec:
-    """One stream deployment: read `input.topic`, score each record with `model`, write `output.topic`."""
+    """One stream deployment: read `input.topic`, score each record with `model`, write `output.topic`; with
+    `dead_letter_topic` (KafkaTarget's extension), records that cannot be scored go there instead, on the output's
+    connection and in the same transactions."""
 
     deployment_id: str
     model: Model | PublishedUserModel
     input: KafkaTopic
     output: KafkaTopic
     start: StartOptions = field(default_factory=StartOptions)
+    dead_letter_topic: str | None = None
+
+    @property
+    def dead_letter(self) -> KafkaTopic | None:
+        """The dead-letter topic on the output's brokers, with the output's credentials (None: none)."""
+        return KafkaTopic(self.dead_letter_topic, self.output.connection) if self.dead_letter_topic else None
 
     @property
     def group_id(self) -> str:
