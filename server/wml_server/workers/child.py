@@ -212,14 +212,16 @@ def _label(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        if not math.isfinite(value):
+            raise TypeError(f"the model predicted {value}, not a finite number")
+        return value
     raise TypeError(f"the model predicted a {type(value).__name__}, not a string, number or boolean")
 
 
 def _probability(row: Any, label: Any, index: dict[Any, int]) -> float | None:
     position = index.get(label)
     value = float(row[position]) if position is not None and position < len(row) else float(max(row))
-    return value if math.isfinite(value) else None
+    return value if math.isfinite(value) and 0.0 <= value <= 1.0 else None
 
 
 def predict(model: Any, features: list[Any]) -> dict[str, Any]:
