@@ -346,3 +346,22 @@ def test_a_killed_service_leaves_no_worker_behind(text_pipeline: Pipeline) -> No
         if parent.poll() is None:
             parent.kill()
             parent.wait(10)
+
+
+def test_what_a_model_forks_dies_with_its_worker() -> None:
+    forking = code_model("""
+        import os, time, types
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(600)
+            os._exit(0)
+        model = types.SimpleNamespace(predict=lambda X: [pid for _ in X])
+    """)
+    with worker(forking) as w:
+        label = w.predict(["x"]).labels[0]
+        assert isinstance(label, int)
+        assert alive(label)
+    deadline = time.monotonic() + 5
+    while alive(label) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(label)

@@ -24,7 +24,6 @@ import struct
 import sys
 import tarfile
 import zipfile
-from collections.abc import Iterable
 from typing import Any
 
 EXIT_ORPHAN = 70  # the parent was gone before we started
@@ -36,6 +35,7 @@ _PACKAGES = ("numpy", "scipy", "sklearn", "skops", "joblib", "threadpoolctl", "p
 _SYSTEM_READABLE = ("/usr/lib", "/lib", "/lib64", "/usr/lib64", "/etc/ld.so.cache", "/dev/null", "/dev/urandom",
                     "/proc/cpuinfo", "/sys/devices/system/cpu")
 _PR_SET_PDEATHSIG = 1
+_HIDE: list[str] = []  # paths left out of the messages the parent may show users
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
 
@@ -97,7 +97,10 @@ def own_network_namespace() -> bool:
     """An empty network namespace (loopback down, no interfaces): no UDP, raw or abstract-unix way out either.
     Needs CAP_SYS_ADMIN or unprivileged user namespaces; must run while the process has one thread."""
     libc = ctypes.CDLL(None, use_errno=True)
-    return any(libc.unshare(flags) == 0 for flags in (_CLONE_NEWNET, _CLONE_NEWUSER | _CLONE_NEWNET))
+    if not any(libc.unshare(flags) == 0 for flags in (_CLONE_NEWNET, _CLONE_NEWUSER | _CLONE_NEWNET)):
+        return False
+    libc.prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0)  # in case the new credentials cleared it
+    return True
 
 
 def readable_paths(library_paths: list[str]) -> list[str]:
@@ -130,10 +133,10 @@ def readable_paths(library_paths: list[str]) -> list[str]:
 # ---- loading ------------------------------------------------------------------------------------------------
 
 
-def _short(exc: BaseException, hide: Iterable[str] = ()) -> str:
+def _short(exc: BaseException) -> str:
     """The exception's type and the first 200 characters of its text, the library paths left out."""
     text = str(exc)
-    for path in hide:
+    for path in _HIDE:
         text = text.replace(path, "…")
     return f"{type(exc).__name__}: {text[:200]}"
 
@@ -285,8 +288,8 @@ def predict(model: Any, features: list[Any]) -> dict[str, Any]:
 # ---- the process --------------------------------------------------------------------------------------------
 
 
-def _setup(header: dict[str, Any]) -> tuple[str | None, list[str]]:
-    """Limits, imports, the sandbox. Returns (a description of the sandbox or None, paths to hide)."""
+def _setup(header: dict[str, Any]) -> str | None:
+    """Limits, imports, the sandbox. Returns a description of the sandbox, or None when there is none."""
     limit = int(header["memory_limit"])
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     library_paths = [str(p) for p in header["library_paths"]]
@@ -301,21 +304,20 @@ def _setup(header: dict[str, Any]) -> tuple[str | None, list[str]]:
                  "pickle", "threadpoolctl"):
         importlib.import_module(name)
     readable = readable_paths(library_paths)
-    hide = sorted({*library_paths, os.path.dirname(os.__file__), os.path.dirname(os.path.abspath(__file__)),
-                   sys.prefix, sys.base_prefix},
-                  key=len, reverse=True)
+    _HIDE[:] = sorted({*library_paths, os.path.dirname(os.__file__), os.path.dirname(os.path.abspath(__file__)),
+                       sys.prefix, sys.base_prefix}, key=len, reverse=True)
     try:
         abi = landlock.restrict(readable)
     except landlock.LandlockUnavailable:
         if header["require_sandbox"]:
             raise LoadFailed("model_sandbox_unavailable", "this kernel has no Landlock: models are not run "
                              "without a sandbox") from None
-        return None, hide
+        return None
     except OSError as exc:
         if header["require_sandbox"]:
             raise LoadFailed("model_sandbox_unavailable", f"the sandbox could not be set up: {exc.strerror}") from None
-        return None, hide
-    return f"landlock-abi-{abi}", hide
+        return None
+    return f"landlock-abi-{abi}"
 
 
 def main() -> None:
@@ -330,9 +332,8 @@ def main() -> None:
     if frame is None:
         return
     header = json.loads(frame)
-    hide: list[str] = []
     try:
-        sandbox, hide = _setup(header)
+        sandbox = _setup(header)
         content = read_frame(proto_in)
         if content is None:
             return
@@ -343,7 +344,7 @@ def main() -> None:
         except MemoryError:
             os._exit(EXIT_MEMORY)
         except BaseException as exc:
-            raise LoadFailed("model_load_failed", f"the model could not be loaded: {_short(exc, hide)}") from None
+            raise LoadFailed("model_load_failed", f"the model could not be loaded: {_short(exc)}") from None
         del content
         if not callable(getattr(model, "predict", None)):
             raise LoadFailed("model_load_failed", f"the model (a {type(model).__name__}) has no predict method")

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,7 +117,7 @@ class ModelWorker:
     @property
     def pid(self) -> int | None:
         proc = self._proc
-        return proc.pid if proc is not None and not self._closed else None
+        return proc.pid if proc is not None and not self._closed and proc.returncode is None else None
 
     def __enter__(self) -> ModelWorker:
         self.start()
@@ -138,6 +139,7 @@ class ModelWorker:
             proc = spawn([sys.executable, "-I", "-S", os.path.abspath(_child.__file__), str(os.getpid())],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(_CHILD_ENV),
                          cwd="/", close_fds=True, start_new_session=True)
+            weakref.finalize(self, _kill_group, proc)  # a worker dropped without close() does not linger
             with self._state_lock:
                 self._proc = proc
                 closed = self._closed
@@ -225,10 +227,7 @@ class ModelWorker:
             assert proc.stdin is not None
             with contextlib.suppress(OSError):
                 proc.stdin.close()  # EOF: the child leaves its loop and exits
-            try:
-                proc.wait(CLOSE_GRACE)
-            except subprocess.TimeoutExpired:
-                self._kill()
+            _reap(proc, CLOSE_GRACE)
         else:  # a predict is waiting on the child: kill it, the predict sees the pipe close and raises
             self._kill()
             self._call_lock.acquire()
@@ -250,13 +249,7 @@ class ModelWorker:
         proc = self._proc
         if proc is None:
             return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)  # its whole session: anything it forked too
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5.0)
+        _kill_group(proc)  # its whole session: anything it forked too
 
     def _drain_stderr(self) -> None:
         proc = self._proc
@@ -280,11 +273,7 @@ class ModelWorker:
     def _exit_message(self) -> str:
         proc = self._proc
         assert proc is not None
-        try:
-            code = proc.wait(CLOSE_GRACE)
-        except subprocess.TimeoutExpired:  # closed its pipes but lives on
-            self._kill()
-            code = proc.returncode
+        code = _reap(proc, CLOSE_GRACE)  # a child that closed its pipes but lives on is killed
         if self._stderr_thread is not None:
             self._stderr_thread.join(1.0)
         self._log_stderr()
@@ -391,6 +380,29 @@ def _prediction(reply: dict[str, Any], count: int) -> Prediction:
                       errors=errors)
 
 
+def _reap(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    """Wait up to `timeout` for the child to exit, without reaping it (its pid stays its process group's), kill
+    that group (anything it forked), then reap it: its exit code, or -SIGKILL when it had to be killed."""
+    deadline = time.monotonic() + timeout
+    while proc.returncode is None and time.monotonic() < deadline:
+        try:
+            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                break
+        except ChildProcessError:
+            break
+        time.sleep(0.02)
+    _kill_group(proc)
+    return proc.returncode
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.returncode is None:  # not reaped yet: its pid is still its group's id
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5.0)
+
+
 def _signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
@@ -404,6 +416,7 @@ def _last_line(text: str) -> str:
     if not lines:
         return ""
     line = lines[-1]
-    for path in sorted({sys.prefix, sys.base_prefix, *library_paths()}, key=len, reverse=True):
+    source = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(_child.__file__))))
+    for path in sorted({sys.prefix, sys.base_prefix, source, *library_paths()}, key=len, reverse=True):
         line = line.replace(path, "…")
     return line[:160]
