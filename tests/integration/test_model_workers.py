@@ -365,3 +365,31 @@ def test_what_a_model_forks_dies_with_its_worker() -> None:
     while alive(label) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(label)
+
+
+def test_what_a_model_prints_stays_off_the_protocol(caplog: pytest.LogCaptureFixture) -> None:
+    chatty = code_model("""
+        import os, signal, sys, types
+        print("loading" * 20000)
+        def predict(X):
+            print("stdout " * 20000, flush=True)
+            print("stderr " * 20000, file=sys.stderr, flush=True)
+            if X[0] == "die":
+                print("last words", file=sys.stderr, flush=True)
+                os.kill(os.getpid(), signal.SIGSEGV)
+            return list(X)
+        model = types.SimpleNamespace(predict=predict)
+    """)
+    caplog.set_level(logging.DEBUG)
+    with worker(chatty) as w:
+        assert w.predict(["a", "b"]).labels == ["a", "b"]
+        with pytest.raises(ModelWorkerDied) as died:
+            w.predict(["die"])
+        assert w.pid is None
+        with pytest.raises(ModelWorkerDied):
+            w.predict(["a"])
+    assert died.value.code == "model_worker_exited"
+    assert died.value.message == "the model's worker was killed by SIGSEGV: over its memory limit? (last words)"
+    logged = [r.getMessage() for r in caplog.records if "stderr" in r.getMessage()]
+    assert logged
+    assert all(len(message) < 4500 for message in logged)
