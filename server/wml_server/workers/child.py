@@ -29,12 +29,14 @@ from typing import Any
 EXIT_ORPHAN = 70  # the parent was gone before we started
 EXIT_MEMORY = 71  # MemoryError: over the address-space limit
 EXIT_PROTOCOL = 72  # the parent sent something that is not the protocol
+EXIT_NO_NEW_PRIVS = 73  # prctl(PR_SET_NO_NEW_PRIVS) failed
 MAX_FRAME = 1 << 30
 _MODEL_SUFFIXES = (".pkl", ".pickle", ".joblib")
 _PACKAGES = ("numpy", "scipy", "sklearn", "skops", "joblib", "threadpoolctl", "packaging", "prettytable", "wcwidth")
 _SYSTEM_READABLE = ("/usr/lib", "/lib", "/lib64", "/usr/lib64", "/etc/ld.so.cache", "/dev/null", "/dev/urandom",
                     "/proc/cpuinfo", "/sys/devices/system/cpu")
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NO_NEW_PRIVS = 38
 _HIDE: list[str] = []  # paths left out of the messages the parent may show users
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
@@ -85,12 +87,14 @@ def send(fd: int, message: dict[str, Any]) -> None:
 
 
 def harden_process(parent: int) -> None:
-    """First thing: die with the parent, no core dumps."""
+    """First thing: die with the parent, no core dumps, no new privileges (setuid files, file capabilities)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0)  # SIGKILL
     if os.getppid() != parent:
         os._exit(EXIT_ORPHAN)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        os._exit(EXIT_NO_NEW_PRIVS)
 
 
 def own_network_namespace() -> bool:
@@ -294,12 +298,7 @@ def _setup(header: dict[str, Any]) -> str | None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     library_paths = [str(p) for p in header["library_paths"]]
     sys.path[:0] = library_paths
-    landlock_spec = importlib.util.spec_from_file_location(
-        "_wml_landlock", os.path.join(os.path.dirname(os.path.abspath(__file__)), "landlock.py"))
-    assert landlock_spec is not None
-    assert landlock_spec.loader is not None
-    landlock = importlib.util.module_from_spec(landlock_spec)
-    landlock_spec.loader.exec_module(landlock)
+    landlock, seccomp = _sibling("landlock"), _sibling("seccomp")
     for name in ("numpy", "scipy.sparse", "sklearn", "sklearn.pipeline", "sklearn.base", "joblib", "skops.io",
                  "pickle", "threadpoolctl"):
         importlib.import_module(name)
@@ -307,17 +306,32 @@ def _setup(header: dict[str, Any]) -> str | None:
     _HIDE[:] = sorted({*library_paths, os.path.dirname(os.__file__), os.path.dirname(os.path.abspath(__file__)),
                        sys.prefix, sys.base_prefix}, key=len, reverse=True)
     try:
-        abi = landlock.restrict(readable)
+        sandbox: str | None = f"landlock-abi-{landlock.restrict(readable)}"
     except landlock.LandlockUnavailable:
         if header["require_sandbox"]:
             raise LoadFailed("model_sandbox_unavailable", "this kernel has no Landlock: models are not run "
                              "without a sandbox") from None
-        return None
+        sandbox = None
     except OSError as exc:
         if header["require_sandbox"]:
             raise LoadFailed("model_sandbox_unavailable", f"the sandbox could not be set up: {exc.strerror}") from None
-        return None
-    return f"landlock-abi-{abi}"
+        sandbox = None
+    try:
+        seccomp.deny_sockets()
+    except seccomp.SeccompUnavailable:
+        return sandbox
+    return f"{sandbox}+seccomp" if sandbox else None
+
+
+def _sibling(name: str) -> Any:
+    """landlock.py or seccomp.py, loaded by path (not as part of wml_server, whose __init__ would run)."""
+    spec = importlib.util.spec_from_file_location(
+        f"_wml_{name}", os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py"))
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main() -> None:
