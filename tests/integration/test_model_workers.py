@@ -396,3 +396,23 @@ def test_what_a_model_prints_stays_off_the_protocol(caplog: pytest.LogCaptureFix
     logged = [r.getMessage() for r in caplog.records if "stderr" in r.getMessage()]
     assert logged
     assert all(len(message) < 4500 for message in logged)
+
+
+def test_workers_leave_no_descriptor_or_thread_behind(text_pipeline: Pipeline) -> None:
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    worker(pickle.dumps(text_pipeline)).close()  # the spawner thread starts once; never-started workers are fine
+    before, threads = fds(), threading.active_count()
+    for content in (code_model("import os; os._exit(3)"), code_model("model = 1 / 0"), b"not a pickle"):
+        with pytest.raises(ModelLoadError):
+            worker(content).start()  # no close(): a failed start cleans up by itself
+    w = worker(pickle.dumps(text_pipeline))
+    w.start()
+    w.close()
+    w.close()
+    with pytest.raises(ModelWorkerDied) as died:
+        w.predict(["I love this"])
+    assert died.value.code == "model_worker_exited"
+    assert fds() == before
+    assert threading.active_count() == threads

@@ -113,6 +113,7 @@ class ModelWorker:
         self._stderr = bytearray()
         self._stderr_lock = threading.Lock()
         self._stderr_thread: threading.Thread | None = None
+        self._stderr_logged = False
 
     @property
     def pid(self) -> int | None:
@@ -144,7 +145,7 @@ class ModelWorker:
                 self._proc = proc
                 closed = self._closed
             if closed:  # close() came while we spawned
-                self._kill()
+                self._release()
                 raise ModelLoadError("model_worker_exited", "the model's worker was closed")
             assert proc.stdin is not None
             assert proc.stdout is not None
@@ -162,16 +163,18 @@ class ModelWorker:
                 reply = self._receive(deadline)
                 self._check_loaded(reply)
             except _Timeout:
-                self._kill()
+                self._release()
                 raise ModelLoadError("model_load_timeout",
                                      f"the model did not load within {self.load_timeout:g} s") from None
             except _Exited:
-                raise ModelLoadError("model_worker_exited", self._exit_message()) from None
+                message = self._exit_message()
+                self._release()
+                raise ModelLoadError("model_worker_exited", message) from None
             except _ProtocolError as exc:
-                self._kill()
+                self._release()
                 raise ModelLoadError("model_load_failed", f"the model's worker broke the protocol: {exc}") from None
-            except ModelLoadError:
-                self._kill()
+            except BaseException:
+                self._release()
                 raise
             log.info("model worker %s (pid %d) loaded the model in %.2f s, sandbox: %s, network namespace: %s",
                      self.name, proc.pid, time.monotonic() - started, self.sandbox or "NONE", self.network_namespace)
@@ -205,13 +208,15 @@ class ModelWorker:
                 self._send(payload, deadline)
                 return _prediction(self._receive(deadline), count)
             except _Timeout:
-                self._kill()
+                self._release()
                 raise ModelWorkerDied("model_timeout", f"the model did not score {count} records within "
                                       f"{self.predict_timeout:g} s") from None
             except _Exited:
-                raise ModelWorkerDied("model_worker_exited", self._exit_message()) from None
+                message = self._exit_message()
+                self._release()
+                raise ModelWorkerDied("model_worker_exited", message) from None
             except _ProtocolError as exc:
-                self._kill()
+                self._release()
                 raise ModelWorkerDied("model_protocol_error", f"the model's worker broke the protocol: {exc}") \
                     from None
 
@@ -232,14 +237,7 @@ class ModelWorker:
             self._kill()
             self._call_lock.acquire()
         try:
-            self._kill()
-            for stream in (proc.stdin, proc.stdout):
-                with contextlib.suppress(OSError):
-                    if stream is not None:
-                        stream.close()
-            if self._stderr_thread is not None:
-                self._stderr_thread.join(1.0)
-            self._log_stderr()
+            self._release()
         finally:
             self._call_lock.release()
 
@@ -250,6 +248,24 @@ class ModelWorker:
         if proc is None:
             return
         _kill_group(proc)  # its whole session: anything it forked too
+
+    def _release(self) -> None:
+        """Kill the worker, close its pipes, log its stderr once. Called holding the call lock."""
+        proc = self._proc
+        if proc is None:
+            return
+        self._kill()
+        for stream in (proc.stdin, proc.stdout):
+            with contextlib.suppress(OSError):
+                if stream is not None:
+                    stream.close()
+        if self._stderr_thread is not None:
+            self._stderr_thread.join(1.0)
+            if not self._stderr_thread.is_alive() and proc.stderr is not None:
+                proc.stderr.close()  # else a process that escaped the group kill holds it; the thread ends with it
+        if not self._stderr_logged:
+            self._stderr_logged = True
+            self._log_stderr()
 
     def _drain_stderr(self) -> None:
         proc = self._proc
@@ -276,7 +292,6 @@ class ModelWorker:
         code = _reap(proc, CLOSE_GRACE)  # a child that closed its pipes but lives on is killed
         if self._stderr_thread is not None:
             self._stderr_thread.join(1.0)
-        self._log_stderr()
         if self._closed:
             return "the model's worker was closed"
         if code == _child.EXIT_MEMORY:
