@@ -122,9 +122,10 @@ def readable_paths(library_paths: list[str]) -> list[str]:
             tops.update(os.path.basename(p) for p in spec.submodule_search_locations)
         elif spec.origin:
             paths.append(spec.origin)
-    for root in roots:  # numpy.libs, scipy.libs, scikit_learn.libs: their vendored shared libraries
+    vendored = {f"{name}.libs" for name in (*_PACKAGES, "scikit_learn")}  # the wheels' bundled shared libraries
+    for root in roots:
         with contextlib.suppress(OSError):
-            paths += [os.path.join(root, entry) for entry in os.listdir(root) if entry.endswith(".libs")]
+            paths += [os.path.join(root, entry) for entry in os.listdir(root) if entry in vendored]
     for module in list(sys.modules.values()):  # anything else imported from the library paths so far
         file = getattr(module, "__file__", None)
         for root in roots:
