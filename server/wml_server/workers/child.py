@@ -300,8 +300,10 @@ def _setup(header: dict[str, Any]) -> str | None:
     library_paths = [str(p) for p in header["library_paths"]]
     sys.path[:0] = library_paths
     landlock, seccomp = _sibling("landlock"), _sibling("seccomp")
-    for name in ("numpy", "scipy.sparse", "sklearn", "sklearn.pipeline", "sklearn.base", "joblib", "skops.io",
-                 "pickle", "threadpoolctl"):
+    modules = ["numpy", "scipy.sparse", "sklearn", "sklearn.pipeline", "sklearn.base", "joblib", "pickle"]
+    if header["framework"] == "skops":
+        modules.append("skops.io")  # a second more to start: only for skops files
+    for name in modules:
         importlib.import_module(name)
     readable = readable_paths(library_paths)
     _HIDE[:] = sorted({*library_paths, os.path.dirname(os.__file__), os.path.dirname(os.path.abspath(__file__)),
