@@ -416,3 +416,18 @@ def test_workers_leave_no_descriptor_or_thread_behind(text_pipeline: Pipeline) -
     assert died.value.code == "model_worker_exited"
     assert fds() == before
     assert threading.active_count() == threads
+
+
+@pytest.mark.parametrize(("framework", "content", "says"), [
+    ("scikit-learn", _targz("a.txt", b"x"), "holds 0"),
+    ("scikit-learn", _targz("a.pkl", b"x") + b"", "UnpicklingError"),
+    ("scikit-learn", b"\x80\x04not really a pickle", "the model could not be loaded"),
+    ("skops", pickle.dumps([1]), "not a skops file"),
+    ("tensorflow", b"", "unknown model framework"),
+])
+def test_content_that_is_no_model_fails_to_load(framework: str, content: bytes, says: str) -> None:
+    with pytest.raises(ModelLoadError) as failure, worker(content, framework):
+        pass
+    assert failure.value.code == "model_load_failed"
+    assert says in failure.value.message
+    assert "/" not in failure.value.message.replace("a .tar.gz", "")

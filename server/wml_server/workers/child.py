@@ -306,8 +306,9 @@ def _setup(header: dict[str, Any]) -> str | None:
     for name in modules:
         importlib.import_module(name)
     readable = readable_paths(library_paths)
-    _HIDE[:] = sorted({*library_paths, os.path.dirname(os.__file__), os.path.dirname(os.path.abspath(__file__)),
-                       sys.prefix, sys.base_prefix}, key=len, reverse=True)
+    source = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # above wml_server/
+    _HIDE[:] = sorted({*library_paths, os.path.dirname(os.__file__), source, sys.prefix, sys.base_prefix},
+                      key=len, reverse=True)
     try:
         sandbox: str | None = f"landlock-abi-{landlock.restrict(readable)}"
     except landlock.LandlockUnavailable:

@@ -389,8 +389,9 @@ def _prediction(reply: dict[str, Any], count: int) -> Prediction:
         if probability is not None and (isinstance(probability, bool) or not isinstance(probability, int | float)
                                         or not 0.0 <= probability <= 1.0):
             raise _ProtocolError("a probability that is not a number between 0 and 1 or null")
-        if error is not None and (not isinstance(error, str) or len(error) > 400 or label is not None):
-            raise _ProtocolError("an error that is not a short string beside a null label")
+        if error is not None and (not isinstance(error, str) or len(error) > 400 or label is not None
+                                  or probability is not None):
+            raise _ProtocolError("an error that is not a short string beside a null label and probability")
     return Prediction(labels=labels, probabilities=[None if p is None else float(p) for p in probabilities],
                       errors=errors)
 
