@@ -46,8 +46,9 @@ class ModelAssetCreate(WireModel):
     author: Author | None = None
     label_column: str | None = None
     # Spark's StructType as JSON: {"type": "struct", "fields": [{"name", "type", "nullable", "metadata"}]}.
-    input_data_schema: dict[str, Any] | None = None
-    training_data_schema: dict[str, Any] | None = None
+    # Any JSON here: the service checks it and answers `invalid_input_schema` saying what is wrong.
+    input_data_schema: Any = None
+    training_data_schema: Any = None
     # Extension: the values the model predicts (e.g. ["NEGATIVE", "POSITIVE"]), shown in its metadata.
     label_values: list[str | int | float | bool] | None = None
 

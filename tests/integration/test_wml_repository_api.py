@@ -23,8 +23,14 @@ from sklearn.pipeline import Pipeline
 from wml_api import errors as E
 from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
-from wml_api.models import DeploymentCreate, KafkaConnection, SparkCredentials, SparkServiceInstance, StreamInput, \
-    StreamOutput
+from wml_api.models import (
+    DeploymentCreate,
+    KafkaConnection,
+    SparkCredentials,
+    SparkServiceInstance,
+    StreamInput,
+    StreamOutput,
+)
 from wml_api.repository import Framework, ModelAssetCreate
 from wml_localplatform.wmlservice import WMLService, WMLUser
 
