@@ -244,16 +244,17 @@ def test_a_model_that_never_finishes_loading_is_killed() -> None:
 def test_records_a_model_raises_on_get_an_error_each() -> None:
     model = code_model("""
         import types
-        model = types.SimpleNamespace(predict=lambda X: [float("nan") if row[0] == 3 else 10 // int(row[0])
-                                                         for row in X])
+        model = types.SimpleNamespace(predict=lambda X: [float("nan") if row[0] == 3 else 10 ** 30 if row[0] == 4
+                                                         else 10 // int(row[0]) for row in X])
     """)
     with worker(model) as w:
-        got = w.predict([[2], [0], [5], [0.0], [3]])
-    assert got.labels == [5, None, 2, None, None]
+        got = w.predict([[2], [0], [5], [0.0], [3], [4]])
+    assert got.labels == [5, None, 2, None, None, None]
+    assert got.errors[5] == "TypeError: the model predicted an integer beyond 64 bits"
     assert got.errors[0] is None
     assert got.errors[1] == got.errors[3] == "ZeroDivisionError: integer division or modulo by zero"
     assert got.errors[4] == "TypeError: the model predicted nan, not a finite number"
-    assert got.probabilities == [None] * 5
+    assert got.probabilities == [None] * 6
 
 
 def test_a_model_over_its_memory_limit_dies_and_a_new_worker_works(text_pipeline: Pipeline) -> None:

@@ -217,6 +217,8 @@ def _subset(x: Any, index: int) -> Any:
 def _label(value: Any) -> Any:
     if hasattr(value, "item") and not isinstance(value, str | bytes):
         value = value.item()
+    if isinstance(value, int) and not isinstance(value, bool) and not -(1 << 63) <= value < 1 << 64:
+        raise TypeError("the model predicted an integer beyond 64 bits")
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
