@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -93,3 +95,10 @@ def test_declared_input_is_one_string_field_named_tweet() -> None:
         "fields": [{"name": "tweet", "type": "string", "nullable": False, "metadata": {}}],
     }
     assert LABELS == ["NEGATIVE", "POSITIVE"]
+
+
+def test_importing_the_module_loads_neither_scikit_learn_nor_pyspark() -> None:
+    code = ("import sys, wml_localplatform.sample_models; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'pyspark', 'skops')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
