@@ -2,11 +2,11 @@
 
     .venv/bin/python bench/write_performance.py --dir FIGURES [--out PATH]
 
-FIGURES holds model_accuracy.json, stream_throughput.json, operator_scale.json, operator_churn.json and
-operator_secrets.json (each benchmark's --json); a missing one leaves its section saying so, or, with
---keep-missing, keeps that benchmark's section and summary rows as the page at --out has them (to add one
-benchmark's figures without running the others again). Tables are generated; the explanatory prose lives in
-bench/_performance_prose.py, so the page is never edited by hand: change the prose there, run `make bench` for
+FIGURES holds model_accuracy.json, stream_throughput.json, operator_scale.json, operator_churn.json,
+operator_secrets.json and train_sample_models.json (each benchmark's --json); a missing one leaves its section
+saying so, or, with --keep-missing, keeps that benchmark's section and summary rows as the page at --out has them
+(to add one benchmark's figures without running the others again). Tables are generated; the explanatory prose lives
+in bench/_performance_prose.py, so the page is never edited by hand: change the prose there, run `make bench` for
 the figures.
 """
 
@@ -26,6 +26,7 @@ from _performance_prose import (
     PROSE_OPERATOR_CHANGES,
     PROSE_OPERATOR_LIMITS,
     PROSE_OPERATOR_SETUP,
+    PROSE_SAMPLES,
     PROSE_SECRETS_FINDINGS,
     PROSE_SECRETS_SETUP,
     PROSE_STREAM,
@@ -34,7 +35,7 @@ from _performance_prose import (
 
 Figures = dict[str, Any]
 FILES = {"model": "model_accuracy.json", "stream": "stream_throughput.json", "operator": "operator_scale.json",
-         "churn": "operator_churn.json", "secrets": "operator_secrets.json"}
+         "churn": "operator_churn.json", "secrets": "operator_secrets.json", "samples": "train_sample_models.json"}
 
 
 # -- formatting ----------------------------------------------------------------------------------------------------
@@ -79,6 +80,7 @@ make bench        # all of them (the operator's at N = 1,000 takes most of the t
 .venv/bin/python bench/operator_scale.py --sizes 10,100 --json /tmp/op.json
 .venv/bin/python bench/operator_churn.py --cycles 1000 --json /tmp/churn.json
 .venv/bin/python bench/operator_secrets.py --secrets 2000 --json FIGURES/operator_secrets.json
+.venv/bin/python bench/train_sample_models.py --spark --json FIGURES/train_sample_models.json
 .venv/bin/python bench/write_performance.py --dir FIGURES --out docs/PERFORMANCE.md
 .venv/bin/python bench/write_performance.py --dir FIGURES --keep-missing   # one benchmark's figures, the rest kept
 ```
@@ -492,6 +494,24 @@ def model_section(m: Figures | None) -> str:
         f"Model alone: {num(m['model_rate_per_s'], 0)} tweets/s (best of {m['rate_runs']})."])
 
 
+def samples_section(s: Figures | None) -> str:
+    title = "## Model accuracy on a held-out split, trained models beside VADER: `bench/train_sample_models.py`"
+    if not s:
+        return f"{title}\n\nNot run in this `make bench`."
+    models = s["models"]
+    rows = [[name, num(m["accuracy"], 3), num(m["macro_f1"], 3), num(m["us_per_record"], 1, "µs"),
+             "not trained" if m.get("fit_s") is None else num(m["fit_s"], 1, "s")] for name, m in models.items()]
+    per_class = [[f"{name}: {label}", num(c["precision"], 3), num(c["recall"], 3), num(c["f1"], 3), f"{c['support']:,}"]
+                 for name, m in models.items() for label, c in m["classes"].items()]
+    described = "\n".join(f"- {name}: {m['model']}." for name, m in models.items())
+    return "\n\n".join([
+        title, PROSE_SAMPLES.strip(),
+        f"{s['test']:,} held-out tweets ({s['test_positive']:,} POSITIVE / {s['test_negative']:,} NEGATIVE), "
+        f"{s['train']:,} trained on; scoring cost the best of {s['runs']} runs.",
+        table(["model", "accuracy", "macro F1", "scoring, model only, per record", "fit"], rows),
+        table(["", "precision", "recall", "F1", "support"], per_class), described])
+
+
 def value(f: Figures) -> str:
     digits = {"records/s": 0, "ms": 0, "ratio": 2}.get(f.get("unit", ""), 2)
     return num(f.get("value"), digits, "" if f.get("unit") == "ratio" else f.get("unit", ""))
@@ -611,7 +631,7 @@ def kept_section(previous: str | None, key: str) -> str | None:
 def render(figs: dict[str, Figures], previous: str | None = None) -> str:
     """The page; with `previous` (the page as it was), the sections of benchmarks without figures are kept."""
     sections = {"operator": operator_section, "churn": churn_section, "secrets": secrets_section,
-                "model": model_section, "stream": stream_section}
+                "model": model_section, "samples": samples_section, "stream": stream_section}
     body = [(key not in figs and kept_section(previous, key)) or make(figs.get(key)) for key, make in sections.items()]
     return "\n\n".join([header(figs, previous).rstrip(), machine_section(figs, previous), summary(figs, previous),
                         *body]) + "\n"
