@@ -53,9 +53,15 @@ def _note(text: str) -> None:
 
 def publish_models(url: str, username: str, password: str, instance_id: str, paths: dict[str, Path]) -> list[str]:
     """Publish the saved models through the service's v3 repository API; returns their model ids."""
-    # TODO(issue 16): wire wml_api's WMLClient.publish_model (being written) for each of `paths`, with
-    # sample_models.INPUT_DATA_SCHEMA and LABELS as the model's declared input and label values.
-    raise NotImplementedError(f"publishing to {url} waits for wml_api's WMLClient.publish_model")
+    from wml_api.client import WMLClient
+    from wml_api.credentials import WMLCredentials
+
+    ids = []
+    with WMLClient(url, WMLCredentials(username, password), instance_id, read_timeout=300) as client:
+        for name, path in paths.items():
+            framework = "mllib" if name.startswith("Spark") else "scikit-learn"
+            ids.append(sample_models.publish(client, path, f"Tweets ({name})", framework))
+    return ids
 
 
 def scores(truth: Sequence[str], predicted: Sequence[str]) -> dict[str, Any]:

@@ -32,6 +32,8 @@ from wml_localplatform.tweets import Tweet, polar_tweets
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
+    from wml_api.client import WMLClient
+
 NEGATIVE, POSITIVE = "NEGATIVE", "POSITIVE"
 LABELS = [NEGATIVE, POSITIVE]  # sorted, as scikit-learn orders classes_
 INPUT_FIELD = "tweet"  # the demo's records are JSON objects with a `tweet` field
@@ -135,3 +137,14 @@ def save_pickle_targz(pipeline: Pipeline, path: Path) -> Path:
         member.size, member.mtime, member.mode = len(data), int(time.time()), 0o644
         archive.addfile(member, io.BytesIO(data))
     return path
+
+
+def publish(client: WMLClient, path: Path, name: str, framework: str = "scikit-learn") -> str:
+    """Publishes a saved model through the service's repository API, as a data scientist would; its id."""
+    from wml_api.repository import Framework, ModelAssetCreate
+
+    meta = ModelAssetCreate(name=name, framework=Framework(name=framework), input_data_schema=INPUT_DATA_SCHEMA,
+                            label_column="sentiment", label_values=list(LABELS),
+                            description=f"Trained on the fixed split of tweets_GroundTruth.txt ({path.name}).")
+    with path.open("rb") as content:
+        return client.publish_model(meta, content).id
