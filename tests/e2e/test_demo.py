@@ -83,6 +83,17 @@ def test_demo_runs_the_scenario_is_harmless_twice_and_goes_down(demo_dir: Path) 
     assert ("60 records sent while stopped were scored; 300 tweets in, 300 scored, none twice, none missing"
             in after)
     assert "agreement with the human raters: " in after
+    # The data scientist's model: published through the repository API, deployed beside VADER, same tweets.
+    own = out[out.index("A data scientist shares a model"):]
+    assert re.search(r"^\s*published 'Tweet sentiment \(scikit-learn\)' \(scikit-learn-[\d.]+, skops\) as "
+                     r"[0-9a-f-]{36}$", own, re.M), own
+    assert re.search(r"^\s+tweet-sentiment-sklearn\s+RUNNING\s+RUNNING\s+True\s+Running\s", own, re.M)
+    assert "scored 300 of 300 tweets" in own
+    sklearn = re.search(r"^\s*Tweet sentiment \(scikit-learn\)\s+(\d+) of 300 \(([\d.]+) %\)\s+([\d.]+)$", own, re.M)
+    assert sklearn, own
+    assert float(sklearn.group(2)) > 70
+    assert re.search(r"^\s*VADER \(Sentiment Prediction\)\s+\d+ of 300 ", own, re.M)
+    assert re.search(r"the two models give the same label to \d+ of 300 tweets", own)
     # How to look around and how to stop it; never a credential.
     assert f"export KUBECONFIG={demo_dir / 'kube' / 'admin.kubeconfig'}" in out
     assert "/v3/identity/token" in out

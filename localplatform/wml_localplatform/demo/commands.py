@@ -8,10 +8,11 @@ import uuid
 
 from confluent_kafka import KafkaException
 
-from wml_localplatform import process
+from wml_localplatform import process, sample_models
 from wml_localplatform.config import MissingPrerequisite, PlatformConfig
 from wml_localplatform.demo.console import Console
 from wml_localplatform.demo.errors import DemoError
+from wml_localplatform.demo.own_model import own_model
 from wml_localplatform.demo.prereqs import check_port_free, check_prerequisites
 from wml_localplatform.demo.scenario import BEFORE_STOP, WHILE_STOPPED, pick_tweets, scenario
 from wml_localplatform.demo.show import look_around, scored_line, show_status
@@ -49,11 +50,15 @@ def up(layout: Layout, console: Console, config: PlatformConfig, wml_port: int) 
     try:
         console.step("Loading the tweets")
         tweets = polar_tweets(say=console.say)
-        picked = pick_tweets(tweets, BEFORE_STOP + WHILE_STOPPED)
+        # Only tweets the data scientist's model was not trained on (its held-out split): the comparison with
+        # VADER at the end is then a fair one.
+        held_out = set(sample_models.split_tweets(tweets).test_ids)
+        picked = pick_tweets([t for t in tweets if t.id in held_out], BEFORE_STOP + WHILE_STOPPED)
         console.say(f"{DATA_FILE}: {len(tweets)} tweets whose raters leaned positive or negative "
                     f"(mean rating not 0); {len(picked)} picked for the demo")
         run = start_platform(layout, console, config, wml_port)
-        scenario(run, console, picked)
+        scored = scenario(run, console, picked)
+        own_model(run, console, layout.root / "models", picked, scored)
     except (DemoError, StartFailed, TweetsUnavailable, KafkaException) as exc:
         if layout.is_demo_dir():
             raise DemoError(f"{exc}\n(the demo's processes are left running for a look: logs in {layout.root}; "

@@ -33,7 +33,8 @@ def set_state(kubectl: Kubectl, console: Console, st: DemoState, state: str) -> 
                  [f"jsonpath={{.status.wmlStatus}}={state}", "condition=Ready"])
 
 
-def scenario(run: Running, console: Console, tweets: list[Tweet]) -> None:
+def scenario(run: Running, console: Console, tweets: list[Tweet]) -> list[dict[str, object]]:
+    """Returns the scored records (each tweet once)."""
     kubectl, kafka, st = run.kubectl, run.kafka, run.state
     truth = {t.id: t for t in tweets}
     first, second = tweets[:BEFORE_STOP], tweets[BEFORE_STOP:]
@@ -81,6 +82,7 @@ def scenario(run: Running, console: Console, tweets: list[Tweet]) -> None:
         console.say()
         for line in summarize(reader.records, truth).lines():
             console.say(line)
+        return list(reader.records)
     finally:
         reader.close()
 

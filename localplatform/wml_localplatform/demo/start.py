@@ -25,6 +25,7 @@ from wml_localplatform.wmloperator import (
     install_rbac,
     service_account_kubeconfig,
 )
+from wml_localplatform.wmlservice import WMLUser
 
 NAMESPACE = "marketing"
 
@@ -36,6 +37,7 @@ class Running:
     kubectl: Kubectl
     kafka: KafkaInfo
     state: DemoState
+    user: WMLUser  # the WML login (never saved in demo.json)
 
 
 def install_commands(layout: Layout, config: PlatformConfig) -> Path:
@@ -116,4 +118,4 @@ def start_platform(layout: Layout, console: Console, config: PlatformConfig, wml
                       name=resource["metadata"]["name"], input_topic=spec["input"]["topic"],
                       output_topic=spec["output"]["topic"])
     layout.state_file.write_text(json.dumps(asdict(state), indent=2))
-    return Running(kubectl, kafka, state)
+    return Running(kubectl, kafka, state, user)
