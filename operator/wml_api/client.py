@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Mapping
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from wml_api.auth import TOKEN_CACHE, TokenCache, TokenManager
 from wml_api.credentials import WMLCredentials
-from wml_api.errors import HeldBack, InvalidResponse, RateLimited, error_from_response
+from wml_api.errors import HeldBack, InvalidResponse, RateLimited, WMLError, error_from_response
 from wml_api.models import (
     SPARK_HEADER,
     Deployment,
@@ -160,12 +161,18 @@ class WMLClient:
 
     def publish_model(self, meta: ModelAssetCreate, content: BinaryIO) -> ModelAsset:
         """Creates the model, a version, and uploads `content` (streamed from the file): the model is then
-        among the instance's published models. A refused upload leaves the model without content: delete it
-        with `delete_model_asset` (or upload again to the same version)."""
+        among the instance's published models. When the upload is refused, the model it created is deleted
+        (so nothing is left half-published) and the service's error raised."""
         asset = self._send(ModelAsset, "POST", ML_ASSETS_MODELS, meta.model_dump(mode="json", exclude_none=True))
-        version = self._send(ModelVersion, "POST", ML_ASSETS_VERSIONS, {}, model_id=asset.id)
-        self._send(ModelVersion, "PUT", ML_ASSETS_VERSION_CONTENT, None, data=content,
-                   headers={"Content-Type": "application/octet-stream"}, model_id=asset.id, version_id=version.id)
+        try:
+            version = self._send(ModelVersion, "POST", ML_ASSETS_VERSIONS, {}, model_id=asset.id)
+            self._send(ModelVersion, "PUT", ML_ASSETS_VERSION_CONTENT, None, data=content,
+                       headers={"Content-Type": "application/octet-stream"}, model_id=asset.id,
+                       version_id=version.id)
+        except WMLError:
+            with contextlib.suppress(WMLError):
+                self.delete_model_asset(asset.id)
+            raise
         return self._send(ModelAsset, "GET", ML_ASSETS_MODEL, None, model_id=asset.id)
 
     def list_model_assets(self) -> list[ModelAsset]:
