@@ -10,25 +10,36 @@ from wml_server.models.registry import ModelRegistry
 from wml_server.repository.schema import InputSchema, SchemaError, declared_schema, parse_schema
 from wml_server.repository.store import ModelRecord, ModelStore, VersionRecord
 
+_KEPT = 4096
+
 
 class ModelCatalog:
     def __init__(self, builtins: ModelRegistry, store: ModelStore, options: WorkerOptions | None = None) -> None:
         self.builtins = builtins
         self.store = store
         self.options = options or WorkerOptions()
+        # A version's metadata and content never change, and a model with deployments cannot be deleted: what
+        # the listing of deployments asks for, once per deployment, is kept (bounded; ids are never reused).
+        self._versions: dict[tuple[str, str, str], PublishedUserModel] = {}
 
     def get(self, instance_id: str, model_id: str, version_id: str | None = None) -> Model | PublishedUserModel | None:
         """The model (a user's at `version_id`, else its latest version with content), or None."""
         builtin = self.builtins.get(model_id)
         if builtin is not None:
             return builtin
+        if version_id is not None and (known := self._versions.get((instance_id, model_id, version_id))):
+            return known
         record = self.store.model(instance_id, model_id)
         if record is None:
             return None
         version = self.store.version(model_id, version_id) if version_id else record.latest
         if version is None or version.format is None:
             return None
-        return self.user_model(record, version)
+        model = self.user_model(record, version)
+        if len(self._versions) >= _KEPT:
+            self._versions.clear()
+        self._versions[(instance_id, model_id, version.id)] = model
+        return model
 
     def user_model(self, record: ModelRecord, version: VersionRecord) -> PublishedUserModel:
         meta = record.meta
