@@ -227,6 +227,10 @@ def plan_refused(err: wml_errors.WMLError, model_id: str) -> Action:
     if isinstance(err, wml_errors.NotFound):
         return Action(Do.NOTHING, "ModelNotFound", f"spec.modelId: published model {model_id} was not found: {err}",
                       stalled=True)
+    if err.code == "model_not_deployable":  # published, but for another engine (e.g. Spark MLlib)
+        return Action(Do.NOTHING, "ModelNotDeployable",
+                      f"spec.modelId: published model {model_id} cannot be deployed by this WML service: "
+                      f"{err.message} ({err.status} {err.code})", stalled=True)
     if isinstance(err, wml_errors.TLSError):
         return Action(Do.NOTHING, "WMLTLSError", str(err), stalled=True)
     return Action(Do.NOTHING, "WMLRejected", str(err), stalled=True)

@@ -201,6 +201,8 @@ def test_unresolved_spec_or_secrets(deleting: bool, previous: Last, known: bool,
     (wml_errors.NotFound("no such model", status=404), "ModelNotFound", "spec.modelId: published model m7"),
     (wml_errors.TLSError("certificate verify failed"), "WMLTLSError", "certificate verify failed"),
     (wml_errors.BadRequest("limit reached", status=400), "WMLRejected", "limit reached"),
+    (wml_errors.BadRequest("Model m7 is a mllib-3.5 model", status=400, code="model_not_deployable"),
+     "ModelNotDeployable", "spec.modelId: published model m7 cannot be deployed by this WML service: Model m7 is"),
 ])
 def test_refusals_stall_with_a_reason_and_the_field_to_fix(error: wml_errors.WMLError, reason: str,
                                                            field: str) -> None:
