@@ -11,6 +11,7 @@ import base64
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -41,7 +42,17 @@ def kubectl_runner(binary: Path, kubeconfig: str | Path, error: type[Exception] 
 
 def install_crd(kubectl: Kubectl) -> None:
     kubectl("apply", "-f", str(CRD))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/streamingdeployments.wmlstream.dev")
+    # Right after the apply, the CRD may have no conditions yet, and `kubectl wait` then fails at once
+    # (".status.conditions accessor error: <nil>") instead of waiting: ask again until it waits for real.
+    deadline = time.monotonic() + 60
+    while True:
+        result = kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                         "crd/streamingdeployments.wmlstream.dev", check=False)
+        if result.returncode == 0:
+            return
+        if "accessor error" not in result.stderr or time.monotonic() > deadline:
+            raise RuntimeError(f"the CRD is not Established: {result.stderr.strip()}")
+        time.sleep(0.2)
 
 
 def install_rbac(kubectl: Kubectl) -> None:

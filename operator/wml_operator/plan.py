@@ -227,7 +227,9 @@ def plan_refused(err: wml_errors.WMLError, model_id: str) -> Action:
     if isinstance(err, wml_errors.NotFound):
         return Action(Do.NOTHING, "ModelNotFound", f"spec.modelId: published model {model_id} was not found: {err}",
                       stalled=True)
-    if err.code == "model_not_deployable":  # published, but for another engine (e.g. Spark MLlib)
+    if err.code in ("model_not_deployable", "missing_input_schema", "pickled_models_disabled"):
+        # Published, but this service will not run it: another engine's (e.g. Spark MLlib), without an input
+        # schema, or pickled where pickles are turned off. The model must be published again, differently.
         return Action(Do.NOTHING, "ModelNotDeployable",
                       f"spec.modelId: published model {model_id} cannot be deployed by this WML service: "
                       f"{err.message} ({err.status} {err.code})", stalled=True)

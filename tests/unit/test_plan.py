@@ -203,6 +203,10 @@ def test_unresolved_spec_or_secrets(deleting: bool, previous: Last, known: bool,
     (wml_errors.BadRequest("limit reached", status=400), "WMLRejected", "limit reached"),
     (wml_errors.BadRequest("Model m7 is a mllib-3.5 model", status=400, code="model_not_deployable"),
      "ModelNotDeployable", "spec.modelId: published model m7 cannot be deployed by this WML service: Model m7 is"),
+    (wml_errors.BadRequest("Model m7 declares no input schema", status=400, code="missing_input_schema"),
+     "ModelNotDeployable", "spec.modelId: published model m7 cannot be deployed by this WML service: Model m7 de"),
+    (wml_errors.BadRequest("Model m7 is pickled", status=400, code="pickled_models_disabled"),
+     "ModelNotDeployable", "(400 pickled_models_disabled)"),
 ])
 def test_refusals_stall_with_a_reason_and_the_field_to_fix(error: wml_errors.WMLError, reason: str,
                                                            field: str) -> None:
