@@ -11,9 +11,9 @@ import json
 import tarfile
 import zipfile
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path, PurePosixPath
 
-import sklearn
 
 SKLEARN = "scikit-learn"
 MLLIB = "mllib"
@@ -61,7 +61,9 @@ def framework_of(name: str, version: str | None) -> Kind:
         raise ContentError("unsupported_framework",
                            f"Framework `{name[:60]}` is not supported: use `scikit-learn` (pickled, or in skops's "
                            "format) or `mllib` (stored for the Spark engine).")
-    default = ".".join(sklearn.__version__.split(".")[:2]) if canonical == SKLEARN else "3.5"
+    # The version this service loads models with (read from the package's metadata: the service's own process
+    # never imports scikit-learn; models are loaded in workers).
+    default = ".".join(metadata.version("scikit-learn").split(".")[:2]) if canonical == SKLEARN else "3.5"
     return Kind(canonical, (version or default).strip()[:32] or default)
 
 
