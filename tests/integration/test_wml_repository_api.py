@@ -303,3 +303,19 @@ def test_another_instance_sees_nothing_of_a_model(wml_api_service: WMLService, a
     assert raw("GET", f"/v3/ml_assets/models/{asset.id}").status_code == 404
     assert raw("GET", f"/v3/ml_assets/models/{asset.id}/content").status_code == 404
     assert raw("DELETE", f"/v3/ml_assets/models/{asset.id}").status_code == 404
+
+
+def test_a_model_names_its_latest_content_as_model_version_where_the_v3_client_loads_it(raw: Raw) -> None:
+    """`repository.load` of the v3 client reads `entity.model_version.content_url` of GET /v3/ml_assets/models/{id},
+    then asks that version's size (`?size=true`) and downloads the content."""
+    model_id, version_id = raw.new_model()
+    content = pickled_tar_bytes()
+    assert raw.upload(model_id, version_id, content).status_code == 200
+    newer = raw("POST", f"/v3/ml_assets/models/{model_id}/versions").json()["metadata"]["guid"]  # no content yet
+    entity = raw("GET", f"/v3/ml_assets/models/{model_id}").json()["entity"]
+    assert entity["model_version"]["guid"] == version_id != newer
+    assert "content_location" not in entity["model_version"]  # with it, the client would skip its upload
+    loaded = requests.get(entity["model_version"]["content_url"], headers=raw.headers, timeout=60)
+    assert loaded.content == content
+    size = raw("GET", f"/v3/ml_assets/models/{model_id}/versions/{version_id}", params={"size": "true"}).json()
+    assert int(size["contentSize"]) == len(content)

@@ -57,7 +57,9 @@ def list_models(app: State, base: BaseURL, who: Who, limit: Annotated[int, Query
 @router.get(ML_ASSETS_MODEL, response_model=ModelAsset, response_model_exclude_none=True, summary="Get a model")
 def get_model(model_id: str, app: State, base: BaseURL, who: Who) -> ModelAsset:
     record = app.repository.model(who.instance_id, model_id)
-    return render_asset(base, record, app.repository.store.first_pending(record.id))
+    # The v3 client's `repository.load` downloads `entity.model_version.content_url`: the latest version with
+    # content once there is one, else the version waiting for its upload.
+    return render_asset(base, record, record.latest or app.repository.store.first_pending(record.id))
 
 
 @router.delete(ML_ASSETS_MODEL, status_code=204, summary="Delete a model, its versions and their content")

@@ -32,8 +32,9 @@ def version_ref(base: str, version: VersionRecord) -> VersionRef:
                       content_url=base + fill(ML_ASSETS_VERSION_CONTENT, **ids), created_at=version.created_at)
 
 
-def render_asset(base: str, record: ModelRecord, pending: VersionRecord | None = None) -> ModelAsset:
-    """`pending`: the version waiting for content, as `entity.model_version` (where the v3 client uploads)."""
+def render_asset(base: str, record: ModelRecord, model_version: VersionRecord | None = None) -> ModelAsset:
+    """`model_version`: the version shown as `entity.model_version`, where the v3 client uploads content (one
+    waiting for it) or downloads it from (`repository.load`: the latest)."""
     meta = record.meta
     latest = record.latest
     entity = ModelAssetEntity.model_validate({
@@ -45,7 +46,7 @@ def render_asset(base: str, record: ModelRecord, pending: VersionRecord | None =
         "versions_url": base + fill(ML_ASSETS_VERSIONS, model_id=record.id),
         "content_status": ContentStatus(state=latest.state if latest else PENDING),
         "content_format": latest.format if latest else None,
-        "model_version": version_ref(base, pending) if pending else None,
+        "model_version": version_ref(base, model_version) if model_version else None,
     })
     return ModelAsset(metadata=ResourceMetadata(guid=record.id, url=asset_url(base, record.id),
                                                 created_at=record.created_at, modified_at=record.modified_at),
