@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 
-
 SKLEARN = "scikit-learn"
 MLLIB = "mllib"
 # Names the v3 clients and people use for each framework.
