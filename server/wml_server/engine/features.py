@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from wml_server.engine.records import MAX_OUTPUT_BYTES, ScoredBatch, encode_batch, parse
+from wml_server.engine.records import MAX_OUTPUT_BYTES, Refusal, ScoredBatch, encode_batch, prepare
 from wml_server.repository.schema import InputSchema, accepts
 
 MISSING_FEATURE = "missing_feature"
@@ -36,14 +36,14 @@ class Predicted(Protocol):
 
 
 def features_of(schema: InputSchema, record: dict[str, Any]) -> Any:
-    """The record's features in the schema's order (one text: the string itself), or the error to add."""
+    """The record's features in the schema's order (one text: the string itself), or the Refusal to send."""
     values = []
     for field in schema.fields:
         value = record.get(field.name)
         if value is None:
-            return {"error": MISSING_FEATURE, "field": field.name}
+            return Refusal({"error": MISSING_FEATURE, "field": field.name})
         if not accepts(field.type, value):
-            return {"error": WRONG_TYPE, "field": field.name, "expected": field.type}
+            return Refusal({"error": WRONG_TYPE, "field": field.name, "expected": field.type})
         values.append(value)
     return values[0] if schema.one_text else values
 
@@ -61,31 +61,11 @@ def score_features(schema: InputSchema, predict: Callable[[list[Any]], Predicted
                    messages: Sequence[bytes | None], *, max_output_bytes: int = MAX_OUTPUT_BYTES) -> ScoredBatch:
     """Scores a batch with one `predict` call (a worker round trip). Raises only what `predict` raises when
     the worker itself fails (the stream fails then, and the batch is read again after a restart)."""
-    objects: list[dict[str, Any] | None] = []
-    values: list[bytes] = []
-    errored: set[int] = set()
-    to_score: list[int] = []
-    features: list[Any] = []
-    for index, value in enumerate(messages):
-        parsed = parse(value)
-        if isinstance(parsed, bytes):
-            objects.append(None)
-            values.append(parsed)
-            errored.add(index)
-            continue
-        row = features_of(schema, parsed)
-        if isinstance(row, dict):
-            parsed = {**parsed, **row}
-            errored.add(index)
-        else:
-            to_score.append(index)
-            features.append(row)
-        objects.append(parsed)
-        values.append(b"")
-
-    if features:
-        answer = predict(features)
-        for index, label, probability, error in zip(to_score, answer.labels, answer.probabilities, answer.errors,
+    batch = prepare(messages, lambda record: features_of(schema, record))
+    objects, errored = batch.objects, batch.errored
+    if batch.inputs:
+        answer = predict(batch.inputs)
+        for index, label, probability, error in zip(batch.to_score, answer.labels, answer.probabilities, answer.errors,
                                                     strict=True):
             record = objects[index]
             assert record is not None
@@ -98,4 +78,4 @@ def score_features(schema: InputSchema, predict: Callable[[list[Any]], Predicted
             if probability is not None and math.isfinite(probability):
                 record["probability"] = round(float(probability), 4)
 
-    return encode_batch(objects, values, messages, errored, max_output_bytes)
+    return encode_batch(objects, batch.values, messages, errored, max_output_bytes)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,36 +129,63 @@ def text_of(record: dict[str, Any]) -> str | None:
 def score_batch(model: Model, messages: Sequence[bytes | None], *,
                 max_output_bytes: int = MAX_OUTPUT_BYTES) -> ScoredBatch:
     """Scores a batch of input values with one `model.predict` call; never raises for a bad record."""
-    objects: list[dict[str, Any] | None] = []
-    values: list[bytes] = []
-    errored: set[int] = set()
-    to_score: list[int] = []
-    texts: list[str] = []
-    for index, value in enumerate(messages):
-        parsed = parse(value)
-        if isinstance(parsed, bytes):
-            objects.append(None)
-            values.append(parsed)
-            errored.add(index)
-            continue
-        text = text_of(parsed)
-        if text is None:
-            parsed = {**parsed, "error": MISSING_TEXT}
-            errored.add(index)
-        else:
-            to_score.append(index)
-            texts.append(text)
-        objects.append(parsed)
-        values.append(b"")
-
-    labels, probabilities = model.predict(texts) if texts else ([], [])
-    for index, label, probability in zip(to_score, labels, probabilities, strict=True):
-        record = objects[index]
+    batch = prepare(messages, _text_or_refusal)
+    labels, probabilities = model.predict(batch.inputs) if batch.inputs else ([], [])
+    for index, label, probability in zip(batch.to_score, labels, probabilities, strict=True):
+        record = batch.objects[index]
         assert record is not None
         record["prediction"] = label  # parsed here, ours to change; same key order as {**record, ...}
         record["probability"] = round(float(probability), 4)
+    return encode_batch(batch.objects, batch.values, messages, batch.errored, max_output_bytes)
 
-    return encode_batch(objects, values, messages, errored, max_output_bytes)
+
+@dataclass(frozen=True)
+class Refusal:
+    """What a model cannot take from a record: the fields added to it instead of a prediction."""
+
+    fields: dict[str, Any]
+
+
+_MISSING_TEXT = Refusal({"error": MISSING_TEXT})
+
+
+def _text_or_refusal(record: dict[str, Any]) -> str | Refusal:
+    text = text_of(record)
+    return _MISSING_TEXT if text is None else text
+
+
+@dataclass
+class Prepared:
+    """A batch parsed: the input objects (None where the value is already an error record), the values so far,
+    which records are errors, and the inputs of the records to score (`to_score`: their indices)."""
+
+    objects: list[dict[str, Any] | None]
+    values: list[bytes]
+    errored: set[int]
+    to_score: list[int]
+    inputs: list[Any]
+
+
+def prepare(messages: Sequence[bytes | None], extract: Callable[[dict[str, Any]], Any]) -> Prepared:
+    """Parses each value; `extract` gives a record's model input, or a Refusal to send out instead."""
+    batch = Prepared([], [], set(), [], [])
+    for index, value in enumerate(messages):
+        parsed = parse(value)
+        if isinstance(parsed, bytes):
+            batch.objects.append(None)
+            batch.values.append(parsed)
+            batch.errored.add(index)
+            continue
+        taken = extract(parsed)
+        if isinstance(taken, Refusal):
+            parsed = {**parsed, **taken.fields}
+            batch.errored.add(index)
+        else:
+            batch.to_score.append(index)
+            batch.inputs.append(taken)
+        batch.objects.append(parsed)
+        batch.values.append(b"")
+    return batch
 
 
 def encode_batch(objects: Sequence[dict[str, Any] | None], values: list[bytes], messages: Sequence[bytes | None],
