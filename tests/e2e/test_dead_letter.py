@@ -5,41 +5,21 @@ refuses a dead-letter topic that is the output topic."""
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from kubernetes import client as k8s
 
 from tests.e2e.conftest import OperatorProcess, StreamEnv, wait_for
 from tests.e2e.test_lifecycle import condition, sdep
+from tests.integration.test_wml_service_dead_letter import read_committed
 from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
 
 
 def read_both(env: StreamEnv, topics: list[str], total: int) -> list[Any]:
-    consumer = Consumer(env.kafka.client_config(**{
-        "group.id": f"e2e-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed", "enable.auto.commit": False}))
-    consumer.subscribe(topics)
-    seen: list[Any] = []
-    deadline = time.monotonic() + 90
-    quiet_until = None
-    try:
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is not None and not msg.error():
-                seen.append(msg)
-                quiet_until = None
-            elif len(seen) >= total:
-                quiet_until = quiet_until or time.monotonic() + 2  # anything more would be a duplicate
-                if time.monotonic() >= quiet_until:
-                    break
-    finally:
-        consumer.close()
-    return seen
+    return read_committed(env.kafka, topics, total)
 
 
 def test_bad_records_go_to_the_dead_letter_topic(stream_env: StreamEnv, operator: OperatorProcess,
