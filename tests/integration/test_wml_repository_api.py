@@ -319,3 +319,32 @@ def test_a_model_names_its_latest_content_as_model_version_where_the_v3_client_l
     assert loaded.content == content
     size = raw("GET", f"/v3/ml_assets/models/{model_id}/versions/{version_id}", params={"size": "true"}).json()
     assert int(size["contentSize"]) == len(content)
+
+
+def test_one_upload_at_a_time_per_version(raw: Raw) -> None:
+    import threading
+    import time
+
+    model_id, version_id = raw.new_model()
+    content = skops_bytes()
+    first: list[requests.Response] = []
+    started = threading.Event()
+
+    def slowly() -> Any:
+        started.set()
+        for i in range(0, len(content), max(1, len(content) // 10)):
+            yield content[i:i + max(1, len(content) // 10)]
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=lambda: first.append(raw.upload(model_id, version_id, slowly())))  # type: ignore[arg-type]
+    thread.start()
+    started.wait(10)
+    time.sleep(0.5)
+    second = raw.upload(model_id, version_id, content)
+    thread.join(60)
+    assert second.status_code == 409
+    assert error_code(second) == "upload_in_progress"
+    assert first[0].status_code == 200, first[0].text
+    again = raw.upload(model_id, version_id, content)
+    assert again.status_code == 409
+    assert error_code(again) == "content_exists"

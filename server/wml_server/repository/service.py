@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ class RepositoryService:
         self.store = store
         self.rules = rules
         self.load_check = load_check
+        self._uploading: set[str] = set()  # versions whose content is being received
+        self._lock = threading.Lock()
 
     def create(self, instance_id: str, body: ModelAssetCreate) -> ModelRecord:
         try:
@@ -83,15 +86,27 @@ class RepositoryService:
         limit = self.rules.max_content_bytes
         if length is not None and length > limit:
             raise APIError(413, "model_content_too_large", f"Model content is limited to {limit} bytes.")
+        with self._lock:
+            if version_id in self._uploading:
+                raise APIError(409, "upload_in_progress", f"Version {version_id}'s content is being uploaded.")
+            self._uploading.add(version_id)
         try:
-            upload = await self.store.receive(chunks, limit)
-        except ContentTooLarge:
-            raise APIError(413, "model_content_too_large", f"Model content is limited to {limit} bytes.") from None
-        try:
-            fmt = await asyncio.to_thread(self._check, record, upload.path)
-            return self.store.commit(model_id, version_id, upload, fmt)
+            try:
+                upload = await self.store.receive(chunks, limit)
+            except ContentTooLarge:
+                raise APIError(413, "model_content_too_large",
+                               f"Model content is limited to {limit} bytes.") from None
+            try:
+                fmt = await asyncio.to_thread(self._check, record, upload.path)
+                stored = self.store.commit(model_id, version_id, upload, fmt)
+            finally:
+                self.store.discard(upload)  # gone already when committed
         finally:
-            self.store.discard(upload)  # gone already when committed
+            with self._lock:
+                self._uploading.discard(version_id)
+        if stored is None:
+            raise APIError(404, "not_found", f"Model {model_id} was deleted while its content was uploaded.")
+        return stored
 
     def _check(self, record: ModelRecord, path: Path) -> str:
         try:

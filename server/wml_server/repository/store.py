@@ -182,8 +182,9 @@ class ModelStore:
             raise
         return Upload(path, size, digest.hexdigest())
 
-    def commit(self, model_id: str, version_id: str, upload: Upload, content_format: str) -> VersionRecord:
-        """The upload becomes the version's content, and the version the model's latest."""
+    def commit(self, model_id: str, version_id: str, upload: Upload, content_format: str) -> VersionRecord | None:
+        """The upload becomes the version's content, and the version the model's latest; None when the model
+        was deleted meanwhile (nothing is kept then)."""
         target = self.content_path(model_id, version_id)
         target.parent.mkdir(mode=0o700, exist_ok=True)
         os.replace(upload.path, target)
@@ -196,7 +197,11 @@ class ModelStore:
             target.unlink(missing_ok=True)
             raise
         version = self.version(model_id, version_id)
-        assert version is not None
+        if version is None or version.state != PERSISTED:
+            target.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                target.parent.rmdir()
+            return None
         return version
 
     @staticmethod
