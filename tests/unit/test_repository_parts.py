@@ -144,6 +144,9 @@ def test_formats_are_recognised_from_their_bytes(tmp_path: Path) -> None:
     assert content_format(SKLEARN, write(tmp_path, "c", skops.io.dumps(model))) == SKOPS
     metadata = b'{"class":"org.apache.spark.ml.PipelineModel"}\n'
     assert content_format(MLLIB, write(tmp_path, "d", targz({"m/metadata/part-00000": metadata}))) == MLLIB_TAR
+    spark4 = {"m/metadata/_SUCCESS": b"", "m/metadata/part-00000-3a-c000.txt": metadata,
+              "m/stages/0_tok/metadata/part-00000-4b-c000.txt": b'{"class":"x"}'}
+    assert content_format(MLLIB, write(tmp_path, "e", targz(spark4))) == MLLIB_TAR
     assert SKLEARN.model_type.startswith("scikit-learn-")
     assert MLLIB.model_type == "mllib-3.5"
 

@@ -160,11 +160,12 @@ def _check_skops(path: Path) -> str:
 
 
 def _check_mllib(path: Path) -> None:
-    """A saved PipelineModel: `metadata/part-00000` (JSON lines) naming PipelineModel, and `stages/`."""
+    """A saved PipelineModel: `metadata/part-00000*` (JSON lines) naming PipelineModel, and `stages/`."""
     with _open_tar(path) as tar:
         members = _members(tar)
-        metadata = [m for m in members if m.isfile() and PurePosixPath(m.name).parts[-2:] == ("metadata",
-                                                                                              "part-00000")]
+        # Spark 2 and 3 write metadata/part-00000; Spark 4 metadata/part-00000-<uuid>-c000.txt.
+        metadata = [m for m in members if m.isfile() and PurePosixPath(m.name).parent.name == "metadata"
+                    and PurePosixPath(m.name).name.startswith("part-00000")]
         root = min(metadata, key=lambda m: len(PurePosixPath(m.name).parts), default=None)
         if root is None:
             raise ContentError("invalid_model_content",
