@@ -387,7 +387,9 @@ def test_bad_models_fail_alone(make_wml_service: Callable[..., WMLService], kafk
 
     for kind in trial:
         figures.add("bad_models", kind=kind.name, when=kind.when, what_happened=kind.result.get("outcome"),
-                    detail=str(kind.result.get("detail", ""))[:160], upload_s=kind.result.get("upload s"),
+                    detail=str(kind.result.get("detail", "")).replace(str(data), "DATA_DIR")
+                    .replace(str(tmp_path.parent), "TMP").replace(f"/proc/{service_pid}/", "/proc/PID/")[:160],
+                    upload_s=kind.result.get("upload s"),
                     failed_after_s=kind.result.get("FAILED after s", ""), records_out=kind.result.get("records", ""),
                     started_again=kind.result.get("retry", ""),
                     others_unaffected="yes" if not (missing or twice or good_errors) else "NO",
