@@ -65,7 +65,7 @@ test-reliability: venv platform-build
 	$(PYTEST) tests/reliability $(PYTEST_ARGS)
 
 # The fault suite, the fuzzers and the generated bad input with the full counts of docs/RELIABILITY.md (about
-# 20 minutes on 2 cores), then the document itself, from the figures the run recorded. `make test` runs the
+# 22 minutes on 2 cores), then the document itself, from the figures the run recorded. `make test` runs the
 # same cases with reduced counts.
 RELIABILITY_FIGURES := $(or $(TMPDIR),/tmp)/wso-reliability-figures.json
 reliability: venv platform-build

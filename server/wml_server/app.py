@@ -36,7 +36,9 @@ def create_app(settings: Settings, *, models: ModelRegistry | None = None) -> Fa
     db = Database(settings.database)
     store = ModelStore(db, settings.models_dir)
     options = WorkerOptions(require_sandbox=settings.model_sandbox,
-                            memory_limit_bytes=settings.model_memory_limit_mb << 20)
+                            memory_limit_bytes=settings.model_memory_limit_mb << 20,
+                            load_timeout=settings.model_load_timeout,
+                            predict_timeout=settings.model_predict_timeout)
     catalog = ModelCatalog(models or default_registry(), store, options)
     streams = StreamController(db, catalog, metrics, run_streams=settings.run_streams,
                                unreachable_timeout=settings.kafka_unreachable_timeout)

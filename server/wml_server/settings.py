@@ -58,6 +58,12 @@ class Settings(BaseSettings):
                     "fails their deployments); false: in plain worker processes (no sandbox)")] = True
     model_memory_limit_mb: Annotated[int, Field(
         gt=0, description="address space each model worker process may use, in MiB")] = 2048
+    model_load_timeout: Annotated[float, Field(
+        gt=0, description="seconds a model worker may take to start and load its model (the upload check and "
+                          "each deployment's start); longer: refused at upload, or the deployment FAILED")] = 120.0
+    model_predict_timeout: Annotated[float, Field(
+        gt=0, description="seconds a model worker may take to score one batch; longer: the worker is killed and "
+                          "its deployment FAILED with model_timeout")] = 60.0
 
     @field_validator("log_level", mode="before")
     @classmethod

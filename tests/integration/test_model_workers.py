@@ -371,6 +371,37 @@ def test_what_a_model_forks_dies_with_its_worker() -> None:
     assert not alive(label)
 
 
+def test_what_a_model_forks_cannot_leave_the_workers_session_or_group() -> None:
+    """Issue 16's bad models: a child that called setsid (or setpgid) escaped the group kill and outlived its
+    deployment, burning CPU; setsid and setpgid fail with EPERM now, and the child dies with its worker."""
+    forking = code_model("""
+        import os, time, types
+        pid = os.fork()
+        if pid == 0:
+            tries = []
+            for call in (os.setsid, lambda: os.setpgid(0, 0)):
+                try:
+                    call()
+                    tries.append("ok")
+                except OSError as exc:
+                    tries.append(exc.errno)
+            os.write(2, f"tries {tries}\\n".encode())
+            time.sleep(600)
+            os._exit(0)
+        model = types.SimpleNamespace(predict=lambda X: [pid for _ in X])
+    """)
+    with worker(forking) as w:
+        label = w.predict(["x"]).labels[0]
+        assert isinstance(label, int)
+        assert alive(label)
+        time.sleep(0.5)
+        assert "tries [1, 1]" in w._stderr_tail()  # EPERM, EPERM
+    deadline = time.monotonic() + 5
+    while alive(label) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(label)
+
+
 def test_what_a_model_prints_stays_off_the_protocol(caplog: pytest.LogCaptureFixture) -> None:
     chatty = code_model("""
         import os, signal, sys, types

@@ -24,6 +24,7 @@ VARIABLES = {
     "log_level": "WML_SERVER_LOG_LEVEL", "rate_limit": "WML_SERVER_RATE_LIMIT",
     "pickled_models": "WML_SERVER_PICKLED_MODELS", "model_max_bytes": "WML_SERVER_MODEL_MAX_BYTES",
     "model_sandbox": "WML_SERVER_MODEL_SANDBOX", "model_memory_limit_mb": "WML_SERVER_MODEL_MEMORY_LIMIT_MB",
+    "model_load_timeout": "WML_SERVER_MODEL_LOAD_TIMEOUT", "model_predict_timeout": "WML_SERVER_MODEL_PREDICT_TIMEOUT",
 }
 
 
@@ -48,6 +49,16 @@ def test_defaults() -> None:
     s = parse()
     assert (s.host, s.port, s.token_ttl_seconds, s.run_streams, s.rate_limit) == ("127.0.0.1", 9443, 8 * 3600, True, 0)
     assert s.signing_key_path == Path("wml-data/signing.key")
+
+
+def test_model_worker_timeouts_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = parse()
+    assert (s.model_load_timeout, s.model_predict_timeout) == (120.0, 60.0)  # WorkerOptions' defaults
+    monkeypatch.setenv("WML_SERVER_MODEL_PREDICT_TIMEOUT", "2.5")
+    s = parse("--model-load-timeout", "15")
+    assert (s.model_load_timeout, s.model_predict_timeout) == (15.0, 2.5)
+    with pytest.raises(SystemExit, match="model-predict-timeout"):
+        parse("--model-predict-timeout", "0")
 
 
 def test_variables_are_read_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> None:
