@@ -93,11 +93,6 @@ class ModelAsset(WireModel):
         return self.metadata.guid
 
 
-class ModelVersionCreate(WireModel):
-    """POST /v3/ml_assets/models/{mid}/versions (and POST /v3/ml_assets/models/{mid}, the client's path):
-    a new version; its content is uploaded next. The body may repeat the model's metadata; it is ignored."""
-
-
 class ModelVersionEntity(WireModel):
     model_url: str | None = None
     content_url: str | None = None

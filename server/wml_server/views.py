@@ -57,8 +57,10 @@ def model_url(base: str, instance_id: str, model_id: str) -> str:
     return base + fill(MODEL, instance_id=instance_id, model_id=model_id)
 
 
-def version_url(base: str, instance_id: str, model_id: str) -> str:
-    return base + fill(MODEL_VERSION, instance_id=instance_id, model_id=model_id, version_id=version_id(model_id))
+def version_url(base: str, instance_id: str, model_id: str, version: str | None = None) -> str:
+    """A version of a published model (the built-in models' one version when `version` is None)."""
+    return base + fill(MODEL_VERSION, instance_id=instance_id, model_id=model_id,
+                       version_id=version or version_id(model_id))
 
 
 def deployment_url(base: str, record: DeploymentRecord) -> str:
@@ -106,9 +108,8 @@ def render_deployment(base: str, record: DeploymentRecord, model: ModelInfo | No
                                           url=model_url(base, record.instance_id, record.model_id),
                                           description=model.description if model else None,
                                           created_at=record.created_at),
-        deployed_version=DeployedVersion(guid=version, url=base + fill(
-            MODEL_VERSION, instance_id=record.instance_id, model_id=record.model_id, version_id=version),
-            created_at=record.created_at),
+        deployed_version=DeployedVersion(guid=version, url=version_url(base, record.instance_id, record.model_id,
+                                                                       version), created_at=record.created_at),
         deployable_asset=DeployableAsset(guid=record.model_id, name=model.name if model else None,
                                          url=model_url(base, record.instance_id, record.model_id),
                                          created_at=record.created_at),

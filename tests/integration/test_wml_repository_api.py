@@ -20,14 +20,12 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from tests.integration.test_wml_service_api import client_for, spark
 from wml_api import errors as E
 from wml_api.client import WMLClient
-from wml_api.credentials import WMLCredentials
 from wml_api.models import (
     DeploymentCreate,
     KafkaConnection,
-    SparkCredentials,
-    SparkServiceInstance,
     StreamInput,
     StreamOutput,
 )
@@ -75,10 +73,6 @@ def mllib_tar_bytes() -> bytes:
 def meta(name: str = "Tweets (tf-idf)", framework: str = "scikit-learn", **extra: Any) -> ModelAssetCreate:
     return ModelAssetCreate(name=name, framework=Framework(name=framework), input_data_schema=SCHEMA,
                             label_column="label", label_values=["NEGATIVE", "POSITIVE"], **extra)
-
-
-def client_for(service: WMLService, user: WMLUser) -> WMLClient:
-    return WMLClient(service.url, WMLCredentials(user.username, user.password), user.instance_id)
 
 
 @pytest.fixture
@@ -230,12 +224,6 @@ def test_pickled_models_can_be_turned_off(make_wml_service: Callable[..., WMLSer
     assert resp.status_code == 400
     assert error_code(resp) == "pickled_models_disabled"
     assert raw.upload(model_id, version_id, skops_bytes()).status_code == 200
-
-
-def spark() -> SparkServiceInstance:
-    return SparkServiceInstance(credentials=SparkCredentials(
-        tenant_id="t", tenant_id_full="t-full", cluster_master_url="https://spark.local", instance_id="i",
-        tenant_secret="s", plan="p"))
 
 
 def deployment(name: str = "tweets") -> DeploymentCreate:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 
 from wml_api.models import Author, CountedLink, DeployedVersion, PublishedModel, PublishedModelEntity, ResourceMetadata
-from wml_api.paths import MODEL, MODEL_DEPLOYMENTS, MODEL_VERSION, fill
+from wml_api.paths import MODEL_DEPLOYMENTS, fill
 from wml_api.repository import (
     ML_ASSETS_MODEL,
     ML_ASSETS_VERSION,
@@ -20,6 +20,7 @@ from wml_api.repository import (
     VersionRef,
 )
 from wml_server.repository.store import PENDING, ModelRecord, VersionRecord
+from wml_server.views import model_url, version_url
 
 
 def asset_url(base: str, model_id: str) -> str:
@@ -69,7 +70,7 @@ def render_published(base: str, record: ModelRecord, deployments: int) -> Publis
     meta, iid, mid = record.meta, record.instance_id, record.id
     author = meta.get("author")
     return PublishedModel(
-        metadata=ResourceMetadata(guid=mid, url=base + fill(MODEL, instance_id=iid, model_id=mid),
+        metadata=ResourceMetadata(guid=mid, url=model_url(base, iid, mid),
                                   created_at=record.created_at, modified_at=record.modified_at),
         entity=PublishedModelEntity.model_validate({
             "name": record.name, "description": meta.get("description"),
@@ -82,9 +83,8 @@ def render_published(base: str, record: ModelRecord, deployments: int) -> Publis
             # the v3 client's get_model_uid/get_model_url prefer these
             "ml_asset_guid": mid, "ml_asset_url": asset_url(base, mid),
             "content_format": record.latest.format,
-            "latest_version": DeployedVersion(
-                guid=record.latest.id, created_at=record.latest.created_at,
-                url=base + fill(MODEL_VERSION, instance_id=iid, model_id=mid, version_id=record.latest.id)),
+            "latest_version": DeployedVersion(guid=record.latest.id, created_at=record.latest.created_at,
+                                              url=version_url(base, iid, mid, record.latest.id)),
             "deployments": CountedLink(count=deployments,
                                        url=base + fill(MODEL_DEPLOYMENTS, instance_id=iid, model_id=mid)),
         }))
