@@ -8,6 +8,7 @@ reads the content and hands the worker the bytes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -176,7 +177,8 @@ class ModelStore:
                     if size > limit:
                         raise ContentTooLarge(limit)
                     digest.update(chunk)
-                    out.write(chunk)
+                    # In a thread: a slow disk must not hold up the event loop (every other request waits on it).
+                    await asyncio.to_thread(out.write, chunk)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
