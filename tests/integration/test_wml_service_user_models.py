@@ -152,3 +152,27 @@ def test_a_model_that_raises_on_some_records_sends_those_out_with_an_error(
         assert "JSONDecodeError" in out[f"raises-{i}"]["message"]
     assert api.get_instance_deployment(did).status == "RUNNING"
     api.delete_instance_deployment(did)
+
+
+def test_a_user_model_s_stream_resumes_after_a_restart_and_a_kill_9_exactly_once(
+        make_wml_service: Callable[..., WMLService], kafka: KafkaInfo, kafka_topic: Callable[..., str]) -> None:
+    service = make_wml_service(WML_SERVER_KAFKA_UNREACHABLE_TIMEOUT="15")
+    api = client(service)
+    pipeline = Pipeline([("tfidf", TfidfVectorizer()), ("clf", LogisticRegression())]).fit(TEXTS, LABELS)
+    model_id = publish(api, skops.io.dumps(pipeline), schema(tweet="string"))
+    source, target = kafka_topic("in", partitions=2), kafka_topic("out")
+    did = deploy(api, kafka, model_id, source, target)
+    sent = 0
+    for restart in (service.stop, service.kill):
+        send(kafka, source, {f"k{sent + i}": {"tweet": f"so happy {sent + i}"} for i in range(300)})
+        sent += 300
+        restart()  # mid-stream: part of what was sent is scored, part waits
+        service.start()  # same port and signing key: the client and its token go on
+        deadline = time.monotonic() + 90
+        while (status := api.get_instance_deployment(did).status) != "RUNNING":
+            assert status != "FAILED", api.get_instance_deployment(did).failure_message
+            assert time.monotonic() < deadline, f"still {status}"
+            time.sleep(0.3)
+    out = read(kafka, target, sent, timeout=120)  # each once: read() fails on a record more
+    assert set(out) == {f"k{i}" for i in range(sent)}
+    assert all(r["prediction"] == "POSITIVE" for r in out.values())
