@@ -36,6 +36,8 @@ class ResourceState:
     generation: int | None = None  # metadata.generation of the last pass
     next_attempt: float = 0.0  # monotonic; a backoff or Retry-After runs until then
     dirty: bool = False  # a Secret it reads changed, or its last pass did not get through
+    wakes: int = 0  # how many times it was marked dirty
+    wakes_seen: int = 0  # `wakes` when the latest pass began: a wake after that is not yet seen by any pass
     passes: int = 0  # reconcile passes under way
     failures: int = 0  # passes in a row that could not reach WML
     created: bool = False  # this process sent a create for it
@@ -147,6 +149,7 @@ class Resources:
             state = self._states.get(uid)
             if state is not None:
                 state.dirty = True
+                state.wakes += 1
                 state.next_attempt = 0.0
 
     def mark_dirty_users(self, namespace: str, name: str) -> None:
@@ -189,6 +192,7 @@ class Resources:
         with self._lock:
             state = self._states.setdefault(uid, ResourceState())
             state.passes += 1
+            state.wakes_seen = state.wakes
         try:
             yield state.lock
         finally:
@@ -206,7 +210,9 @@ class Resources:
             if generation is not None:
                 state.generation = generation
             if retry_after is None:
-                state.dirty = False
+                # A Secret that changed (or appeared) while the pass ran may have been read before the change:
+                # its wake stands, or a resource Stalled on a missing Secret would wait for it for ever.
+                state.dirty = state.wakes != state.wakes_seen
                 state.next_attempt = 0.0
             else:
                 state.dirty = True

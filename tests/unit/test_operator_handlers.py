@@ -239,6 +239,33 @@ def test_stalled_resources_are_not_polled_fast() -> None:
     assert resources.due(UID, op.body())
 
 
+def test_a_secret_that_appears_while_the_pass_that_missed_it_runs_wakes_the_resource() -> None:
+    """`kubectl apply` of the resource before its Secrets: the create handler's pass reads no Secret, and the
+    Secret's ADDED event arrives before that pass ends. Its wake must outlast the pass, or the resource stays
+    Stalled for good (found by test_deletion_kill[prune] on a loaded CI machine)."""
+    op = Operator()
+    op.track("ADDED")
+    kafka = op.secrets.pop("kafka")
+    resources = op.app.resources
+    reader = op.app.reconciler.secrets
+    read = reader.read
+
+    def read_then_secret_appears(namespace: str, name: str) -> Any:
+        found = read(namespace, name)
+        if name == "kafka" and "kafka" not in op.secrets:
+            op.secrets["kafka"] = kafka
+            resources.mark_dirty_users(namespace, name)  # what the Secret's ADDED event does
+        return found
+
+    reader.read = read_then_secret_appears  # type: ignore[method-assign]
+    op.reconcile()
+    assert any(c["type"] == "Stalled" and c["status"] == "True" for c in op.status["conditions"])
+    assert resources.due(UID, op.body())  # at once, not at the steady interval: the wake was not lost
+    op.reconcile("poll")
+    assert not any(c["type"] == "Stalled" and c["status"] == "True" for c in op.status["conditions"])
+    assert not resources.due(UID, op.body())  # and that pass, which saw the Secret, took the wake
+
+
 def test_routine_handler_successes_are_not_logged() -> None:
     def record(message: str, *args: object) -> logging.LogRecord:
         return logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, message, args, None)
