@@ -66,7 +66,7 @@ def test_demo_runs_the_scenario_is_harmless_twice_and_goes_down(demo_dir: Path) 
     assert "Traceback" not in first.stderr
 
     # Ready reached, as `kubectl get sdep -o wide --watch` showed it.
-    assert re.search(ROW.format(state="RUNNING", status="RUNNING", ready="True", reason="Running"), out, re.M)
+    assert re.search(ROW.format(state="RUNNING", status="RUNNING", ready="True", reason="Running"), out, re.M), out
     assert re.search(r"Ready after [\d.]+ s: WML deployment [0-9a-f-]{36} is RUNNING", out)
     # Records scored: a sample of them, all of the first batch, and the summary table.
     assert len(re.findall(r"^\s+(?:POSITIVE|NEGATIVE) [01]\.\d\d  \S", out, re.M)) >= 10
@@ -75,11 +75,11 @@ def test_demo_runs_the_scenario_is_harmless_twice_and_goes_down(demo_dir: Path) 
     assert agreement
     assert float(agreement.group(2)) > 70
     # STOPPED: Ready and STOPPED, and the output stops.
-    assert re.search(ROW.format(state="STOPPED", status="STOPPED", ready="True", reason="Stopped"), out, re.M)
+    assert re.search(ROW.format(state="STOPPED", status="STOPPED", ready="True", reason="Stopped"), out, re.M), out
     assert "while STOPPED: 0 records scored in 5 s (60 tweets waiting on tweets)" in out
     # RUNNING again: what was sent meanwhile is scored, nothing twice.
     after = out[out.index("Starting it again"):]
-    assert re.search(ROW.format(state="RUNNING", status="RUNNING", ready="True", reason="Running"), after, re.M)
+    assert re.search(ROW.format(state="RUNNING", status="RUNNING", ready="True", reason="Running"), after, re.M), after
     assert ("60 records sent while stopped were scored; 300 tweets in, 300 scored, none twice, none missing"
             in after)
     assert "agreement with the human raters: " in after

@@ -81,3 +81,8 @@ def watch(kubectl: Kubectl, console: Console, namespace: str, name: str, waits: 
         proc.terminate()
         proc.wait(10)
         reader.join(5)
+        with printed:
+            shown = bool(rows) and rows[-1] == final
+        if final and not shown:
+            # The watch fell behind (a loaded machine): the row `kubectl get` read is the state now.
+            console.say("  " + now.stdout.strip().splitlines()[-1])
