@@ -75,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated partition counts, one throughput run each; '' for none")
     parser.add_argument("--eos", type=_eos, default=[True, False], help="exactly-once: on, off or on,off")
     parser.add_argument("--batch-size", type=int, default=StreamOptions.batch_size)
+    parser.add_argument("--workers", type=int, default=CORES,
+                        help="scoring worker processes per stream (StreamOptions.scoring_workers, the service's "
+                             "WML_SERVER_SCORING_WORKERS); 0: score in the engine's process (default: the cores, "
+                             "%(default)s)")
     parser.add_argument("--warmup", type=int, default=20_000, help="records of a warm-up stream first; 0: none")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up on a run after this many seconds")
     parser.add_argument("--runs", type=int, default=1, help="model-only passes over the records before and after "
@@ -94,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     payloads = tweet_records(args.records)
     texts = [t.text for t in load_tweets()]
     # exactly_once only when off: the bench also runs against an engine from before that switch (before/after).
-    options = {mode: StreamOptions(batch_size=args.batch_size, **({} if mode else {"exactly_once": False}))
+    options = {mode: StreamOptions(batch_size=args.batch_size, scoring_workers=args.workers,
+                                   **({} if mode else {"exactly_once": False}))
                for mode in args.eos}
     runs: list[dict[str, Any]] = []
     latencies: list[dict[str, Any]] = []
@@ -104,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         profiles: dict[str, cProfile.Profile] = {}
         instrument(threads, profiles)
         if args.warmup:
-            stream(info, payloads[:args.warmup], 1, StreamOptions(batch_size=args.batch_size), args.timeout,
-                   threads)
+            stream(info, payloads[:args.warmup], 1,
+                   StreamOptions(batch_size=args.batch_size, scoring_workers=args.workers), args.timeout, threads)
         for partitions in args.partitions:
             for exactly_once in args.eos:
                 for repeat in range(args.repeat):
@@ -138,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                                  args.timeout)
                 latencies.append({"exactly_once": exactly_once, **result})
                 print(latency_report(latencies[-1]), flush=True)
-    settings = {"records": args.records, "batch_size": args.batch_size, "batch_timeout_s": StreamOptions.batch_timeout,
+    settings = {"records": args.records, "batch_size": args.batch_size, "scoring_workers": args.workers,
+                "batch_timeout_s": StreamOptions.batch_timeout,
                 "warmup_records": args.warmup, "model_only_runs": args.runs, "repeat": args.repeat,
                 "latency_rate_per_s": args.latency_rate, "latency_seconds": args.latency_seconds}
     document = {"benchmark": "stream_throughput", "command": " ".join(["bench/stream_throughput.py", *sys.argv[1:]]),

@@ -41,7 +41,8 @@ def create_app(settings: Settings, *, models: ModelRegistry | None = None) -> Fa
                             predict_timeout=settings.model_predict_timeout)
     catalog = ModelCatalog(models or default_registry(), store, options)
     streams = StreamController(db, catalog, metrics, run_streams=settings.run_streams,
-                               unreachable_timeout=settings.kafka_unreachable_timeout)
+                               unreachable_timeout=settings.kafka_unreachable_timeout,
+                               scoring_workers=settings.scoring_workers)
     service = DeploymentService(db, catalog, streams, limit=settings.deployment_limit, plan=settings.plan,
                                 allow_pickled=settings.pickled_models)
     repository_service = RepositoryService(

@@ -6,6 +6,7 @@ command line wins over the variable, which wins over the default.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -40,6 +41,10 @@ class Settings(BaseSettings):
                     "starting Kafka clients (for operator benchmarks at scale)")] = True
     kafka_unreachable_timeout: Annotated[float, Field(
         gt=0, description="seconds a broker may stay unreachable before the deployment is FAILED")] = 30.0
+    scoring_workers: Annotated[int, Field(
+        default_factory=lambda: len(os.sched_getaffinity(0)), ge=0,
+        description="worker processes that score a stream of a built-in model, each a part of every "
+                    "batch; default: the cores this process may use; 0: score in the service's own process")]
     public_url: Annotated[str | None, Field(
         description="base URL used in metadata.url and Location (default: taken from each request)")] = None
     log_level: Annotated[LogLevel, Field(description="debug, info, warning or error")] = "info"

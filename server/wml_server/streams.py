@@ -56,11 +56,12 @@ def start_options(source: dict[str, Any]) -> StartOptions:
 
 class StreamController:
     def __init__(self, db: Database, models: ModelCatalog, metrics: CollectorRegistry, *, run_streams: bool,
-                 unreachable_timeout: float) -> None:
+                 unreachable_timeout: float, scoring_workers: int = 0) -> None:
         self._db = db
         self._models = models
         self.engine = Engine(on_status_change=self._persist, registry=metrics, run_streams=run_streams,
-                             options=StreamOptions(unreachable_timeout=unreachable_timeout))
+                             options=StreamOptions(unreachable_timeout=unreachable_timeout,
+                                                   scoring_workers=scoring_workers))
         self._lock = threading.Lock()
         self._cleanups: list[threading.Thread] = []
 

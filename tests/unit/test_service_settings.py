@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -25,6 +26,7 @@ VARIABLES = {
     "pickled_models": "WML_SERVER_PICKLED_MODELS", "model_max_bytes": "WML_SERVER_MODEL_MAX_BYTES",
     "model_sandbox": "WML_SERVER_MODEL_SANDBOX", "model_memory_limit_mb": "WML_SERVER_MODEL_MEMORY_LIMIT_MB",
     "model_load_timeout": "WML_SERVER_MODEL_LOAD_TIMEOUT", "model_predict_timeout": "WML_SERVER_MODEL_PREDICT_TIMEOUT",
+    "scoring_workers": "WML_SERVER_SCORING_WORKERS",
 }
 
 
@@ -48,6 +50,8 @@ def test_every_variable_and_flag_keeps_its_name() -> None:
 def test_defaults() -> None:
     s = parse()
     assert (s.host, s.port, s.token_ttl_seconds, s.run_streams, s.rate_limit) == ("127.0.0.1", 9443, 8 * 3600, True, 0)
+    assert s.scoring_workers == len(os.sched_getaffinity(0))  # a scoring worker per core the service may use
+    assert parse("--scoring-workers", "0").scoring_workers == 0  # 0: in the service's own process
     assert s.signing_key_path == Path("wml-data/signing.key")
 
 

@@ -163,6 +163,13 @@ class Engine:
         return StreamState(status, errors, records_in, records_out, errored, slot.progress.position(),
                            slot.progress.lag)
 
+    def scoring_pids(self, deployment_id: str) -> list[int]:
+        """The process ids of a running stream's scoring workers (none while it scores in this process)."""
+        with self._lock:
+            slot = self._slots.get(deployment_id)
+            runner = slot.runner if slot is not None else None
+        return runner.scoring_pids() if runner is not None else []
+
     def deployments(self) -> list[str]:
         with self._lock:
             return list(self._slots)

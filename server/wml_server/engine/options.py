@@ -24,6 +24,10 @@ class StreamOptions:
     transaction_timeout_ms: int = 60_000
     """How long the broker keeps a transaction of a vanished process open before aborting it."""
     max_consecutive_aborts: int = 5
+    scoring_workers: int = 0
+    """Worker processes that score a built-in model's stream, each a part of every batch (of 64 records or
+    more); 0 scores in the service's own process. The service's setting WML_SERVER_SCORING_WORKERS
+    defaults to the cores it may use. Users' models always score in their own sandboxed worker."""
     exactly_once: bool = True
     """False is for measuring what exactly-once costs (bench/stream_throughput.py --eos off), nothing else:
     a plain (idempotent, non-transactional) producer, and the consumer commits a batch's offsets once its

@@ -58,6 +58,7 @@ class StreamRunner:
         self._predecessor = predecessor
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"wml-stream-{spec.deployment_id[:8]}", daemon=True)
+        self._session: StreamSession | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -69,6 +70,10 @@ class StreamRunner:
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    def scoring_pids(self) -> list[int]:
+        session = self._session
+        return session.scoring_pids() if session is not None else []
 
     @property
     def alive(self) -> bool:
@@ -91,6 +96,7 @@ class StreamRunner:
             return
         session = StreamSession(self.spec, self._options, self._clients, self._stopping, self._metrics,
                                 self._counts, self.progress)
+        self._session = session
         status, errors = STOPPED, []
         try:
             session.connect()

@@ -1,4 +1,5 @@
-"""How a stream scores a batch: with a built-in model in this process, or through a user model's worker.
+"""How a stream scores a batch: a built-in model in worker processes (one per core, each taking whole
+parts of each batch) or in this process, or through a user model's sandboxed worker.
 
 A user's model is untrusted code: its stream opens a sandboxed worker process of its own when it connects (the
 model is loaded there, never here), scores every batch through it, and closes it when the stream ends. A model
@@ -13,10 +14,20 @@ from typing import Any, Protocol
 
 from wml_server.engine.failures import StreamFailure
 from wml_server.engine.features import score_features
+from wml_server.engine.process_scorer import ProcessScorer, WorkerLost
 from wml_server.engine.records import ScoredBatch, score_batch
 from wml_server.models.base import Model
 from wml_server.models.published import PublishedUserModel
+from wml_server.models.sentiment import SENTIMENT_MODEL_ID, SentimentModel
+from wml_server.models.sentiment3 import SENTIMENT3_MODEL_ID, Sentiment3Model
 from wml_server.repository.frameworks import SKOPS
+
+# Fewer records than this per worker cost more in round trips than they save (a caught-up stream's batches).
+MIN_PART = 64
+
+# The models a scoring worker can build by id (engine/score_worker.py): the service's own. A model object of
+# another class (a test's) is scored in this process.
+_WORKER_MODELS: dict[str, type] = {SENTIMENT_MODEL_ID: SentimentModel, SENTIMENT3_MODEL_ID: Sentiment3Model}
 
 
 class Scorer(Protocol):
@@ -76,3 +87,64 @@ def open_scorer(model: Model | PublishedUserModel, deployment_id: str) -> Scorer
     if isinstance(model, PublishedUserModel):
         return WorkerScorer(model, deployment_id)
     return BuiltinScorer(model)
+
+
+def runs_in_workers(model: Model | PublishedUserModel) -> bool:
+    return not isinstance(model, PublishedUserModel) and _WORKER_MODELS.get(model.id) is type(model)
+
+
+def open_process_scorers(model: Model | PublishedUserModel, deployment_id: str, count: int,
+                         timeout: float = 60.0) -> list[ProcessScorer]:
+    """`count` scoring workers of a built-in model, started at once. Raises WorkerLost when one cannot start."""
+    scorers = [ProcessScorer(model.id, f"deployment {deployment_id} (worker {k + 1} of {count})")
+               for k in range(count)]
+    try:
+        for scorer in scorers:
+            scorer.spawn()
+        for scorer in scorers:
+            scorer.wait_ready(timeout)
+    except BaseException:
+        for scorer in scorers:
+            scorer.close()
+        raise
+    return scorers
+
+
+class Lanes:
+    """A stream's scorers. Worker processes each take a contiguous part of a batch and score at once; the
+    stream produces the parts back in the batch's order, so each partition keeps its order. Not a partition per
+    worker: librdkafka hands out a batch from one partition at a time (a fetch brings up to 1 MB of each), so
+    such a split left all but one worker idle, and a topic with one partition could never use two cores."""
+
+    def __init__(self, scorers: Sequence[Scorer | ProcessScorer], min_part: int = MIN_PART) -> None:
+        self.scorers = list(scorers)
+        self.concurrent = all(isinstance(s, ProcessScorer) for s in self.scorers)
+        self.min_part = min_part
+
+    def score(self, values: Sequence[bytes | None]) -> ScoredBatch:
+        count = min(len(self.scorers), max(1, -(-len(values) // self.min_part)))
+        if count == 1 or not self.concurrent:
+            return self.scorers[0].score(values)
+        size = -(-len(values) // count)
+        bounds = [(start, min(start + size, len(values))) for start in range(0, len(values), size)]
+        workers = [_process(s) for s in self.scorers[:len(bounds)]]
+        for worker, (start, end) in zip(workers, bounds, strict=True):
+            worker.send(values[start:end])
+        parts = [worker.receive() for worker in workers]
+        return ScoredBatch([v for part in parts for v in part.values], [f for part in parts for f in part.failed])
+
+    def pids(self) -> list[int]:
+        return [p for s in self.scorers if isinstance(s, ProcessScorer) and (p := s.pid) is not None]
+
+    def close(self) -> None:
+        for scorer in self.scorers:
+            scorer.close()
+
+
+def _process(scorer: Scorer | ProcessScorer) -> ProcessScorer:
+    assert isinstance(scorer, ProcessScorer)
+    return scorer
+
+
+__all__ = ["BuiltinScorer", "Lanes", "Scorer", "WorkerLost", "WorkerScorer", "open_process_scorers", "open_scorer",
+           "runs_in_workers"]

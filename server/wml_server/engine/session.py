@@ -57,9 +57,9 @@ from wml_server.engine.metrics import EngineMetrics
 from wml_server.engine.options import StreamOptions
 from wml_server.engine.position import StreamProgress, lag_of
 from wml_server.engine.records import ScoredBatch
-from wml_server.engine.scoring import Scorer, open_scorer
+from wml_server.engine.scoring import Lanes, WorkerLost, open_process_scorers, open_scorer, runs_in_workers
 from wml_server.engine.spec import StreamSpec
-from wml_server.engine.state import KAFKA_TRANSACTION_FAILED, StreamCounts
+from wml_server.engine.state import KAFKA_TRANSACTION_FAILED, SCORING_WORKER_FAILED, StreamCounts
 
 # StreamOptions lived here first; `from wml_server.engine import StreamOptions` is the stable import.
 __all__ = ["StreamOptions", "StreamSession"]
@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 
 # Records scored between two polls for delivery reports in the scoring thread (~5 ms of VADER).
 _SERVE_EVERY = 64
+_MAX_WORKERS_LOST = 3
 
 
 # Headers of a record on the dead-letter topic: where its input record was (decimal strings).
@@ -88,7 +89,8 @@ class _Aborted(Exception):
 
 
 class _Reconnect(Exception):
-    """The batch's transaction is given up with the clients that lived through a broker outage."""
+    """The batch's transaction is given up with the clients that lived through a broker outage, or with a
+    scoring worker that was lost."""
 
 
 @dataclass
@@ -119,19 +121,33 @@ class StreamSession(StreamConnection):
         self._next_probe = now
         self._next_lag = now
         self._next_partitions = now + options.partition_refresh_interval
-        self._scorer: Scorer | None = None
+        self._lanes: Lanes | None = None
+        self._worker_lost = False  # a scoring worker was lost: new clients and workers, from the committed offsets
+        self._workers_lost = 0  # in a row, without a commit between
 
     def connect(self) -> None:
         # The model first: one that does not load fails the stream before any Kafka client is made.
-        self._scorer = open_scorer(self.spec.model, self.spec.deployment_id)
+        workers = self.options.scoring_workers if runs_in_workers(self.spec.model) else 0
+        if workers:
+            try:
+                self._lanes = Lanes(open_process_scorers(self.spec.model, self.spec.deployment_id, workers))
+            except WorkerLost as exc:
+                raise StreamFailure(SCORING_WORKER_FAILED, str(exc)) from None
+        else:
+            self._lanes = Lanes([open_scorer(self.spec.model, self.spec.deployment_id)])
         super().connect()
         self.progress.begin(self.spec.input.topic, self.start, self.start_lag)
 
     def close(self, clean: bool) -> None:
         super().close(clean)
-        if self._scorer is not None:
-            self._scorer.close()
-            self._scorer = None
+        if self._lanes is not None:
+            self._lanes.close()
+            self._lanes = None
+
+    def scoring_pids(self) -> list[int]:
+        """The scoring workers' process ids (none when the model scores in this process)."""
+        lanes = self._lanes
+        return lanes.pids() if lanes is not None else []
 
     # -- streaming ----------------------------------------------------------------------------------------
 
@@ -151,12 +167,16 @@ class StreamSession(StreamConnection):
             self.producer.poll(0)
             self._check_errors(INPUT)
             self._check_errors(OUTPUT)
+            if self._worker_lost:
+                pending = None
+                self._reconnect("a scoring worker was lost")
+                continue
             if self._outage:
                 # What was fetched meanwhile is read again by the new clients, from the committed offsets.
                 pending = None
                 self._housekeeping()  # probes the brokers; FAILED once unreachable for unreachable_timeout
                 if not self._down:
-                    self._reconnect()
+                    self._reconnect("the Kafka brokers are back after an outage")
                 continue
             records = self._usable(messages)
             fetched = _Batch(records, len(messages) >= self.options.batch_size) if records else None
@@ -194,14 +214,26 @@ class StreamSession(StreamConnection):
         if self._down:
             self._outage = True
 
-    def _reconnect(self) -> None:
-        log.warning("stream %s: the Kafka brokers are back after an outage; reconnecting with new clients (an "
-                    "open transaction is aborted and its records read again)", self.spec.deployment_id)
+    def _reconnect(self, why: str) -> None:
+        log.warning("stream %s: %s; reconnecting with new clients (an open transaction is aborted and its records "
+                    "read again)", self.spec.deployment_id, why)
         self.close(clean=False)
         self._inbox = {INPUT: ErrorInbox(), OUTPUT: ErrorInbox()}
         self._down.clear()
         self._outage = False
+        self._worker_lost = False
         self.connect()
+
+    def _lost(self, exc: WorkerLost) -> _Reconnect:
+        """A scoring worker died (kill -9, out of memory) or hung: the batch goes unproduced, nothing of it is
+        committed, and the stream reconnects with new workers. Three in a row without a commit: FAILED."""
+        self._workers_lost += 1
+        log.warning("stream %s: %s", self.spec.deployment_id, exc)
+        if self._workers_lost >= _MAX_WORKERS_LOST:
+            raise StreamFailure(SCORING_WORKER_FAILED, f"{self._workers_lost} scoring workers in a row were lost "
+                                                       f"without a batch committed; last: {exc}")
+        self._worker_lost = True
+        return _Reconnect()
 
     def _usable(self, messages: list[Message]) -> list[Message]:
         records = []
@@ -220,16 +252,18 @@ class StreamSession(StreamConnection):
                 log.debug("stream %s consumer: %s", self.spec.deployment_id, redact(err.str(), self._secrets))
         return records
 
-    def _score(self, records: list[Message], serve: ProducerLike | None = None) -> tuple[ScoredBatch, float]:
+    def _score(self, records: list[Message], serve: ProducerLike | None, lanes: Lanes | None) -> tuple[ScoredBatch,
+                                                                                                       float]:
         """In the scoring thread: the batch's output values, and the seconds it took. With `serve`, polls
-        that producer for delivery reports between chunks of records, while some are still due."""
+        that producer for delivery reports between chunks of records, while some are still due. `lanes`: the
+        scorers when the batch was handed over (new ones after a reconnect are the next batches')."""
         started = time.perf_counter()
         values = [m.value() for m in records]
-        scorer = self._scorer
-        if scorer is None:  # closed meanwhile (the stream ended): this batch is never produced
+        if lanes is None:  # closed meanwhile (the stream ended): this batch is never produced
             raise RuntimeError("the stream's scorer is closed")
-        if serve is None:
-            return scorer.score(values), time.perf_counter() - started
+        if serve is None or len(lanes.scorers) > 1 or lanes.concurrent:
+            return lanes.score(values), time.perf_counter() - started
+        scorer = lanes.scorers[0]
         parts = []
         for start in range(0, len(values), _SERVE_EVERY):
             parts.append(scorer.score(values[start:start + _SERVE_EVERY]))
@@ -244,7 +278,7 @@ class StreamSession(StreamConnection):
     def _start(self, batch: _Batch, scorer: ThreadPoolExecutor,
                serve: ProducerLike | None = None) -> Future[tuple[ScoredBatch, float]]:
         if batch.scoring is None:
-            batch.scoring = scorer.submit(self._score, batch.records, serve)
+            batch.scoring = scorer.submit(self._score, batch.records, serve, self._lanes)
         return batch.scoring
 
     def _process(self, batches: list[_Batch], scorer: ThreadPoolExecutor, then: _Batch | None = None) -> None:
@@ -256,7 +290,10 @@ class StreamSession(StreamConnection):
         values: list[bytes] = []
         failed: list[bool] = []
         for pending in batches:
-            batch, seconds = self._start(pending, scorer).result()
+            try:
+                batch, seconds = self._start(pending, scorer).result()
+            except WorkerLost as exc:  # before this batch's transaction began: nothing to abort
+                raise self._lost(exc) from None
             self.metrics.scored(seconds, len(pending.records))
             records += pending.records
             values += batch.values
@@ -278,6 +315,7 @@ class StreamSession(StreamConnection):
         else:
             self._deliver(records, values, failed, offsets, produced)
         self._aborts = 0
+        self._workers_lost = 0
         self._down.clear()  # a commit proves both clusters reachable
         self.counts.add(len(records), errored)
         self.progress.advance(ends)
@@ -293,8 +331,11 @@ class StreamSession(StreamConnection):
             self.producer.begin_transaction()
             self._reports_done.clear()
             self._produce_all(records, values, failed, deadline)
-            scoring = produced(self.producer)  # the next batch's scoring serves the delivery reports
-            if scoring is not None:
+            # The next batch's scoring in this process serves the delivery reports; scoring workers leave this
+            # process's GIL to this thread, which serves them itself (_await_delivery).
+            remote = self._lanes is not None and self._lanes.concurrent
+            scoring = produced(None if remote else self.producer)
+            if scoring is not None and not remote:
                 scoring.add_done_callback(lambda _: self._reports_done.set())
                 self._reports_done.wait(max(0.0, deadline - time.monotonic()))
             self._await_delivery(deadline)  # what is left, if the scoring ended first (or there was none)

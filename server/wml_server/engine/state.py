@@ -24,6 +24,7 @@ KAFKA_PRODUCER_FENCED: Final = "kafka_producer_fenced"
 KAFKA_CONFIGURATION_INVALID: Final = "kafka_configuration_invalid"
 KAFKA_TRANSACTION_FAILED: Final = "kafka_transaction_failed"
 KAFKA_ERROR: Final = "kafka_error"
+SCORING_WORKER_FAILED: Final = "scoring_worker_failed"
 INTERNAL_ERROR: Final = "internal_error"
 
 Errors = list[tuple[str, str]]
