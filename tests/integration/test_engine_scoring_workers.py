@@ -161,3 +161,31 @@ def test_a_worker_that_cannot_start_fails_the_stream_with_its_reason(
     assert state is not None
     assert state.status == FAILED
     assert state.errors[0][0] == "scoring_worker_failed", state.errors
+
+
+def test_an_idle_worker_killed_is_replaced(kafka: KafkaInfo, kafka_topic: Callable[..., str],
+                                          engines: Callable[[int], Engine], reader: Callable[..., Reader]) -> None:
+    """A caught-up stream's small batches go to its first worker only: the death of another is seen by no batch,
+    and is noticed between batches instead."""
+    source, target = kafka_topic("in"), kafka_topic("out")
+    produce(kafka, source, 0, 50)
+    engine = engines(2)
+    spec = spec_for(kafka, source, target)
+    engine.start(spec)
+    running(engine, spec.deployment_id)
+    out = reader(target)
+    out.until(50, timeout=30)
+    idle = engine.scoring_pids(spec.deployment_id)[1]
+    os.kill(idle, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while len(pids := engine.scoring_pids(spec.deployment_id)) != 2 or idle in pids:
+        assert time.monotonic() < deadline, f"the killed worker was not replaced: {pids}"
+        time.sleep(0.05)
+    produce(kafka, source, 50, 50)
+    out.until(100, timeout=30)
+    state = engine.status(spec.deployment_id)
+    assert state is not None
+    assert state.status == RUNNING
+    assert engine.stop(spec.deployment_id, timeout=30)
+    out.to_end()
+    expect_keys(out.keys(), 0, 100)

@@ -105,6 +105,13 @@ class ProcessScorer:
         if proc.stdout is not None:
             proc.stdout.close()
 
+    def ended(self) -> str | None:
+        """None while the worker runs; else how it ended."""
+        proc = self._proc
+        if proc is None or proc.poll() is None:
+            return None
+        return self._exit_message()
+
     def _kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()

@@ -133,6 +133,13 @@ class Lanes:
         parts = [worker.receive() for worker in workers]
         return ScoredBatch([v for part in parts for v in part.values], [f for part in parts for f in part.failed])
 
+    def lost(self) -> str | None:
+        """How a worker process ended, if one has: an idle worker's death is seen by no batch."""
+        for scorer in self.scorers:
+            if isinstance(scorer, ProcessScorer) and (why := scorer.ended()) is not None:
+                return why
+        return None
+
     def pids(self) -> list[int]:
         return [p for s in self.scorers if isinstance(s, ProcessScorer) and (p := s.pid) is not None]
 

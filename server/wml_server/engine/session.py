@@ -464,6 +464,8 @@ class StreamSession(StreamConnection):
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
+        if not self._worker_lost and self._lanes is not None and (why := self._lanes.lost()) is not None:
+            self._lost(WorkerLost(why))  # the next turn of the loop reconnects, with new workers
         expired = [r for r, (since, _) in self._down.items() if now - since >= self.options.unreachable_timeout]
         if self._down and (now >= self._next_probe or expired):
             # librdkafka says when brokers go down, not when they come back: ask them (one last time
