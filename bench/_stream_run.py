@@ -90,6 +90,17 @@ def read_output(config: dict[str, Any], topic: str, partitions: int, records: in
     out.put(("result", (counts, predictions)))
 
 
+def rss_mb(pid: int | str) -> float:
+    """Resident memory of a process in MiB (VmRSS); NaN when it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def stream(info: KafkaInfo, payloads: list[bytes], partitions: int, options: StreamOptions, timeout: float,
            threads: dict[str, int]) -> dict[str, Any]:
     """Runs one deployment over `payloads` on fresh topics; its timings and what its output holds."""
@@ -119,9 +130,16 @@ def stream(info: KafkaInfo, payloads: list[bytes], partitions: int, options: Str
         events.update([out.get(timeout=60)])
         cpu0 = {"engine process": cpu_seconds("self"), "broker": broker_cpu_seconds(),
                 "reader": cpu_seconds(child.pid or 0)}
+        rss0 = rss_mb("self")
         started = time.monotonic()
         engine.start(spec)
+        workers: list[int] = []
+        worker_cpu0 = 0.0
         while "all" not in events and time.monotonic() - started < timeout:
+            if not workers and reported.get(RUNNING):
+                # Their start-up (imports, the model) is before RUNNING, not part of the stream's CPU.
+                workers = engine.scoring_pids(spec.deployment_id)
+                worker_cpu0 = sum(cpu_seconds(p) for p in workers)
             try:
                 events.update([out.get(timeout=0.1)])
             except queue.Empty:
@@ -132,6 +150,10 @@ def stream(info: KafkaInfo, payloads: list[bytes], partitions: int, options: Str
         # What each process beside the stream's own threads used meanwhile: they share the cores with it.
         cpu1 = {"engine process": cpu_seconds("self"), "broker": broker_cpu_seconds(),
                 "reader": cpu_seconds(child.pid or 0)}
+        if workers:
+            cpu0["scoring workers"], cpu1["scoring workers"] = worker_cpu0, sum(cpu_seconds(p) for p in workers)
+        memory = {"engine_rss_growth_mb": rss_mb("self") - rss0,
+                  "workers_rss_mb": sum(rss_mb(p) for p in workers), "workers": len(workers)}
         engine.stop(spec.deployment_id, timeout=30)
         stop.set()
         while "result" not in events:
@@ -163,6 +185,7 @@ def stream(info: KafkaInfo, payloads: list[bytes], partitions: int, options: Str
         "transactions_aborted": sample("wml_stream_transactions_aborted_total",
                                        {"deployment_id": spec.deployment_id}),
         "cpu_seconds": {name: cpu1[name] - cpu0[name] for name in cpu0},
+        **memory,
         **{f"{role}_thread_on_cpu_seconds": cpu.get(role, nan)[0] for role in (ENGINE, SCORING)},
         **{f"{role}_thread_waiting_for_cpu_seconds": cpu.get(role, nan)[1] for role in (ENGINE, SCORING)},
     }

@@ -144,3 +144,27 @@ def overlay_of_deploy(directory: Path, components: list[str]) -> Path:
 def kustomize_build(kubectl: Callable[..., subprocess.CompletedProcess[str]], path: Path) -> list[dict[str, Any]]:
     """The objects `kubectl kustomize` renders from `path`."""
     return [doc for doc in yaml.safe_load_all(kubectl("kustomize", str(path)).stdout) if doc]
+
+
+def alive(pid: int) -> bool:
+    """Whether a process runs: not gone, and not a zombie waiting for its parent (or init) to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def children_running(parent: int, marker: bytes) -> list[int]:
+    """The running child processes of `parent` whose command line holds `marker`, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == parent and fields[0] != "Z" and marker in cmdline:
+            found.append(int(entry.name))
+    return sorted(found)

@@ -22,6 +22,7 @@ from tests.integration.test_engine_streams import (
     running,
     spec_for,
 )
+from tests.support import alive
 from wml_localplatform.kafka import KafkaInfo
 from wml_server.engine import FAILED, RUNNING, Engine, StreamOptions
 
@@ -45,13 +46,6 @@ def engines() -> Iterator[Callable[[int], Engine]]:
     yield make
     for engine in made:
         engine.shutdown(timeout=30)
-
-
-def alive(pid: int) -> bool:
-    try:
-        return open(f"/proc/{pid}/stat").read().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def test_partitions_are_spread_over_workers_with_the_same_output(

@@ -27,6 +27,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 from prometheus_client import CollectorRegistry
 
+from tests.support import alive, children_running
 from wml_localplatform import KafkaInfo
 from wml_server.engine import FAILED, RUNNING, STOPPED, Engine, KafkaEndpoint, KafkaTopic, StreamOptions, StreamSpec
 from wml_server.engine.state import KAFKA_TRANSACTION_FAILED
@@ -481,7 +482,8 @@ class _Feeder:
 class _Child:
     """`python -m wml_server.engine` in a process of its own, so that it can be SIGKILLed."""
 
-    def __init__(self, kafka: KafkaInfo, spec: StreamSpec, log_dir: Path, batch_size: int = 100) -> None:
+    def __init__(self, kafka: KafkaInfo, spec: StreamSpec, log_dir: Path, batch_size: int = 100,
+                 workers: int = 0) -> None:
         env = {**os.environ, "WML_ENGINE_KAFKA_PASSWORD": kafka.user("wml").password,
                "PYTHONPATH": os.pathsep.join([str(ROOT / "server"), os.environ.get("PYTHONPATH", "")])}
         self.out = log_dir / f"child-{uuid.uuid4().hex[:6]}.out"
@@ -490,7 +492,7 @@ class _Child:
                 [sys.executable, "-m", "wml_server.engine", "--deployment-id", spec.deployment_id,
                  "--brokers", kafka.bootstrap, "--input-topic", spec.input.topic,
                  "--output-topic", spec.output.topic, "--user", "wml", "--security-protocol", "SASL_PLAINTEXT",
-                 "--batch-size", str(batch_size)],
+                 "--batch-size", str(batch_size), "--scoring-workers", str(workers)],
                 stdout=stdout, stderr=stderr, env=env, cwd=ROOT)
 
     def statuses(self) -> list[str]:
@@ -503,6 +505,9 @@ class _Child:
             assert time.monotonic() < deadline, f"the child was not RUNNING within {timeout} s: {self.statuses()}"
             time.sleep(0.05)
 
+    def workers(self) -> list[int]:
+        return children_running(self.process.pid, b"score_worker")
+
     def kill(self) -> None:
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
@@ -512,8 +517,11 @@ class _Child:
         return self.process.wait(60)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
 def test_sigkill_mid_transaction_then_restart_is_exactly_once(
-        kafka: KafkaInfo, kafka_topic: Callable[..., str], reader: Callable[..., Reader], tmp_path: Path) -> None:
+        workers: int, kafka: KafkaInfo, kafka_topic: Callable[..., str], reader: Callable[..., Reader],
+        tmp_path: Path) -> None:
+    """workers: the stream's scoring workers, which must die with the process (PR_SET_PDEATHSIG)."""
     source, target = kafka_topic("in"), kafka_topic("out")
     spec = spec_for(kafka, source, target)
     # A backlog: the stream runs full batches, each transaction open while the next batch scores. Caught up, a
@@ -525,9 +533,11 @@ def test_sigkill_mid_transaction_then_restart_is_exactly_once(
         # stayed open once the process was gone: only then is the restart really tested. Usually one try.
         left_open = False
         for _attempt in range(5):
-            child = _Child(kafka, spec, tmp_path, batch_size=500)
+            child = _Child(kafka, spec, tmp_path, batch_size=500, workers=workers)
             children.append(child)
             child.wait_running()
+            scoring = child.workers()
+            assert len(scoring) == workers
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 stable, end = end_offsets(kafka, target)[0], end_offsets(kafka, target, committed=False)[0]
@@ -536,13 +546,17 @@ def test_sigkill_mid_transaction_then_restart_is_exactly_once(
                     break
             else:
                 raise AssertionError("no open transaction seen within 20 s")
+            gone = time.monotonic() + 10
+            while [p for p in scoring if alive(p)] and time.monotonic() < gone:
+                time.sleep(0.05)
+            assert not [p for p in scoring if alive(p)], "scoring workers outlived the stream"
             time.sleep(0.5)  # a commit already on its way to the coordinator would complete by now
             if end_offsets(kafka, target)[0] < end_offsets(kafka, target, committed=False)[0]:
                 left_open = True
                 break
         assert left_open, "five kills in a row landed between transactions"
 
-        survivor = _Child(kafka, spec, tmp_path)
+        survivor = _Child(kafka, spec, tmp_path, workers=workers)
         children.append(survivor)
         survivor.wait_running()
         time.sleep(0.5)  # records keep flowing into the restarted stream

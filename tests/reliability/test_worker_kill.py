@@ -17,7 +17,6 @@ import random
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ from kubernetes import client as k8s
 from tests.conftest import Figures
 from tests.reliability.conftest import count
 from tests.reliability.test_platform_faults import Scores, Sender, Tally, Watcher, chain, converged, sdeps
+from tests.support import alive, children_running
 from wml_localplatform import KafkaInfo
 from wml_localplatform.faultproxy import FaultProxy
 from wml_localplatform.wmloperator import WMLOperator
@@ -37,20 +37,7 @@ WORKERS = 2
 
 
 def scoring_workers(service_pid: int) -> list[int]:
-    """The service's scoring worker processes, from /proc (children whose command line runs the worker)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        fields = stat.rsplit(") ", 1)[1].split()
-        if int(fields[1]) == service_pid and fields[0] != "Z" and WORKER in cmdline:
-            found.append(int(entry.name))
-    return sorted(found)
+    return children_running(service_pid, WORKER)
 
 
 def wait_workers(service_pid: int, avoid: set[int], timeout: float = 60.0) -> list[int]:
@@ -62,13 +49,6 @@ def wait_workers(service_pid: int, avoid: set[int], timeout: float = 60.0) -> li
             return pids
         assert time.monotonic() < deadline, f"the service runs workers {pids}, killed ones {sorted(avoid)}"
         time.sleep(0.1)
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 @pytest.mark.timeout(count(900, 400))

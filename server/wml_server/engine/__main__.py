@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="where partitions the group has no committed offset for start")
     parser.add_argument("--batch-size", type=int, default=StreamOptions.batch_size)
     parser.add_argument("--unreachable-timeout", type=float, default=StreamOptions.unreachable_timeout)
+    parser.add_argument("--scoring-workers", type=int, default=StreamOptions.scoring_workers,
+                        help="worker processes that score the stream (0: in this process; default %(default)s)")
     return parser
 
 
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    options = StreamOptions(batch_size=args.batch_size, unreachable_timeout=args.unreachable_timeout)
+    options = StreamOptions(batch_size=args.batch_size, unreachable_timeout=args.unreachable_timeout,
+                            scoring_workers=args.scoring_workers)
     engine = Engine(on_status_change=announce, options=options)
     engine.start(spec)
     state = None

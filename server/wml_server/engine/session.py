@@ -286,6 +286,10 @@ class StreamSession(StreamConnection):
         produced; raises _Aborted (consumer rewound) or _Reconnect when it did not commit."""
         for pending in batches:
             self._start(pending, scorer)
+        if then is not None and self._lanes is not None and self._lanes.concurrent:
+            # Workers need no delivery reports served: `then` follows these in the scoring thread at once, so the
+            # workers go from one batch to the next while this thread produces and commits.
+            self._start(then, scorer)
         records: list[Message] = []
         values: list[bytes] = []
         failed: list[bool] = []
