@@ -126,9 +126,16 @@ def test_a_worker_killed_mid_stream_loses_and_repeats_nothing(
         while not (pids := [p for p in engine.scoring_pids(spec.deployment_id) if p not in killed]):
             assert time.monotonic() < deadline, "no new workers after a kill"
             time.sleep(0.05)
+        before = engine.status(spec.deployment_id)
+        assert before is not None
         os.kill(pids[k % len(pids)], signal.SIGKILL)
         killed.append(pids[k % len(pids)])
-        time.sleep(0.5)  # a commit between kills: three in a row without one fail the stream
+        # Two batches committed since (the one in flight may have been the old workers'): three lost in a row
+        # without a commit between fail the stream.
+        deadline = time.monotonic() + 60
+        while (now := engine.status(spec.deployment_id)) is not None and now.records_in <= before.records_in + 1000:
+            assert time.monotonic() < deadline, f"nothing committed after kill {k + 1}: {now}"
+            time.sleep(0.05)
     out.until(total, timeout=120)
     state = engine.status(spec.deployment_id)
     assert state is not None
