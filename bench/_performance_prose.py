@@ -221,7 +221,9 @@ PROSE_STREAM_ANALYSIS = """\
   threads: `WML_SERVER_SCORING_WORKERS` worker processes (default: one per core) each take a contiguous part of
   every batch of 64 records or more, at once; the parts come back in order and go out in the one transaction
   that commits the batch's offsets, so exactly-once and each partition's order are as before. The workers go on
-  to the next full batch while the last one is produced and committed.
+  to the next full batch while the last one is produced and committed. A batch of fewer than 64 records (a
+  caught-up stream's) is scored in the engine's process, as before: a worker round trip would only add to its
+  latency (since this page's run).
 - **Before, same host, same hour** (`--workers 0`, 3 runs each): 1 partition 0.81-0.84x the model alone
   (18,520-19,839 records/s), 4 partitions 0.78-0.88x; p99 127 ms at 1,000 records/s. The table above is after.
 - **Not a partition per worker**, as first built: librdkafka hands out a batch from one partition at a time (a
@@ -232,15 +234,23 @@ PROSE_STREAM_ANALYSIS = """\
   of the codec; a round trip through a real worker measured -3.4 to +4.9 µs a record beside the model's 42-47
   µs in the same process (batches of 2,000 and 500; the difference is this host's noise). Arrow or shared
   memory would save a copy of bytes that are already contiguous, not a per-record cost.
-- **Target missed: 4 partitions ≥ 1.8x the rate of 1.** 1.05-1.07 here, by design: 1 partition already uses
-  both cores, so the figure that says how the cores are used is the rate against the model alone on one core,
-  1.09-1.19. Why not 2x: the CPU of a run (the table's CPU column, 100,000 records) is 5.4-5.7 s in the workers,
+- **Across today's runs** (100,000 records, 3 runs a setting, exactly once): 1 partition 1.03-1.14x the model
+  alone on one core, 2 partitions 1.14-1.30x, 4 partitions 1.10-1.19x; the page's run is the slowest of them:
+  the host got noisier through the afternoon (the model alone drifted 16,700-25,000 tweets/s).
+- **Target missed: 4 partitions ≥ 1.8x the rate of 1.** 1.05-1.09 here, by design: 1 partition already uses
+  both cores, so the figure that says how the cores are used is the rate against the model alone on one core.
+  Why not 2x: the CPU of a run (the table's CPU column, 100,000 records) is 5.4-6.3 s in the workers,
   0.9-1.1 s in the broker, 0.5 s in the engine and 0.2 s in the reader, 7.2 CPU-seconds on 2 cores: at most
-  about 27,800 records/s on this machine, and the runs reach 23,000-27,000. The broker and the reader share the
+  about 27,800 records/s on this machine, and the runs reach 20,800-27,000. The broker and the reader share the
   cores with the stream here; in production the broker is elsewhere. The rest is the workers' own cost: 55 µs
   of CPU a record during a stream against 47 µs for the model alone, with the other core busy (shared caches).
   What would close it: the broker on its own cores (then about 2 x 0.85 = 1.7x on 2 cores), then a faster
   model (VADER is pure Python, 40+ µs a tweet).
+- **Target missed in this page's run: p99 ≤ 100 ms at 1,000 records/s.** 177 ms here (13:00 UTC); 52-59 ms in
+  four runs between 11:44 and 12:10 on nearly the same code. Right after this page's run, latency runs one after the
+  other gave p99 119-228 ms through the workers and 76-268 ms with the stream scored in the engine's process
+  (`--workers 0`, p50 16-53 ms): the host's tail moved more than the workers moved it. Small batches now score in the
+  engine's process (above), so the workers add nothing to a caught-up stream's latency.
 - **Memory per running deployment: about 128 MiB**, 43 MiB per worker (Python, orjson and VADER's lexicon) and
   about 40 MiB of the engine's Kafka clients' queues. A stream scored in the service's process needed only the
   latter.

@@ -116,12 +116,18 @@ class Lanes:
     worker: librdkafka hands out a batch from one partition at a time (a fetch brings up to 1 MB of each), so
     such a split left all but one worker idle, and a topic with one partition could never use two cores."""
 
-    def __init__(self, scorers: Sequence[Scorer | ProcessScorer], min_part: int = MIN_PART) -> None:
+    def __init__(self, scorers: Sequence[Scorer | ProcessScorer], min_part: int = MIN_PART,
+                 local: Scorer | None = None) -> None:
         self.scorers = list(scorers)
         self.concurrent = all(isinstance(s, ProcessScorer) for s in self.scorers)
         self.min_part = min_part
+        self.local = local
 
     def score(self, values: Sequence[bytes | None]) -> ScoredBatch:
+        if self.local is not None and len(values) < self.min_part:
+            # A caught-up stream's few records (~1 ms of VADER): a round trip to a worker, and another process for
+            # the kernel to schedule on a busy machine, would only add to their latency.
+            return self.local.score(values)
         count = min(len(self.scorers), max(1, -(-len(values) // self.min_part)))
         if count == 1 or not self.concurrent:
             return self.scorers[0].score(values)

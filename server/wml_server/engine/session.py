@@ -130,7 +130,8 @@ class StreamSession(StreamConnection):
         workers = self.options.scoring_workers if runs_in_workers(self.spec.model) else 0
         if workers:
             try:
-                self._lanes = Lanes(open_process_scorers(self.spec.model, self.spec.deployment_id, workers))
+                self._lanes = Lanes(open_process_scorers(self.spec.model, self.spec.deployment_id, workers),
+                                    local=open_scorer(self.spec.model, self.spec.deployment_id))
             except WorkerLost as exc:
                 raise StreamFailure(SCORING_WORKER_FAILED, str(exc)) from None
         else:
