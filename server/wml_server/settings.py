@@ -14,6 +14,21 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "WML_SERVER_"
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def usable_cores(cpu_max: Path = CPU_MAX) -> int:
+    """The cores this process may use: its CPU affinity, capped by its cgroup v2 CPU quota when it has one (a
+    container's CPU limit: affinity shows every core of the node, and a worker per core there would compete
+    for a quota of one or two)."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 CPU controller here: the affinity is all there is
+    return cores
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
@@ -42,9 +57,10 @@ class Settings(BaseSettings):
     kafka_unreachable_timeout: Annotated[float, Field(
         gt=0, description="seconds a broker may stay unreachable before the deployment is FAILED")] = 30.0
     scoring_workers: Annotated[int, Field(
-        default_factory=lambda: len(os.sched_getaffinity(0)), ge=0,
+        default_factory=lambda: usable_cores(), ge=0,
         description="worker processes that score a stream of a built-in model, each a part of every "
-                    "batch; default: the cores this process may use; 0: score in the service's own process")]
+                    "batch; default: the cores this process may use (its CPU affinity, within its cgroup's CPU "
+                    "quota: a pod's limit); 0: score in the service's own process")]
     public_url: Annotated[str | None, Field(
         description="base URL used in metadata.url and Location (default: taken from each request)")] = None
     log_level: Annotated[LogLevel, Field(description="debug, info, warning or error")] = "info"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from wml_server.settings import Settings, add_arguments, env_var, flag, from_namespace
+from wml_server.settings import Settings, add_arguments, env_var, flag, from_namespace, usable_cores
 
 pytestmark = pytest.mark.unit
 
@@ -50,7 +50,7 @@ def test_every_variable_and_flag_keeps_its_name() -> None:
 def test_defaults() -> None:
     s = parse()
     assert (s.host, s.port, s.token_ttl_seconds, s.run_streams, s.rate_limit) == ("127.0.0.1", 9443, 8 * 3600, True, 0)
-    assert s.scoring_workers == len(os.sched_getaffinity(0))  # a scoring worker per core the service may use
+    assert s.scoring_workers == usable_cores()  # a scoring worker per core the service may use
     assert parse("--scoring-workers", "0").scoring_workers == 0  # 0: in the service's own process
     assert s.signing_key_path == Path("wml-data/signing.key")
 
@@ -105,3 +105,16 @@ def test_help_lists_every_setting_with_its_variable() -> None:
         description = Settings.model_fields[name].description
         assert description is not None
         assert description in out
+
+
+@pytest.mark.parametrize(("cpu_max", "expected"), [
+    ("max 100000\n", None), ("100000 100000\n", 1), ("150000 100000\n", 2), ("1000 100000\n", 1),
+    ("garbage\n", None), (None, None)])
+def test_scoring_workers_default_to_the_cores_within_a_cpu_quota(cpu_max: str | None, expected: int | None,
+                                                                  tmp_path: Path) -> None:
+    """A pod limited to 1.5 CPUs on a node of many cores gets 2 workers a stream, not one per node core."""
+    path = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        path.write_text(cpu_max)
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cores(path) == (affinity if expected is None else min(affinity, expected))
