@@ -9,7 +9,6 @@ reconnects (the open transaction is aborted by the fencing, its records read aga
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import select
 import subprocess
@@ -20,8 +19,6 @@ from collections.abc import Sequence
 from wml_server.engine import frames
 from wml_server.engine.records import ScoredBatch
 from wml_server.workers.spawner import spawn
-
-log = logging.getLogger(__name__)
 
 # By name: imported here, `python -m` of it would find it imported already (a RuntimeWarning in each worker).
 WORKER_MODULE = "wml_server.engine.score_worker"
