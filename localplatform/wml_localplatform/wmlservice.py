@@ -80,9 +80,19 @@ class WMLService:
         with urllib.request.urlopen(f"{self.url}/healthz", timeout=2, context=context) as resp:  # noqa: S310
             return bool(json.load(resp).get("status") == "ok")
 
-    def stop(self) -> None:
+    def stop(self, spark_drivers: bool = True) -> None:
+        """Stops the service and (unless told not to) its Spark drivers, which outlive a service by design."""
         process.stop_pid_file(self.pid_file, timeout=20.0)
         self.proc = None
+        if spark_drivers:
+            self.stop_spark_drivers()
+
+    def spark_driver_pid_files(self) -> list[Path]:
+        return sorted((self.dir / "data" / "spark").glob("*/driver.pid"))
+
+    def stop_spark_drivers(self) -> None:
+        for pid_file in self.spark_driver_pid_files():
+            process.stop_pid_file(pid_file, timeout=60.0)
 
     def kill(self) -> None:
         """kill -9: no shutdown handler runs, as in a crash."""

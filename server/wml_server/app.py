@@ -25,6 +25,7 @@ from wml_server.repository.store import ModelStore
 from wml_server.repository.validate import load_check
 from wml_server.service import DeploymentService
 from wml_server.settings import Settings
+from wml_server.spark.supervisor import SparkOptions
 from wml_server.streams import StreamController
 
 log = logging.getLogger("wml_server")
@@ -42,7 +43,12 @@ def create_app(settings: Settings, *, models: ModelRegistry | None = None) -> Fa
     catalog = ModelCatalog(models or default_registry(), store, options)
     streams = StreamController(db, catalog, metrics, run_streams=settings.run_streams,
                                unreachable_timeout=settings.kafka_unreachable_timeout,
-                               scoring_workers=settings.scoring_workers)
+                               scoring_workers=settings.scoring_workers, spark_masters=settings.spark_master_list,
+                               spark_dir=settings.data_dir / "spark",
+                               spark_options=SparkOptions(jars=settings.spark_jar_list,
+                                                          executor_memory=settings.spark_executor_memory,
+                                                          cores_max=settings.spark_cores_per_stream,
+                                                          trigger_seconds=settings.spark_trigger_seconds))
     service = DeploymentService(db, catalog, streams, limit=settings.deployment_limit, plan=settings.plan,
                                 allow_pickled=settings.pickled_models)
     repository_service = RepositoryService(

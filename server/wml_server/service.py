@@ -19,7 +19,8 @@ from wml_server.errors import APIError
 from wml_server.models.base import Model
 from wml_server.models.catalog import ModelCatalog
 from wml_server.models.published import PublishedUserModel
-from wml_server.repository.frameworks import DEPLOYABLE, PICKLED
+from wml_server.repository.frameworks import DEPLOYABLE, MLLIB_TAR, PICKLED
+from wml_server.spark.placement import spark_master
 
 # The contract names them once; str values, so they compare equal to what any server sends.
 RUNNING, STOPPED, INITIALIZING, FAILED = (DeploymentStatus.RUNNING.value, DeploymentStatus.STOPPED.value,
@@ -35,6 +36,8 @@ class Streams(Protocol):
     def check(self, record: DeploymentRecord) -> list[str]: ...
     def live(self, deployment_id: str) -> StreamState | None: ...
     def committed(self, deployment_id: str) -> dict[str, Any] | None: ...
+    @property
+    def spark_masters(self) -> tuple[str, ...]: ...
 
 
 class DeploymentService:
@@ -53,15 +56,20 @@ class DeploymentService:
             raise APIError(404, "not_found", f"Published model {model_id} does not exist.")
         return model
 
-    def deployable(self, instance_id: str, model_id: str) -> Model | PublishedUserModel:
-        """The model, if a stream can run it here; else the 400 that says why."""
+    def deployable(self, instance_id: str, model_id: str, on_spark: bool = False) -> Model | PublishedUserModel:
+        """The model, if a stream can run it on the engine chosen; else the 400 that says why."""
         model = self.model(instance_id, model_id)
         if isinstance(model, PublishedUserModel):
-            if model.content_format not in DEPLOYABLE:
+            if on_spark and model.content_format != MLLIB_TAR:
+                raise APIError(400, "model_not_deployable_on_spark",
+                               f"Model {model_id} is a {model.model_type} model: streams on Spark run Spark MLlib "
+                               "models and the built-in models; run this one on the built-in engine (a "
+                               "cluster_master_url that is not a Spark master).")
+            if not on_spark and model.content_format not in DEPLOYABLE:
                 raise APIError(400, "model_not_deployable",
-                               f"Model {model_id} is a {model.model_type} model: the repository stores it, but this "
-                               "service's engine runs scikit-learn models only (Spark MLlib models need the Spark "
-                               "engine).")
+                               f"Model {model_id} is a {model.model_type} model: the built-in engine runs "
+                               "scikit-learn models only. Spark MLlib models run on Spark: name a Spark master "
+                               "this service allows in the `X-Spark-Service-Instance` credentials.")
             if model.content_format in PICKLED and not self.allow_pickled:
                 raise APIError(400, "pickled_models_disabled",
                                f"Model {model_id} is pickled and this service runs no pickled models "
@@ -105,7 +113,7 @@ class DeploymentService:
     def _new(self, instance_id: str, model_id: str, body: DeploymentCreate,
              spark_header: str | None) -> DeploymentRecord:
         """The record a create would insert, after every check of the request."""
-        model = self.deployable(instance_id, model_id)
+        self.model(instance_id, model_id)
         if body.type != "stream":
             raise APIError(400, "unsupported_deployment_type",
                            f"Deployments of type `{body.type}` are not supported; this service runs `stream`.")
@@ -113,6 +121,8 @@ class DeploymentService:
             missing = "input" if body.input is None else "output"
             raise APIError(400, "missing_field", f"A stream deployment needs `{missing}`.")
         spark = parse_spark_header(spark_header)
+        on_spark = spark_master(spark, self.streams.spark_masters) is not None
+        model = self.deployable(instance_id, model_id, on_spark)
         if self.db.count_deployments(instance_id) >= self.limit:
             raise APIError(400, "deployments_plan_limit_reached",
                            f"Current plan '{self.plan}' only allows {self.limit} deployments")

@@ -61,6 +61,20 @@ class Settings(BaseSettings):
         description="worker processes that score a stream of a built-in model, each a part of every "
                     "batch; default: the cores this process may use (its CPU affinity, within its cgroup's CPU "
                     "quota: a pod's limit); 0: score in the service's own process")]
+    spark_masters: Annotated[str, Field(
+        description="Spark masters streams may run on, separated by commas (spark://host:port, local[N]); a "
+                    "deployment whose X-Spark-Service-Instance names another Spark master is refused with 400 "
+                    "spark_master_not_allowed; other cluster_master_url values run on the built-in engine")] = ""
+    spark_jars: Annotated[str, Field(
+        description="the Spark Kafka connector's jars for Spark streams: paths separated by commas, or a folder "
+                    "of jars (make platform-build caches them)")] = ""
+    spark_executor_memory: Annotated[str, Field(description="memory of each Spark stream's executors")] = "1g"
+    spark_cores_per_stream: Annotated[int, Field(
+        ge=0, description="cores each Spark stream may take on its cluster (spark.cores.max); 0: all that are "
+                          "free")] = 0
+    spark_trigger_seconds: Annotated[float, Field(
+        ge=0, description="seconds between a Spark stream's micro-batches; 0: each as soon as the last "
+                          "committed")] = 0.0
     public_url: Annotated[str | None, Field(
         description="base URL used in metadata.url and Location (default: taken from each request)")] = None
     log_level: Annotated[LogLevel, Field(description="debug, info, warning or error")] = "info"
@@ -85,6 +99,29 @@ class Settings(BaseSettings):
     model_predict_timeout: Annotated[float, Field(
         gt=0, description="seconds a model worker may take to score one batch; longer: the worker is killed and "
                           "its deployment FAILED with model_timeout")] = 60.0
+
+    @field_validator("spark_masters")
+    @classmethod
+    def _masters(cls, value: str) -> str:
+        from wml_server.spark.placement import parse_allowed
+
+        return ",".join(parse_allowed(value))
+
+    @property
+    def spark_master_list(self) -> tuple[str, ...]:
+        from wml_server.spark.placement import parse_allowed
+
+        return parse_allowed(self.spark_masters)
+
+    @property
+    def spark_jar_list(self) -> tuple[str, ...]:
+        jars: list[str] = []
+        for item in self.spark_jars.split(","):
+            path = Path(item.strip())
+            if not item.strip():
+                continue
+            jars += sorted(str(j) for j in path.glob("*.jar")) if path.is_dir() else [str(path)]
+        return tuple(jars)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -5,21 +5,27 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from wml_server.db import Database, DeploymentRecord
-from wml_server.engine.cleanup import remove_leftovers
+from wml_server.engine.cleanup import delete_group, remove_leftovers
 from wml_server.engine.engine import Engine
 from wml_server.engine.failures import StreamFailure
 from wml_server.engine.position import committed_position
 from wml_server.engine.probe import check_stream
 from wml_server.engine.session import StreamOptions
 from wml_server.engine.spec import KafkaEndpoint, KafkaTopic, StartOptions, StreamSpec
-from wml_server.engine.state import KAFKA_UNREACHABLE, STOPPED, StreamState
+from wml_server.engine.state import FAILED, KAFKA_UNREACHABLE, STOPPED, StreamState
 from wml_server.errors import APIError
+from wml_server.models.base import Model
 from wml_server.models.catalog import ModelCatalog
+from wml_server.models.published import PublishedUserModel
+from wml_server.repository.frameworks import MLLIB_TAR
+from wml_server.spark.placement import spark_master
+from wml_server.spark.supervisor import SparkEngine, SparkOptions
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +62,16 @@ def start_options(source: dict[str, Any]) -> StartOptions:
 
 class StreamController:
     def __init__(self, db: Database, models: ModelCatalog, metrics: CollectorRegistry, *, run_streams: bool,
-                 unreachable_timeout: float, scoring_workers: int = 0) -> None:
+                 unreachable_timeout: float, scoring_workers: int = 0, spark_masters: tuple[str, ...] = (),
+                 spark_dir: Path | None = None, spark_options: SparkOptions | None = None) -> None:
         self._db = db
         self._models = models
         self.engine = Engine(on_status_change=self._persist, registry=metrics, run_streams=run_streams,
                              options=StreamOptions(unreachable_timeout=unreachable_timeout,
                                                    scoring_workers=scoring_workers))
+        self.spark_masters = spark_masters
+        self.spark = SparkEngine(spark_dir or Path("wml-data") / "spark", self._persist,
+                                 spark_options or SparkOptions())
         self._lock = threading.Lock()
         self._cleanups: list[threading.Thread] = []
 
@@ -71,7 +81,7 @@ class StreamController:
         if status == STOPPED:
             # Final once STOPPED (every transaction of the run has committed), and stored in the same update as
             # the status: a client that sees STOPPED hands this position over to a deployment replacing it.
-            state = self.engine.status(deployment_id)
+            state = self.live(deployment_id)
             if state is not None and state.position is not None:
                 topic, offsets = state.position
                 position = {"topic": topic, "offsets": offsets}
@@ -91,12 +101,44 @@ class StreamController:
 
     def live(self, deployment_id: str) -> StreamState | None:
         """What the engine knows of a running deployment now (status, position, lag): no Kafka call."""
+        if self.spark.runs(deployment_id):
+            return self.spark.status(deployment_id)
         return self.engine.status(deployment_id)
 
+    def master(self, record: DeploymentRecord) -> str | None:
+        """The Spark master the deployment runs on (None: the built-in engine). Raises APIError when its master
+        is not (or no longer) allowed."""
+        return spark_master(record.spark, self.spark_masters)
+
     def start(self, record: DeploymentRecord) -> None:
-        self.engine.start(spec_of(record, self._models))
+        spec = spec_of(record, self._models)
+        try:
+            master = self.master(record) if self.engine.run_streams else None
+        except APIError as refused:  # allowed at create, no longer: the administrator changed the list
+            self._persist(record.id, FAILED, [(refused.code, refused.message)])
+            return
+        if master is None:
+            self.engine.start(spec)
+            return
+        self.spark.start(spec, master, self._spark_model(spec))
+
+    def _spark_model(self, spec: StreamSpec) -> dict[str, Any]:
+        model = spec.model
+        if isinstance(model, PublishedUserModel):
+            assert model.content_format == MLLIB_TAR
+            assert model.schema is not None
+            archive = self.spark.state_root / spec.deployment_id / "model.tar.gz"
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            archive.write_bytes(model.read_content())
+            return {"kind": "mllib", "archive": str(archive),
+                    "fields": [{"name": f.name, "type": f.type} for f in model.schema.fields]}
+        assert isinstance(model, Model)
+        return {"kind": "builtin", "id": model.id}
 
     def stop(self, deployment_id: str) -> None:
+        if self.spark.runs(deployment_id):
+            self.spark.stop(deployment_id)
+            return
         self.engine.stop(deployment_id)
 
     def check(self, record: DeploymentRecord) -> list[str]:
@@ -114,13 +156,14 @@ class StreamController:
         """Stops and forgets the deployment, then (in the background, once its runner has finished) aborts what
         its producer left open and deletes its consumer group: nothing of it stays on the brokers."""
         # Created STOPPED and never started: it has no group, and fencing would only create a transactional id.
-        ran = self.engine.status(record.id) is not None or record.position is not None or record.status != STOPPED
+        ran = self.live(record.id) is not None or record.position is not None or record.status != STOPPED
+        on_spark = self.spark.runs(record.id) or (self.spark.state_root / record.id).exists()
         self.engine.remove(record.id)
         if not self.engine.run_streams or not ran:
             return  # accept-only: it never had a Kafka client
         spec = spec_of(record, self._models)
-        thread = threading.Thread(target=self._clean_up, args=(spec,), name=f"wml-cleanup-{record.id[:8]}",
-                                  daemon=True)
+        target = self._clean_up_spark if on_spark else self._clean_up
+        thread = threading.Thread(target=target, args=(spec,), name=f"wml-cleanup-{record.id[:8]}", daemon=True)
         with self._lock:
             self._cleanups = [t for t in self._cleanups if t.is_alive()] + [thread]
         thread.start()
@@ -137,7 +180,16 @@ class StreamController:
             log.warning("deployment %s: cleaning up after the delete failed: %s", spec.deployment_id,
                         type(exc).__name__)
 
+    def _clean_up_spark(self, spec: StreamSpec) -> None:
+        try:
+            self.spark.remove(spec)
+            delete_group(spec)
+        except Exception as exc:  # a cleanup thread must never take anything else down
+            log.warning("deployment %s: cleaning up its Spark stream after the delete failed: %s",
+                        spec.deployment_id, type(exc).__name__)
+
     def shutdown(self) -> None:
+        self.spark.shutdown()
         self.engine.shutdown()
         with self._lock:
             cleanups = list(self._cleanups)

@@ -42,6 +42,7 @@ from wml_api.paths import (
 from wml_server.db import DeploymentRecord
 from wml_server.engine.state import RUNNING, StreamState
 from wml_server.models.base import ModelInfo
+from wml_server.spark.placement import is_spark_master, spark_version
 
 
 def version_id(model_id: str) -> str:
@@ -85,6 +86,14 @@ def render_model(base: str, instance_id: str, model: ModelInfo, created_at: str,
     )
 
 
+def runtime_environment(record: DeploymentRecord, model: ModelInfo | None) -> str | None:
+    """`spark-<version>` for a deployment on Spark (the original's `spark-2.0`), else the model's runtime."""
+    master = str(((record.spark or {}).get("credentials") or {}).get("cluster_master_url") or "").strip()
+    if is_spark_master(master):
+        return f"spark-{spark_version()}"
+    return model.runtime_environment if model else None
+
+
 def render_deployment(base: str, record: DeploymentRecord, model: ModelInfo | None,
                       live: StreamState | None = None) -> Deployment:
     """`live`: what the engine knows now (no Kafka call): its position and lag win over the stored position."""
@@ -101,7 +110,7 @@ def render_deployment(base: str, record: DeploymentRecord, model: ModelInfo | No
         type=body.get("type", "stream"), name=body.get("name", ""), description=body.get("description"),
         status=record.status, status_details=details,
         status_message=first_error.message if first_error else None,
-        runtime_environment=model.runtime_environment if model else None,
+        runtime_environment=runtime_environment(record, model),
         model_type=model.model_type if model else None,
         instance_href=deployment_url(base, record),
         published_model=PublishedModelRef(guid=record.model_id, name=model.name if model else None,
