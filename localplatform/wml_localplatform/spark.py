@@ -46,6 +46,16 @@ class SparkInfo:
     def from_json(cls, text: str) -> SparkInfo:
         return cls(**json.loads(text))
 
+    @classmethod
+    def from_env(cls) -> SparkInfo | None:
+        """The master the environment names (WSO_SPARK_MASTER, spark://host:port), or None: then the caller
+        starts a cluster of its own. Its UI, processes and version are unknown here."""
+        master = os.environ.get("WSO_SPARK_MASTER")
+        if not master:
+            return None
+        return cls(master_url=master, master_ui="", master_pid=0, worker_pids=[], worker_ports=[], worker_uis=[],
+                   version="external", ready_seconds=0.0)
+
     @property
     def master_port(self) -> int:
         return int(self.master_url.rsplit(":", 1)[1])
