@@ -22,12 +22,12 @@ $(VENV)/.installed: pyproject.toml
 	@echo "Creating $(VENV) and installing the Python packages (a minute or two, once)"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[server,dev]'
+	$(VENV)/bin/pip install --quiet -e '.[server,dev,spark]'
 	@touch $@
 
 venv: $(VENV)/.installed
 
-platform-build:
+platform-build: venv
 	@hack/setup-platform.sh
 
 platform-up: venv platform-build

@@ -1,12 +1,15 @@
 """Fixtures shared by every suite: the local platform (started once per session) and per-test isolation.
 
-The platform is real: kube-apiserver + etcd (+ the namespace/GC controllers) and an Apache Kafka broker,
-started from the cache that `make platform-build` fills. To run the suites against something already
-running instead, set:
+The platform is real: kube-apiserver + etcd (+ the namespace/GC controllers), an Apache Kafka broker and a
+Spark standalone cluster, started from the cache that `make platform-build` fills (and pyspark's own Spark).
+To run the suites against something already running instead, set:
   KUBECONFIG                    an existing cluster (kind, a real one, or `make platform-up`'s)
   WSO_KAFKA_BOOTSTRAP           an existing broker, with WSO_KAFKA_USERNAME / WSO_KAFKA_PASSWORD and
                                 optionally WSO_KAFKA_SECURITY_PROTOCOL (SASL_PLAINTEXT) and
                                 WSO_KAFKA_SASL_MECHANISM (PLAIN)
+  WSO_SPARK_MASTER              an existing Spark standalone master (spark://host:port), e.g. the one
+                                `make platform-up` prints; else the first test that needs Spark starts a
+                                cluster (a master and two workers) for the rest of the session
 A missing prerequisite is an error, never a skip: a suite that did not run did not pass.
 """
 
@@ -26,7 +29,15 @@ from hypothesis import settings as hypothesis_settings
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from wml_localplatform import KafkaBroker, KafkaInfo, KubeControlPlane, KubeInfo, PlatformConfig
+from wml_localplatform import (
+    KafkaBroker,
+    KafkaInfo,
+    KubeControlPlane,
+    KubeInfo,
+    PlatformConfig,
+    SparkCluster,
+    SparkInfo,
+)
 from wml_localplatform.wmloperator import kubectl_runner
 from wml_localplatform.wmlservice import WMLService, WMLUser
 
@@ -152,6 +163,30 @@ def kafka(kafka_broker: KafkaBroker | None, figures: Figures) -> Iterator[KafkaI
     figures.add("leftovers", wml_consumer_groups_left=len(left), groups=", ".join(left[:10]) or "none")
     # On the run's own broker every group is the run's: each deployment the suites made was deleted.
     assert kafka_broker is None or not left, f"consumer groups of WML deployments left on the broker: {left[:10]}"
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(platform_config: PlatformConfig,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkCluster | None]:
+    """The Spark cluster this run started (only when a test asks for it), or None with WSO_SPARK_MASTER."""
+    if SparkInfo.from_env():
+        yield None
+        return
+    cluster = SparkCluster(platform_config, tmp_path_factory.mktemp("spark"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def spark(spark_cluster: SparkCluster | None) -> SparkInfo:
+    if spark_cluster is not None:
+        return spark_cluster.info()
+    external = SparkInfo.from_env()
+    assert external is not None
+    return external
 
 
 def wml_groups(kafka: KafkaInfo) -> set[str]:

@@ -12,19 +12,21 @@ from wml_localplatform.config import MissingPrerequisite, PlatformConfig
 from wml_localplatform.kafka import KafkaBroker
 from wml_localplatform.kube import KubeControlPlane
 from wml_localplatform.process import StartFailed
+from wml_localplatform.spark import SparkCluster
 
 
 def default_dir() -> Path:
     return Path(os.environ.get("WSO_PLATFORM_DIR") or "/tmp/wml-stream-operator/platform")  # noqa: S108
 
 
-def parts(root: Path) -> tuple[KubeControlPlane, KafkaBroker]:
+def parts(root: Path) -> tuple[KubeControlPlane, KafkaBroker, SparkCluster]:
     config = PlatformConfig.load()
-    return KubeControlPlane(config, root / "kube"), KafkaBroker(config, root / "kafka")
+    return (KubeControlPlane(config, root / "kube"), KafkaBroker(config, root / "kafka"),
+            SparkCluster(config, root / "spark"))
 
 
 def env_lines(root: Path) -> list[str]:
-    kube, kafka = parts(root)
+    kube, kafka, spark = parts(root)
     lines = []
     if kube.info_path.is_file():
         lines.append(f"export KUBECONFIG={shlex.quote(kube.info().kubeconfig)}")
@@ -36,11 +38,13 @@ def env_lines(root: Path) -> list[str]:
                   f"export WSO_KAFKA_SASL_MECHANISM={info.sasl_mechanism}",
                   f"export WSO_KAFKA_USERNAME={user.name}",
                   f"export WSO_KAFKA_PASSWORD={shlex.quote(user.password)}"]
+    if spark.info_path.is_file() and spark.running():
+        lines.append(f"export WSO_SPARK_MASTER={spark.info().master_url}")
     return lines
 
 
 def up(root: Path) -> None:
-    kube, kafka = parts(root)
+    kube, kafka, spark = parts(root)
     root.mkdir(parents=True, exist_ok=True)
     print(f"Starting the local platform in {root}", flush=True)
     k = kube.start()
@@ -52,11 +56,15 @@ def up(root: Path) -> None:
           f"{info.security_protocol} {info.sasl_mechanism}")
     for user in info.users:
         print(f"    user {user.name} password {user.password}")
+    s = spark.start()
+    print(f"  Spark {s.version}: {s.master_url} ready ({s.ready_seconds:.1f} s), {len(s.worker_pids)} workers")
+    print(f"    master UI: {s.master_ui}")
     print("\nTo use it from this shell:\n  eval \"$(make -s platform-env)\"")
 
 
 def down(root: Path) -> None:
-    kube, kafka = parts(root)
+    kube, kafka, spark = parts(root)
+    spark.destroy()
     kafka.destroy()
     kube.destroy()
     if root.is_dir() and not any(root.iterdir()):
@@ -65,11 +73,14 @@ def down(root: Path) -> None:
 
 
 def status(root: Path) -> int:
-    kube, kafka = parts(root)
+    kube, kafka, spark = parts(root)
     print(f"platform dir: {root}")
     print(f"  kubernetes: {'running' if kube.running() else 'stopped'}")
     print(f"  kafka:      {'running' if kafka.running() else 'stopped'}")
-    return 0 if kube.running() and kafka.running() else 3
+    spark_running = spark.running() and spark.info_path.is_file()
+    where = f" ({spark.info().master_url}, UI {spark.info().master_ui})" if spark_running else ""
+    print(f"  spark:      {'running' if spark_running else 'stopped'}{where}")
+    return 0 if kube.running() and kafka.running() and spark_running else 3
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,11 +38,12 @@ class PlatformConfig:
     k8s_version: str
     kafka_version: str
     cache: Path
+    spark_version: str
 
     @classmethod
     def load(cls) -> PlatformConfig:
         versions = read_versions()
-        return cls(versions["K8S_VERSION"], versions["KAFKA_VERSION"], cache_dir())
+        return cls(versions["K8S_VERSION"], versions["KAFKA_VERSION"], cache_dir(), versions["SPARK_VERSION"])
 
     def k8s_binary(self, name: str) -> Path:
         path = self.cache / "bin" / f"{name}-{self.k8s_version}"
@@ -70,6 +71,13 @@ class PlatformConfig:
         path = self.cache / f"kafka-{self.kafka_version}"
         if not (path / ".complete").is_file():
             raise MissingPrerequisite(f"{path} is missing: run `make platform-build` (hack/fetch-kafka.sh)")
+        return path / "libs"
+
+    def spark_kafka_libs(self) -> Path:
+        """Spark's Kafka connector and what it adds to pyspark's own jars (hack/fetch-spark-jars.sh)."""
+        path = self.cache / f"spark-kafka-{self.spark_version}"
+        if not (path / ".complete").is_file():
+            raise MissingPrerequisite(f"{path} is missing: run `make platform-build` (hack/fetch-spark-jars.sh)")
         return path / "libs"
 
     def java(self) -> Path:

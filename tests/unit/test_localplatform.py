@@ -10,7 +10,7 @@ import yaml
 from cryptography import x509
 
 from wml_localplatform.certs import CertificateAuthority
-from wml_localplatform.config import PlatformConfig, read_versions
+from wml_localplatform.config import ROOT, PlatformConfig, read_versions
 from wml_localplatform.kafka import KafkaInfo, KafkaUser, server_properties
 from wml_localplatform.kube import kubeconfig_yaml
 
@@ -72,3 +72,13 @@ def test_issued_certificates_chain_to_the_ca(tmp_path: Path) -> None:
     # The standard library accepts the pair and the CA as a trust store.
     ctx = ssl.create_default_context(cafile=str(ca.cert_path))
     ctx.load_cert_chain(str(client.cert), str(client.key))
+
+
+def test_pyspark_pin_is_the_platforms_spark_version() -> None:
+    """pyproject's `spark` extra installs the pyspark whose Kafka connector hack/fetch-spark-jars.sh caches."""
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    pins = [d for d in pyproject["project"]["optional-dependencies"]["spark"] if d.startswith("pyspark")]
+    assert pins == [f"pyspark=={read_versions()['SPARK_VERSION']}"]
+    assert PlatformConfig.load().spark_version == read_versions()["SPARK_VERSION"]
