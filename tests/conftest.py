@@ -189,6 +189,12 @@ def spark(spark_cluster: SparkCluster | None) -> SparkInfo:
     return external
 
 
+@pytest.fixture(scope="session")
+def spark_master(spark: SparkInfo) -> str:
+    """The master URL of the run's Spark cluster: what a deployment's Spark credentials name to run on it."""
+    return spark.master_url
+
+
 def wml_groups(kafka: KafkaInfo) -> set[str]:
     """The consumer groups of WML deployments (`wml-<deployment id>`) on the broker."""
     listed = AdminClient(kafka.client_config()).list_consumer_groups(request_timeout=30).result(30)

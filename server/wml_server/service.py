@@ -19,7 +19,7 @@ from wml_server.errors import APIError
 from wml_server.models.base import Model
 from wml_server.models.catalog import ModelCatalog
 from wml_server.models.published import PublishedUserModel
-from wml_server.repository.frameworks import DEPLOYABLE, MLLIB_TAR, PICKLED
+from wml_server.repository.frameworks import DEPLOYABLE, PICKLED
 from wml_server.spark.placement import spark_master
 
 # The contract names them once; str values, so they compare equal to what any server sends.
@@ -60,11 +60,7 @@ class DeploymentService:
         """The model, if a stream can run it on the engine chosen; else the 400 that says why."""
         model = self.model(instance_id, model_id)
         if isinstance(model, PublishedUserModel):
-            if on_spark and model.content_format != MLLIB_TAR:
-                raise APIError(400, "model_not_deployable_on_spark",
-                               f"Model {model_id} is a {model.model_type} model: streams on Spark run Spark MLlib "
-                               "models and the built-in models; run this one on the built-in engine (a "
-                               "cluster_master_url that is not a Spark master).")
+            # Spark runs every format the repository takes; the built-in engine all but MLlib's.
             if not on_spark and model.content_format not in DEPLOYABLE:
                 raise APIError(400, "model_not_deployable",
                                f"Model {model_id} is a {model.model_type} model: the built-in engine runs "

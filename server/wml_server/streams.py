@@ -20,10 +20,9 @@ from wml_server.engine.session import StreamOptions
 from wml_server.engine.spec import KafkaEndpoint, KafkaTopic, StartOptions, StreamSpec
 from wml_server.engine.state import FAILED, KAFKA_UNREACHABLE, STOPPED, StreamState
 from wml_server.errors import APIError
-from wml_server.models.base import Model
 from wml_server.models.catalog import ModelCatalog
 from wml_server.models.published import PublishedUserModel
-from wml_server.repository.frameworks import MLLIB_TAR
+from wml_server.repository.frameworks import MLLIB_TAR, SKOPS
 from wml_server.spark.placement import spark_master
 from wml_server.spark.supervisor import SparkEngine, SparkOptions
 
@@ -123,17 +122,26 @@ class StreamController:
         self.spark.start(spec, master, self._spark_model(spec))
 
     def _spark_model(self, spec: StreamSpec) -> dict[str, Any]:
+        """What the driver needs of the model; a user's model's content goes to the deployment's folder, where
+        the driver (MLlib) or the executors' model workers (scikit-learn) read it."""
         model = spec.model
-        if isinstance(model, PublishedUserModel):
-            assert model.content_format == MLLIB_TAR
-            assert model.schema is not None
-            archive = self.spark.state_root / spec.deployment_id / "model.tar.gz"
-            archive.parent.mkdir(parents=True, exist_ok=True)
-            archive.write_bytes(model.read_content())
-            return {"kind": "mllib", "archive": str(archive),
+        if not isinstance(model, PublishedUserModel):
+            return {"kind": "builtin", "id": model.id}
+        assert model.schema is not None  # checked at create
+        mllib = model.content_format == MLLIB_TAR
+        content = self.spark.state_root / spec.deployment_id / ("model.tar.gz" if mllib else "model.bin")
+        content.parent.mkdir(parents=True, exist_ok=True)
+        content.write_bytes(model.read_content())
+        content.chmod(0o600)
+        if mllib:
+            return {"kind": "mllib", "archive": str(content),
                     "fields": [{"name": f.name, "type": f.type} for f in model.schema.fields]}
-        assert isinstance(model, Model)
-        return {"kind": "builtin", "id": model.id}
+        options = model.options
+        return {"kind": "user", "framework": "skops" if model.content_format == SKOPS else "scikit-learn",
+                "path": str(content), "schema": model.schema.to_json(),
+                "name": f"{model.name[:60]} for deployment {spec.deployment_id}",
+                "options": {"memory_limit_bytes": options.memory_limit_bytes, "load_timeout": options.load_timeout,
+                            "predict_timeout": options.predict_timeout, "require_sandbox": options.require_sandbox}}
 
     def stop(self, deployment_id: str) -> None:
         if self.spark.runs(deployment_id):

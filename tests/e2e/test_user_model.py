@@ -146,7 +146,7 @@ def test_a_published_model_this_service_cannot_run_stalls_with_the_reason(
     message = stalled["message"]
     assert message.startswith(f"spec.modelId: published model {asset.id} cannot be deployed")
     assert "is a mllib-3.5 model" in message
-    assert "runs scikit-learn models only (Spark MLlib models need the Spark engine)" in message
+    assert "the built-in engine runs scikit-learn models only. Spark MLlib models run on Spark" in message
     assert message.endswith("(400 model_not_deployable)")
     ready_condition = condition(sdep(k8s_api, ns, "tweets"), "Ready") or {}
     assert (ready_condition.get("status"), ready_condition.get("reason")) == ("False", "ModelNotDeployable")

@@ -91,6 +91,16 @@ acknowledged ones, *errors* the ones that came out with an error. The listener o
 connections it got, the file a model tried to write is looked for, the service's PID is the one it started
 with and /healthz answers; no secret is in any API answer or in the service's log; after the bad deployments
 are deleted only the good deployment's worker process is left."""),
+    "spark": ("A stream on Spark under kill -9", """\
+One deployment on the run's Spark standalone cluster (a master, two workers of one core each, the stream taking
+both) reads a 4-partition topic (`tests/reliability/test_spark_faults.py`). For each fault, 3,000 records are
+sent, and a second into them the fault strikes: kill -9 of an executor (the worker starts another), of a worker
+(started again on its ports), of the master (started again with its recovery state), of the stream's driver
+(the service starts another from its checkpoint), and a restart of the broker (5 s down). *seconds to recover*:
+from the fault until the driver has committed the chunk and the deployment is RUNNING. At the end every record
+is read back read_committed: *lost* never came out, *repeated* came out twice (Spark's own Kafka sink may write
+a record twice after such faults; ours is a transaction per input partition and batch that commits the
+partition's offset too)."""),
     "security": ("Secrets and access", """\
 What the suite checked about secrets and access in the same run."""),
 }

@@ -174,6 +174,8 @@ class Driver:
         if model["kind"] == "builtin":
             udfs.builtin_model(model["id"])  # fails here, with its reason, rather than in every task
             return lambda frame: frame.mapInPandas(partial(udfs.score_and_write, model["id"], sink), RESULT_SCHEMA)
+        if model["kind"] == "user":
+            return lambda frame: frame.mapInPandas(partial(udfs.score_user_and_write, model, sink), RESULT_SCHEMA)
         return self._mllib(spark, model, sink)
 
     def _mllib(self, spark: Any, model: dict[str, Any], sink: dict[str, Any]) -> Any:

@@ -101,6 +101,9 @@ class _Watch:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "status.json").unlink(missing_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("WML_SERVER_")}
+        # The driver listens for its executors: on loopback unless the administrator says where (a cluster on
+        # other hosts needs an address its workers reach).
+        env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         with open(self.state_dir / "driver.log", "ab") as out:
             self.proc = subprocess.Popen(
                 [self.engine.options.python, "-m", DRIVER_MODULE, self.spec.deployment_id], stdin=subprocess.PIPE,

@@ -46,6 +46,51 @@ def score_and_write(model_id: str, config: dict[str, Any], frames: Iterator[pd.D
     return write_frames(config, score_frames(model_id, frames))
 
 
+# A user's model (untrusted code): loaded only in a sandboxed model worker, one per Spark Python worker, as the
+# built-in engine does per deployment (wml_server.workers.model_worker).
+_USER_WORKERS: dict[str, tuple[Any, Any]] = {}
+
+
+def _user_worker(model: dict[str, Any]) -> tuple[Any, Any]:
+    from pathlib import Path
+
+    from wml_server.repository.schema import parse_schema
+    from wml_server.workers.model_worker import ModelWorker
+
+    key = model["path"]
+    if key not in _USER_WORKERS:
+        schema = parse_schema(model["schema"])
+        options = model["options"]
+        worker = ModelWorker(framework=model["framework"], content=Path(model["path"]).read_bytes(),
+                             fields=schema.names, name=model["name"],
+                             memory_limit_bytes=options["memory_limit_bytes"], load_timeout=options["load_timeout"],
+                             predict_timeout=options["predict_timeout"], require_sandbox=options["require_sandbox"])
+        worker.start()  # ModelLoadError: the task fails with the model's reason, and so does the query
+        _USER_WORKERS[key] = (schema, worker)
+    return _USER_WORKERS[key]
+
+
+def score_user_frames(model: dict[str, Any], frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """A user's scikit-learn model: records -> features by name -> its worker, the built-in engine's contract."""
+    from wml_server.engine.features import score_features
+    from wml_server.workers.model_worker import ModelWorkerDied
+
+    schema, worker = _user_worker(model)
+    for frame in frames:
+        try:
+            scored = score_features(schema, worker.predict, list(frame["value"]))
+        except ModelWorkerDied:
+            _USER_WORKERS.pop(model["path"], None)  # Spark runs the task again, with a new worker
+            worker.close()
+            raise
+        yield frame.assign(value=scored.values, failed=scored.failed)
+
+
+def score_user_and_write(model: dict[str, Any], config: dict[str, Any],
+                         frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    return write_frames(config, score_user_frames(model, frames))
+
+
 def finish_mllib(config: dict[str, Any], frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """After a PipelineModel's transform: rows (partition, offset, key, value, refused, label, probability) ->
     the output records (the input's fields, `prediction`, `probability`), then our sink."""
