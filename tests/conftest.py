@@ -195,6 +195,14 @@ def spark_master(spark: SparkInfo) -> str:
     return spark.master_url
 
 
+@pytest.fixture(scope="session")
+def mllib_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real Spark MLlib PipelineModel as a user uploads it (.tar.gz), trained once per run (tests/spark_model.py)."""
+    from tests.spark_model import mllib_model_archive
+
+    return mllib_model_archive(tmp_path_factory.mktemp("mllib"))
+
+
 def wml_groups(kafka: KafkaInfo) -> set[str]:
     """The consumer groups of WML deployments (`wml-<deployment id>`) on the broker."""
     listed = AdminClient(kafka.client_config()).list_consumer_groups(request_timeout=30).result(30)

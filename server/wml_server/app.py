@@ -48,6 +48,7 @@ def create_app(settings: Settings, *, models: ModelRegistry | None = None) -> Fa
                                spark_options=SparkOptions(jars=settings.spark_jar_list,
                                                           executor_memory=settings.spark_executor_memory,
                                                           cores_max=settings.spark_cores_per_stream,
+                                                          java_options=settings.spark_java_options,
                                                           trigger_seconds=settings.spark_trigger_seconds))
     service = DeploymentService(db, catalog, streams, limit=settings.deployment_limit, plan=settings.plan,
                                 allow_pickled=settings.pickled_models)

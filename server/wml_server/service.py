@@ -177,7 +177,9 @@ class DeploymentService:
                 self.streams.start(record)
                 resumed += 1
             elif record.status != STOPPED and record.desired == STOPPED:
-                # A stop the last process did not finish: its position is what the broker has committed.
+                # A stop the last process did not finish (a Spark driver may still run: it is stopped now); its
+                # position is what the broker has committed.
+                self.streams.stop(record.id)
                 self.db.set_status(record.id, STOPPED, None, self.streams.committed(record.id))
         return resumed
 

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     spark_cores_per_stream: Annotated[int, Field(
         ge=0, description="cores each Spark stream may take on its cluster (spark.cores.max); 0: all that are "
                           "free")] = 0
+    spark_java_options: Annotated[str, Field(
+        description="JVM options of each Spark stream's driver and executors (e.g. -XX:TieredStopAtLevel=1: "
+                    "a faster start, slower steady state)")] = ""
     spark_trigger_seconds: Annotated[float, Field(
         ge=0, description="seconds between a Spark stream's micro-batches; 0: each as soon as the last "
                           "committed")] = 0.0

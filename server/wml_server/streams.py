@@ -23,7 +23,7 @@ from wml_server.errors import APIError
 from wml_server.models.catalog import ModelCatalog
 from wml_server.models.published import PublishedUserModel
 from wml_server.repository.frameworks import MLLIB_TAR, SKOPS
-from wml_server.spark.placement import spark_master
+from wml_server.spark.placement import reachable, spark_master
 from wml_server.spark.supervisor import SparkEngine, SparkOptions
 
 log = logging.getLogger(__name__)
@@ -144,8 +144,8 @@ class StreamController:
                             "predict_timeout": options.predict_timeout, "require_sandbox": options.require_sandbox}}
 
     def stop(self, deployment_id: str) -> None:
-        if self.spark.runs(deployment_id):
-            self.spark.stop(deployment_id)
+        if self.spark.runs(deployment_id) or (self.spark.state_root / deployment_id).is_dir():
+            self.spark.stop(deployment_id)  # also a driver the last service left running
             return
         self.engine.stop(deployment_id)
 
@@ -153,8 +153,10 @@ class StreamController:
         """The Kafka part of a dry run: both connections work and every topic exists (accept-only: nothing)."""
         if not self.engine.run_streams:
             return []
+        master = self.master(record)
+        checked = [f"Spark master {master} (reachable)"] if master and reachable(master) else []
         try:
-            return check_stream(spec_of(record, self._models), timeout=DRY_RUN_KAFKA_TIMEOUT)
+            return checked + check_stream(spec_of(record, self._models), timeout=DRY_RUN_KAFKA_TIMEOUT)
         except StreamFailure as failure:
             if failure.code == KAFKA_UNREACHABLE:  # transient: the same request may pass in a moment
                 raise APIError(503, failure.code, failure.message, {"Retry-After": "10"}) from None

@@ -73,3 +73,19 @@ def test_a_query_failure_names_the_python_error_and_the_sink_code() -> None:
     sink = "...\nwml_server.spark.sink.SinkFailure: wml-sink-failure[kafka_producer_fenced]: partition 0 of `t`: x\n"
     assert driver._failure(sink) == ["kafka_producer_fenced", "partition 0 of `t`: x"]
     assert "hunter2" not in driver._failure("KafkaError: auth failed for password hunter2-secret")[1]
+
+
+def test_the_dry_run_tries_a_standalone_master() -> None:
+    import socket
+
+    from wml_server.spark.placement import SPARK_MASTER_UNREACHABLE, reachable
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert reachable(f"spark://127.0.0.1:{port}")
+    with pytest.raises(APIError) as refused:
+        reachable(f"spark://127.0.0.1:{port}", timeout=2)
+    assert (refused.value.status, refused.value.code) == (503, SPARK_MASTER_UNREACHABLE)
+    assert reachable("local[2]")

@@ -116,6 +116,9 @@ class Driver:
                    .config("spark.sql.shuffle.partitions", "4")
                    .config("spark.sql.execution.arrow.maxRecordsPerBatch", "5000")
                    .config("spark.task.maxFailures", "4"))
+        if config.get("java_options"):
+            builder = (builder.config("spark.driver.extraJavaOptions", config["java_options"])
+                       .config("spark.executor.extraJavaOptions", config["java_options"]))
         if config.get("cores_max"):
             builder = builder.config("spark.cores.max", str(config["cores_max"]))
         if config.get("jars"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import re
+import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -67,3 +68,21 @@ def spark_master(spark: dict[str, Any] | None, allowed: tuple[str, ...]) -> str 
                        f"The Spark master `{shown}` of the `X-Spark-Service-Instance` credentials is not one this "
                        f"service submits to; {hint}.")
     return url
+
+
+SPARK_MASTER_UNREACHABLE = "spark_master_unreachable"
+
+
+def reachable(master: str, timeout: float = 5.0) -> bool:
+    """True when a standalone master answers on its port (local[N] always does); else APIError 503 (a dry run's
+    check: the master may be back in a moment)."""
+    if not master.startswith("spark://"):
+        return True
+    host, _, port = master.removeprefix("spark://").rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except OSError as exc:
+        raise APIError(503, SPARK_MASTER_UNREACHABLE,
+                       f"The Spark master {master} did not answer: {type(exc).__name__}.",
+                       {"Retry-After": "10"}) from None

@@ -46,6 +46,7 @@ class SparkOptions:
     cores_max: int = 0  # 0: Spark's default (all the cluster's free cores)
     trigger_seconds: float = 0.0  # 0: the next micro-batch as soon as the last one committed
     max_records_per_batch: int = 20_000
+    java_options: str = ""
     python: str = field(default_factory=lambda: sys.executable)
 
 
@@ -62,6 +63,7 @@ def driver_config(spec: StreamSpec, master: str, state_dir: Path, options: Spark
             "python": options.python, "executor_memory": options.executor_memory, "cores_max": options.cores_max,
             "jars": list(options.jars), "trigger_seconds": options.trigger_seconds,
             "max_records_per_batch": options.max_records_per_batch, "input_topic": spec.input.topic,
+            "java_options": options.java_options,
             "model": model, "sink": sink, "start": start}
 
 
@@ -234,10 +236,29 @@ class SparkEngine:
         with self._lock:
             watch = self._watches.get(deployment_id)
         if watch is None:
-            return True
+            return self._stop_orphan(deployment_id)
         watch.stop_asked.set()
         watch.thread.join(timeout)
         return not watch.thread.is_alive()
+
+    def _stop_orphan(self, deployment_id: str) -> bool:
+        """A driver no watch knows: a stop the last service did not finish (the user wanted it STOPPED). Stopped
+        here, between batches, so the position read next is its last."""
+        state_dir = self.state_root / deployment_id
+        try:
+            pid = int((state_dir / "driver.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return True
+        if not _is_driver(pid, deployment_id):
+            return True
+        log.info("deployment %s: stopping the Spark driver a previous service left running", deployment_id)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while _is_driver(pid, deployment_id) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _is_driver(pid, deployment_id):
+            os.kill(pid, signal.SIGKILL)
+        return True
 
     def remove(self, spec: StreamSpec, timeout: float = STOP_GRACE_SECONDS + 10) -> None:
         """Stops the deployment's driver, then removes its state and aborts its partitions' transactions."""
