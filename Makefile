@@ -76,8 +76,9 @@ reliability: venv platform-build
 
 # The scenario of the README on the local platform; it stays up until `make demo-down`. State, logs and
 # PID files live in $WSO_DEMO_DIR (default /tmp/wml-stream-operator/demo).
+# SPARK=1: the sample's stream runs on a local Spark cluster (about a minute more).
 demo: venv platform-build
-	@$(PY) -m wml_localplatform.demo up
+	@$(PY) -m wml_localplatform.demo up $(if $(filter 1 true yes,$(SPARK)),--spark)
 
 demo-down: venv
 	@$(PY) -m wml_localplatform.demo down

@@ -9,7 +9,8 @@
 Everything lives in $WSO_DEMO_DIR (default
 /tmp/wml-stream-operator/demo): the platform's data, logs and PID files, so `down` stops exactly what `up`
 started. `up` pauses before each change of state when run in a terminal; `--ci` (or WSO_DEMO_NONINTERACTIVE=1,
-or CI=true) never pauses and prints no colours.
+or CI=true) never pauses and prints no colours. `up --spark` (or WSO_DEMO_SPARK=1) also starts a Spark
+standalone cluster and runs the sample's stream on it instead of the service's built-in engine.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ci", action="store_true", default=_truthy("WSO_DEMO_NONINTERACTIVE") or _truthy("CI"),
                         help="never pause, no colours (also WSO_DEMO_NONINTERACTIVE=1 or CI=true)")
     parser.add_argument("--follow", action="store_true", help="scores: keep reading until Ctrl-C")
+    parser.add_argument("--spark", action="store_true", default=_truthy("WSO_DEMO_SPARK"),
+                        help="up: run the sample's stream on a local Spark cluster (also WSO_DEMO_SPARK=1)")
     parser.add_argument("--wml-port", default=os.environ.get("WSO_DEMO_WML_PORT", str(DEFAULT_WML_PORT)),
                         help="the WML service's port (default $WSO_DEMO_WML_PORT or %(default)s; 0: any free one)")
     return parser.parse_args(argv)
@@ -64,7 +67,7 @@ def _truthy(name: str) -> bool:
 
 def run(args: argparse.Namespace, layout: Layout, console: Console) -> int:
     if args.command == "up":
-        return up(layout, console, layout.kube.config, _wml_port(args.wml_port))
+        return up(layout, console, layout.kube.config, _wml_port(args.wml_port), args.spark)
     if args.command == "down":
         return down(layout, console)
     if args.command == "status":

@@ -23,7 +23,7 @@ from wml_localplatform.process import StartFailed
 from wml_localplatform.tweets import DATA_FILE, Tweet, TweetsUnavailable, polar_tweets
 
 
-def up(layout: Layout, console: Console, config: PlatformConfig, wml_port: int) -> int:
+def up(layout: Layout, console: Console, config: PlatformConfig, wml_port: int, spark: bool = False) -> int:
     state = layout.state()
     procs = layout.processes()
     if layout.is_demo_dir() and state and all(procs.values()):
@@ -33,7 +33,7 @@ def up(layout: Layout, console: Console, config: PlatformConfig, wml_port: int) 
     if layout.root.exists() and any(layout.root.iterdir()) and not layout.is_demo_dir():
         raise DemoError(f"{layout.root} exists and is not the demo's folder: set WSO_DEMO_DIR to another path")
 
-    problems = check_prerequisites(config)
+    problems = check_prerequisites(config, spark)
     if problems:
         raise MissingPrerequisite("\n  ".join(["the local platform is not ready:", *problems]))
     if layout.is_demo_dir():
@@ -56,7 +56,7 @@ def up(layout: Layout, console: Console, config: PlatformConfig, wml_port: int) 
         picked = pick_tweets([t for t in tweets if t.id in held_out], BEFORE_STOP + WHILE_STOPPED)
         console.say(f"{DATA_FILE}: {len(tweets)} tweets whose raters leaned positive or negative "
                     f"(mean rating not 0); {len(picked)} picked for the demo")
-        run = start_platform(layout, console, config, wml_port)
+        run = start_platform(layout, console, config, wml_port, spark)
         scored = scenario(run, console, picked)
         own_model(run, console, layout.root / "models", picked, scored)
     except (DemoError, StartFailed, TweetsUnavailable, KafkaException) as exc:
@@ -81,6 +81,12 @@ def down(layout: Layout, console: Console) -> int:
         stopped.append("operator")
     if process.stop_pid_file(layout.wml_dir / "wml-server.pid", timeout=20):
         stopped.append("WML service")
+    # A stream on Spark runs in a driver process of the service's that outlives the service by design.
+    layout.wml().stop_spark_drivers()
+    if layout.uses_spark():
+        if layout.spark.running():
+            stopped.append("Spark")
+        layout.spark.destroy()
     if layout.kafka.running():
         stopped.append("Kafka")
     layout.kafka.destroy()

@@ -26,7 +26,7 @@ from wml_localplatform.demo.errors import DemoError
 from wml_localplatform.demo.kubectl import watch
 from wml_localplatform.demo.samples import sample_resource
 from wml_localplatform.demo.show import show_records, summarize
-from wml_localplatform.demo.start import Running
+from wml_localplatform.demo.start import NOT_SPARK, Running, spark_credentials
 from wml_localplatform.demo.topics import OutputReader, create_topics
 from wml_localplatform.tweets import Tweet
 
@@ -85,7 +85,21 @@ def second_resource(run: Running, model_id: str) -> dict[str, Any]:
     doc["metadata"]["name"] = st.name + SUFFIX
     doc["spec"]["modelId"] = model_id
     doc["spec"]["output"]["topic"] = st.output_topic + SUFFIX
+    if st.spark_master:
+        # The sample's Spark Secret names the Spark master, and a scikit-learn model does not run on Spark (the
+        # service answers 400 model_not_deployable_on_spark): this one keeps the built-in engine.
+        doc["spec"]["sparkCredentialsSecretRef"]["name"] += SUFFIX
     return doc
+
+
+def builtin_engine_secret(run: Running, doc: dict[str, Any]) -> dict[str, Any] | None:
+    """With `--spark`, the second resource's own Spark Secret: a cluster_master_url that is no Spark master."""
+    ref = doc["spec"]["sparkCredentialsSecretRef"]
+    if not run.spark:
+        return None
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": ref["name"], "namespace": run.state.namespace},
+            "stringData": {ref["key"]: json.dumps(spark_credentials(NOT_SPARK), indent=2)}}
 
 
 def own_model(run: Running, console: Console, folder: Path, tweets: list[Tweet],
@@ -96,6 +110,11 @@ def own_model(run: Running, console: Console, folder: Path, tweets: list[Tweet],
     name, output = doc["metadata"]["name"], doc["spec"]["output"]["topic"]
     console.step(f"Deploying it beside VADER: sdep/{name} reads the same topic {run.state.input_topic}")
     create_topics(run.kafka, [output])
+    secret = builtin_engine_secret(run, doc)
+    if secret:
+        console.command(f"kubectl apply -n {run.state.namespace} -f -   # secret/{secret['metadata']['name']}: "
+                        f"cluster_master_url {NOT_SPARK}, the built-in engine (scikit-learn does not run on Spark)")
+        run.kubectl("apply", "-f", "-", input=json.dumps(secret))
     console.command(f"kubectl apply -n {run.state.namespace} -f -   # the sample again: name {name}, "
                     f"modelId {model_id}, output topic {output}")
     run.kubectl("apply", "-f", "-", input=json.dumps(doc))

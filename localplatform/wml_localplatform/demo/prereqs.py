@@ -7,14 +7,17 @@ from collections.abc import Callable
 
 from wml_localplatform.config import MissingPrerequisite, PlatformConfig
 from wml_localplatform.demo.errors import PortTaken
+from wml_localplatform.spark import spark_home
 
 
-def check_prerequisites(config: PlatformConfig) -> list[str]:
-    """Every missing prerequisite, each saying what to install or run."""
+def check_prerequisites(config: PlatformConfig, spark: bool = False) -> list[str]:
+    """Every missing prerequisite, each saying what to install or run (with `spark`, Spark's too)."""
     problems = []
     checks: list[Callable[[], object]] = [
         lambda: config.k8s_binary("kube-apiserver"), lambda: config.k8s_binary("kube-controller-manager"),
         lambda: config.k8s_binary("kubectl"), config.etcd, config.kafka_libs, config.java]
+    if spark:
+        checks += [spark_home, config.spark_kafka_libs]
     for check in checks:
         try:
             check()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import random
+import urllib.request
+from typing import Any
 
 from wml_localplatform.demo.console import Console
 from wml_localplatform.demo.errors import DemoError
@@ -13,10 +16,15 @@ from wml_localplatform.demo.start import Running
 from wml_localplatform.demo.state import DemoState
 from wml_localplatform.demo.topics import OutputReader, produce
 from wml_localplatform.tweets import DATA_FILE, SDIST, Tweet
+from wml_localplatform.wmlservice import WMLUser
 
 BEFORE_STOP, WHILE_STOPPED = 240, 60  # tweets sent while RUNNING, then while STOPPED
 QUIET_SECONDS = 5.0  # how long the demo watches the output topic while the stream is STOPPED
 SEED = 2017  # which tweets are picked: the same ones every run
+# How long a change of state and a batch of records may take: on Spark a driver JVM starts (or stops) at each
+# change of state and its first micro-batch plans the query, so the waits are longer there.
+WATCH_SECONDS, SPARK_WATCH_SECONDS = 120.0, 300.0
+RECORDS_SECONDS, SPARK_RECORDS_SECONDS = 90.0, 240.0
 
 
 def pick_tweets(tweets: list[Tweet], count: int, seed: int = SEED) -> list[Tweet]:
@@ -24,13 +32,35 @@ def pick_tweets(tweets: list[Tweet], count: int, seed: int = SEED) -> list[Tweet
     return random.Random(seed).sample(tweets, count)  # noqa: S311 - picks data, not secrets
 
 
-def set_state(kubectl: Kubectl, console: Console, st: DemoState, state: str) -> float:
+def timeouts(spark: bool) -> tuple[float, float]:
+    """(a change of state, a batch of records): seconds the scenario waits for each."""
+    return (SPARK_WATCH_SECONDS, SPARK_RECORDS_SECONDS) if spark else (WATCH_SECONDS, RECORDS_SECONDS)
+
+
+def set_state(kubectl: Kubectl, console: Console, st: DemoState, state: str, timeout: float = WATCH_SECONDS) -> float:
     """Patches spec.state as a user would, then watches until the WML deployment has it and is Ready."""
     patch = json.dumps({"spec": {"state": state}})
     console.command(f"kubectl patch sdep {st.name} -n {st.namespace} --type=merge -p '{patch}'")
     kubectl("patch", "sdep", st.name, "-n", st.namespace, "--type=merge", "-p", patch)
     return watch(kubectl, console, st.namespace, st.name,
-                 [f"jsonpath={{.status.wmlStatus}}={state}", "condition=Ready"])
+                 [f"jsonpath={{.status.wmlStatus}}={state}", "condition=Ready"], timeout)
+
+
+def runtime_environment(st: DemoState, user: WMLUser, deployment_id: str) -> str:
+    """The deployment's entity.runtime_environment, read from the WML v3 API as any client would."""
+    basic = base64.b64encode(f"{user.username}:{user.password}".encode()).decode()
+    token = _get_json(f"{st.wml_url}/v3/identity/token", f"Basic {basic}")["token"]
+    deployment = _get_json(f"{st.wml_url}/v3/wml_instances/{st.instance_id}/deployments/{deployment_id}",
+                           f"Bearer {token}")
+    return str(deployment["entity"].get("runtime_environment"))
+
+
+def _get_json(url: str, authorization: str) -> Any:
+    if not url.startswith(("http://", "https://")):
+        raise DemoError(f"not a WML URL: {url}")
+    request = urllib.request.Request(url, headers={"Authorization": authorization})  # noqa: S310 - checked above
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - checked above
+        return json.load(response)
 
 
 def scenario(run: Running, console: Console, tweets: list[Tweet]) -> list[dict[str, object]]:
@@ -38,12 +68,19 @@ def scenario(run: Running, console: Console, tweets: list[Tweet]) -> list[dict[s
     kubectl, kafka, st = run.kubectl, run.kafka, run.state
     truth = {t.id: t for t in tweets}
     first, second = tweets[:BEFORE_STOP], tweets[BEFORE_STOP:]
+    wait, records_wait = timeouts(run.spark)
 
     console.step(f"Waiting for sdep/{st.name} to be Ready (the operator creates the WML stream deployment)")
-    took = watch(kubectl, console, st.namespace, st.name, ["condition=Ready"])
+    if run.spark:
+        console.say(f"The stream runs on Spark: secret/spark-credentials names cluster_master_url "
+                    f"{st.spark_master}, which the WML service allows (a driver JVM starts: a minute or so)")
+    took = watch(kubectl, console, st.namespace, st.name, ["condition=Ready"], wait)
     obj = kubectl.json("get", "sdep", st.name, "-n", st.namespace)
-    console.say(f"Ready after {took:.1f} s: WML deployment {obj['status'].get('deploymentId')} is "
-                f"{obj['status'].get('wmlStatus')}")
+    deployment_id = obj["status"].get("deploymentId")
+    console.say(f"Ready after {took:.1f} s: WML deployment {deployment_id} is {obj['status'].get('wmlStatus')}")
+    if run.spark:
+        console.say(f"its runtime_environment (GET /v3/wml_instances/{st.instance_id}/deployments/{deployment_id})"
+                    f": {runtime_environment(st, run.user, deployment_id)}")
 
     reader = OutputReader(kafka, st.output_topic)
     try:
@@ -52,7 +89,7 @@ def scenario(run: Running, console: Console, tweets: list[Tweet]) -> list[dict[s
                     '{"id": ..., "tweet": ...}; the raters\' mean is kept aside to compare)')
         produce(kafka, st.input_topic, first)
         console.say(f"Scored records from topic {st.output_topic}, as they arrive (read_committed):")
-        took = show_records(console, reader, len(first), truth)
+        took = show_records(console, reader, len(first), truth, timeout=records_wait)
         console.say(f"scored {len(reader.records)} of {len(first)} tweets in {took:.1f} s")
         console.say()
         for line in summarize(reader.records, truth).lines():
@@ -60,7 +97,7 @@ def scenario(run: Running, console: Console, tweets: list[Tweet]) -> list[dict[s
 
         console.pause("stop the stream")
         console.step("Stopping the stream: spec.state STOPPED (the same WML deployment is stopped, not deleted)")
-        took = set_state(kubectl, console, st, "STOPPED")
+        took = set_state(kubectl, console, st, "STOPPED", wait)
         console.say(f"STOPPED and Ready after {took:.1f} s")
         before = len(reader.records)
         produce(kafka, st.input_topic, second)
@@ -74,9 +111,9 @@ def scenario(run: Running, console: Console, tweets: list[Tweet]) -> list[dict[s
 
         console.pause("start the stream again")
         console.step("Starting it again: spec.state RUNNING (it resumes where it stopped)")
-        took = set_state(kubectl, console, st, "RUNNING")
+        took = set_state(kubectl, console, st, "RUNNING", wait)
         console.say(f"RUNNING and Ready after {took:.1f} s; the tweets sent meanwhile:")
-        show_records(console, reader, len(second), truth, sample=5)
+        show_records(console, reader, len(second), truth, timeout=records_wait, sample=5)
         reader.poll(2.0)  # anything scored a second time would show up now
         check_exactly_once(console, reader, before, first + second)
         console.say()

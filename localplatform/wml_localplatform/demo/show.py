@@ -110,8 +110,12 @@ Your own tweets in, scores out (topics {st.input_topic} -> {st.output_topic}):
 wso-demo send "What a great day" "This is awful"
 wso-demo scores --follow
 
-Logs: {layout.operator_dir}/operator.log, {layout.wml_dir}/logs/wml-server.log, {layout.root}/kafka/logs/
-Stop everything and remove {layout.root}: {down}""")
+Logs: {layout.operator_dir}/operator.log, {layout.wml_dir}/logs/wml-server.log, {layout.root}/kafka/logs/""")
+    if st.spark_master:
+        ui = layout.spark.info().master_ui if layout.spark.info_path.is_file() else "?"
+        console.say(f"Spark: {st.spark_master} (master UI {ui}); its logs {layout.spark.dir}/logs/, the stream's "
+                    f"driver's {layout.wml_dir}/data/spark/")
+    console.say(f"Stop everything and remove {layout.root}: {down}")
 
 
 def show_status(layout: Layout, console: Console, state: DemoState | None) -> None:

@@ -28,6 +28,8 @@ from wml_localplatform.wmloperator import (
 from wml_localplatform.wmlservice import WMLUser
 
 NAMESPACE = "marketing"
+NOT_SPARK = "https://spark.invalid"  # a cluster_master_url that is no Spark master: the built-in engine
+SPARK_EXECUTOR_MEMORY = "768m"  # two of them fit the two 2g workers beside the driver on a small machine
 
 
 @dataclass
@@ -38,6 +40,24 @@ class Running:
     kafka: KafkaInfo
     state: DemoState
     user: WMLUser  # the WML login (never saved in demo.json)
+
+    @property
+    def spark(self) -> bool:
+        return bool(self.state.spark_master)
+
+
+def spark_credentials(cluster_master_url: str) -> dict[str, str]:
+    """The Spark Secret's credentials.json: its cluster_master_url decides where the service runs the stream."""
+    return {"tenant_id": "marketing", "tenant_id_full": "marketing-local", "instance_id": str(uuid.uuid4()),
+            "cluster_master_url": cluster_master_url, "tenant_secret": secrets.token_urlsafe(16), "plan": "local"}
+
+
+def service_env(config: PlatformConfig, spark_master: str) -> dict[str, str]:
+    """The WML service's environment: with a Spark master, it may run streams there (and only there)."""
+    if not spark_master:
+        return {}
+    return {"WML_SERVER_SPARK_MASTERS": spark_master, "WML_SERVER_SPARK_JARS": str(config.spark_kafka_libs()),
+            "WML_SERVER_SPARK_EXECUTOR_MEMORY": SPARK_EXECUTOR_MEMORY}
 
 
 def install_commands(layout: Layout, config: PlatformConfig) -> Path:
@@ -55,8 +75,11 @@ def install_commands(layout: Layout, config: PlatformConfig) -> Path:
     return kubectl
 
 
-def start_platform(layout: Layout, console: Console, config: PlatformConfig, wml_port: int) -> Running:
-    console.step("Starting the local platform: Kubernetes API server with etcd, one Kafka broker (on 127.0.0.1)")
+def start_platform(layout: Layout, console: Console, config: PlatformConfig, wml_port: int,
+                   spark: bool = False) -> Running:
+    cluster = ", a Spark standalone cluster" if spark else ""
+    console.step(f"Starting the local platform: Kubernetes API server with etcd, one Kafka broker{cluster} "
+                 "(on 127.0.0.1)")
     layout.root.mkdir(parents=True, exist_ok=True)
     layout.marker.write_text("make demo's folder: `make demo-down` stops what it started and removes it\n")
     kube = layout.kube.start()
@@ -68,9 +91,16 @@ def start_platform(layout: Layout, console: Console, config: PlatformConfig, wml
     kafka = layout.kafka.start()
     console.say(f"Kafka {kafka.version}: {kafka.bootstrap}, ready in {kafka.ready_seconds:.1f} s "
                 f"({kafka.security_protocol} {kafka.sasl_mechanism}; users admin and wml)")
+    master = ""
+    if spark:
+        console.say(f"Spark: starting a master and {layout.spark.workers} workers (JVMs; 15 to 30 s) ...")
+        info = layout.spark.start()
+        master = info.master_url
+        console.say(f"Spark {info.version}: {master}, ready in {info.ready_seconds:.1f} s (master UI "
+                    f"{info.master_ui})")
 
     console.step("Starting the WML service (the v3 API, running streams with the published models)")
-    service = layout.wml(wml_port)
+    service = layout.wml(wml_port, service_env(config, master))
     user = service.add_user("marketing")
     took = service.start()
     console.say(f"{service.url} ready in {took:.1f} s; user `marketing` of WML instance {user.instance_id}")
@@ -93,15 +123,13 @@ def start_platform(layout: Layout, console: Console, config: PlatformConfig, wml
     console.command(f"kubectl create namespace {NAMESPACE}")
     kubectl("create", "namespace", NAMESPACE)
     kafka_user = kafka.user("wml")
-    spark = {"tenant_id": "marketing", "tenant_id_full": "marketing-local", "instance_id": str(uuid.uuid4()),
-             "cluster_master_url": "https://spark.invalid", "tenant_secret": secrets.token_urlsafe(16),
-             "plan": "local"}
+    spark_json = json.dumps(spark_credentials(master or NOT_SPARK), indent=2)
     docs = sample_secrets(
         resource, NAMESPACE,
         wml={"username": user.username, "password": user.password, "instance_id": user.instance_id},
         kafka={"kafka_brokers_sasl": json.dumps([kafka.bootstrap]), "user": kafka_user.name,
                "password": kafka_user.password, "security_protocol": kafka.security_protocol},
-        spark_json=json.dumps(spark, indent=2))
+        spark_json=spark_json)
     console.command(f"kubectl apply -n {NAMESPACE} -f deploy/samples/secrets.yaml   "
                     "# with the local platform's values in place of its placeholders:")
     kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
@@ -116,6 +144,6 @@ def start_platform(layout: Layout, console: Console, config: PlatformConfig, wml
     state = DemoState(started=time.strftime("%Y-%m-%d %H:%M:%S"), kubeconfig=kube.kubeconfig,
                       kubectl=str(link), wml_url=service.url, instance_id=user.instance_id, namespace=NAMESPACE,
                       name=resource["metadata"]["name"], input_topic=spec["input"]["topic"],
-                      output_topic=spec["output"]["topic"])
+                      output_topic=spec["output"]["topic"], spark_master=master)
     layout.state_file.write_text(json.dumps(asdict(state), indent=2))
     return Running(kubectl, kafka, state, user)

@@ -12,6 +12,7 @@ from wml_localplatform.config import PlatformConfig
 from wml_localplatform.demo.errors import DemoError
 from wml_localplatform.kafka import KafkaBroker, KafkaInfo
 from wml_localplatform.kube import KubeControlPlane
+from wml_localplatform.spark import SparkCluster
 from wml_localplatform.wmloperator import WMLOperator
 from wml_localplatform.wmlservice import WMLService
 
@@ -36,6 +37,7 @@ class DemoState:
     name: str
     input_topic: str
     output_topic: str
+    spark_master: str = ""  # `up --spark`: the cluster the sample's stream runs on; "": the built-in engine
 
 
 class Layout:
@@ -48,9 +50,13 @@ class Layout:
         self.kafka = KafkaBroker(config, root / "kafka")
         self.wml_dir = root / "wml"
         self.operator_dir = root / "operator"
+        self.spark = SparkCluster(config, root / "spark")  # only with `up --spark`
 
-    def wml(self, port: int = 0) -> WMLService:
-        return WMLService(self.wml_dir, port=port or None)
+    def uses_spark(self) -> bool:
+        return self.spark.dir.is_dir()
+
+    def wml(self, port: int = 0, env: dict[str, str] | None = None) -> WMLService:
+        return WMLService(self.wml_dir, port=port or None, env=env)
 
     def operator(self) -> WMLOperator:
         return WMLOperator(self.operator_dir, self.operator_dir / "operator.kubeconfig",
@@ -58,8 +64,10 @@ class Layout:
 
     def processes(self) -> dict[str, bool]:
         """Each process the demo starts, and whether it runs."""
-        return {"Kubernetes (etcd, kube-apiserver)": self.kube.running(), "Kafka": self.kafka.running(),
-                "WML service": process.is_running(self.wml_dir / "wml-server.pid"),
+        procs = {"Kubernetes (etcd, kube-apiserver)": self.kube.running(), "Kafka": self.kafka.running()}
+        if self.uses_spark():
+            procs[f"Spark (master, {self.spark.workers} workers)"] = self.spark.running()
+        return {**procs, "WML service": process.is_running(self.wml_dir / "wml-server.pid"),
                 "operator": process.is_running(self.operator_dir / "operator.pid")}
 
     def state(self) -> DemoState | None:
