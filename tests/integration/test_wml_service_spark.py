@@ -50,6 +50,15 @@ def spark_env(master: str, config: PlatformConfig) -> dict[str, str]:
             "WML_SERVER_SPARK_JAVA_OPTIONS": "-XX:TieredStopAtLevel=1"}
 
 
+def stream(kafka: KafkaInfo, source: str, target: str, name: str = "on spark") -> DeploymentCreate:
+    """A stream deployment's body on the run's broker, with the `wml` user's credentials."""
+    wml = kafka.users[-1]
+    conn = KafkaConnection(kafka_brokers_sasl=[kafka.bootstrap], user=wml.name, password=wml.password,
+                           security_protocol="SASL_PLAINTEXT")
+    return DeploymentCreate(name=name, input=StreamInput(connection=conn, source={"topic": source}),
+                            output=StreamOutput(connection=conn, target={"topic": target}))
+
+
 @pytest.fixture
 def service_dir(tmp_path: Path) -> Path:
     return tmp_path / "wml"
@@ -125,13 +134,8 @@ def test_a_spark_stream_through_kill_restart_stop_and_run_exactly_once(
         user = service.add_user()
         api = WMLClient(service.url, WMLCredentials(user.username, user.password), user.instance_id)
         source, target = kafka_topic("in", partitions=PARTITIONS), kafka_topic("out", partitions=PARTITIONS)
-        wml = kafka.users[-1]
-        conn = KafkaConnection(kafka_brokers_sasl=[kafka.bootstrap], user=wml.name, password=wml.password,
-                               security_protocol="SASL_PLAINTEXT")
         _produce(kafka, source, 0, 2000)
-        did = api.create_deployment(MODEL, DeploymentCreate(
-            name="on spark", input=StreamInput(connection=conn, source={"topic": source}),
-            output=StreamOutput(connection=conn, target={"topic": target})), spark_header(spark_master)).id
+        did = api.create_deployment(MODEL, stream(kafka, source, target), spark_header(spark_master)).id
         _status(api, did, "RUNNING")
         deployment = api.get_instance_deployment(did)
         assert deployment.entity.runtime_environment == "spark-4.2.0"
@@ -236,18 +240,13 @@ def test_a_users_scikit_learn_model_runs_on_spark_in_its_sandboxed_worker(
         api = WMLClient(service.url, WMLCredentials(user.username, user.password), user.instance_id)
         asset = api.publish_model(meta(), io.BytesIO(pickled_tar_bytes()))
         source, target = kafka_topic("in", partitions=PARTITIONS), kafka_topic("out", partitions=PARTITIONS)
-        wml = kafka.users[-1]
-        conn = KafkaConnection(kafka_brokers_sasl=[kafka.bootstrap], user=wml.name, password=wml.password,
-                               security_protocol="SASL_PLAINTEXT")
         producer = Producer(kafka.client_config())
         for i in range(300):
             producer.produce(source, json.dumps({"tweet": "so happy, great day" if i % 2 else "awful, I hate this",
                                                  "n": i}).encode(), str(i).encode())
         producer.produce(source, json.dumps({"text": "no tweet"}).encode(), b"nofield")
         assert producer.flush(30) == 0
-        did = api.create_deployment(asset.id, DeploymentCreate(
-            name="sklearn", input=StreamInput(connection=conn, source={"topic": source}),
-            output=StreamOutput(connection=conn, target={"topic": target})), spark_header(spark_master)).id
+        did = api.create_deployment(asset.id, stream(kafka, source, target, "sklearn"), spark_header(spark_master)).id
         _status(api, did, "RUNNING")
         assert api.get_instance_deployment(did).entity.runtime_environment == "spark-4.2.0"
         consumer = Consumer(kafka.client_config(**{"group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest",

@@ -27,11 +27,11 @@ from tests.integration.test_wml_service_spark import (
     _status,
     spark_env,
     spark_header,
+    stream,
 )
 from tests.support import children_running
 from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
-from wml_api.models import DeploymentCreate, KafkaConnection, StreamInput, StreamOutput
 from wml_localplatform import KafkaBroker, KafkaInfo, PlatformConfig, SparkCluster
 from wml_localplatform.wmlservice import WMLService
 
@@ -80,12 +80,7 @@ def test_spark_stream_survives_every_component_killed(
         user = service.add_user()
         api = WMLClient(service.url, WMLCredentials(user.username, user.password), user.instance_id)
         source, target = kafka_topic("in", partitions=PARTITIONS), kafka_topic("out", partitions=PARTITIONS)
-        wml = kafka.users[-1]
-        conn = KafkaConnection(kafka_brokers_sasl=[kafka.bootstrap], user=wml.name, password=wml.password,
-                               security_protocol="SASL_PLAINTEXT")
-        did = api.create_deployment(MODEL, DeploymentCreate(
-            name="faults", input=StreamInput(connection=conn, source={"topic": source}),
-            output=StreamOutput(connection=conn, target={"topic": target})), spark_header(spark_master)).id
+        did = api.create_deployment(MODEL, stream(kafka, source, target, "faults"), spark_header(spark_master)).id
         _status(api, did, "RUNNING")
 
         def executor() -> None:

@@ -27,6 +27,11 @@ VARIABLES = {
     "model_sandbox": "WML_SERVER_MODEL_SANDBOX", "model_memory_limit_mb": "WML_SERVER_MODEL_MEMORY_LIMIT_MB",
     "model_load_timeout": "WML_SERVER_MODEL_LOAD_TIMEOUT", "model_predict_timeout": "WML_SERVER_MODEL_PREDICT_TIMEOUT",
     "scoring_workers": "WML_SERVER_SCORING_WORKERS",
+    "spark_masters": "WML_SERVER_SPARK_MASTERS", "spark_jars": "WML_SERVER_SPARK_JARS",
+    "spark_executor_memory": "WML_SERVER_SPARK_EXECUTOR_MEMORY",
+    "spark_cores_per_stream": "WML_SERVER_SPARK_CORES_PER_STREAM",
+    "spark_java_options": "WML_SERVER_SPARK_JAVA_OPTIONS",
+    "spark_trigger_seconds": "WML_SERVER_SPARK_TRIGGER_SECONDS",
 }
 
 

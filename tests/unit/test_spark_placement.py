@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from wml_server.errors import APIError
@@ -89,3 +91,12 @@ def test_the_dry_run_tries_a_standalone_master() -> None:
         reachable(f"spark://127.0.0.1:{port}", timeout=2)
     assert (refused.value.status, refused.value.code) == (503, SPARK_MASTER_UNREACHABLE)
     assert reachable("local[2]")
+
+
+def test_the_jars_setting_takes_folders_and_files(tmp_path: Path) -> None:
+    (tmp_path / "b.jar").write_bytes(b"")
+    (tmp_path / "a.jar").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("x")
+    settings = Settings(spark_jars=f"{tmp_path}, /opt/extra.jar")
+    assert settings.spark_jar_list == (str(tmp_path / "a.jar"), str(tmp_path / "b.jar"), "/opt/extra.jar")
+    assert Settings().spark_jar_list == ()

@@ -86,8 +86,8 @@ def second_resource(run: Running, model_id: str) -> dict[str, Any]:
     doc["spec"]["modelId"] = model_id
     doc["spec"]["output"]["topic"] = st.output_topic + SUFFIX
     if st.spark_master:
-        # The sample's Spark Secret names the Spark master, and a scikit-learn model does not run on Spark (the
-        # service answers 400 model_not_deployable_on_spark): this one keeps the built-in engine.
+        # The sample's Spark Secret names the Spark master; this one keeps the built-in engine, so the demo shows
+        # both engines side by side (a scikit-learn model could run on Spark too).
         doc["spec"]["sparkCredentialsSecretRef"]["name"] += SUFFIX
     return doc
 
@@ -113,7 +113,7 @@ def own_model(run: Running, console: Console, folder: Path, tweets: list[Tweet],
     secret = builtin_engine_secret(run, doc)
     if secret:
         console.command(f"kubectl apply -n {run.state.namespace} -f -   # secret/{secret['metadata']['name']}: "
-                        f"cluster_master_url {NOT_SPARK}, the built-in engine (scikit-learn does not run on Spark)")
+                        f"cluster_master_url {NOT_SPARK}, the built-in engine (both engines, side by side)")
         run.kubectl("apply", "-f", "-", input=json.dumps(secret))
     console.command(f"kubectl apply -n {run.state.namespace} -f -   # the sample again: name {name}, "
                     f"modelId {model_id}, output topic {output}")
