@@ -29,7 +29,7 @@ from tests.integration.test_wml_repository_api import meta, pickled_tar_bytes
 from tests.integration.test_wml_service_api import MODEL, SPARK_SECRET
 from wml_api.client import WMLClient, WMLError
 from wml_api.credentials import WMLCredentials
-from wml_api.models import DeploymentCreate, KafkaConnection, StreamInput, StreamOutput
+from wml_api.models import DeploymentCreate, KafkaConnection, KafkaTarget, StreamInput, StreamOutput
 from wml_api.spark import SparkCredentials, SparkServiceInstance
 from wml_localplatform import KafkaInfo, PlatformConfig
 from wml_localplatform.wmlservice import WMLService
@@ -246,7 +246,11 @@ def test_a_users_scikit_learn_model_runs_on_spark_in_its_sandboxed_worker(
                                                  "n": i}).encode(), str(i).encode())
         producer.produce(source, json.dumps({"text": "no tweet"}).encode(), b"nofield")
         assert producer.flush(30) == 0
-        did = api.create_deployment(asset.id, stream(kafka, source, target, "sklearn"), spark_header(spark_master)).id
+        dead = kafka_topic("dead")
+        body = stream(kafka, source, target, "sklearn")
+        assert body.output is not None
+        body.output.target = KafkaTarget(topic=target, dead_letter_topic=dead)
+        did = api.create_deployment(asset.id, body, spark_header(spark_master)).id
         _status(api, did, "RUNNING")
         assert api.get_instance_deployment(did).entity.runtime_environment == "spark-4.2.0"
         consumer = Consumer(kafka.client_config(**{"group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest",
@@ -254,17 +258,31 @@ def test_a_users_scikit_learn_model_runs_on_spark_in_its_sandboxed_worker(
         consumer.subscribe([target])
         seen: dict[bytes, list[dict[str, object]]] = {}
         deadline = time.monotonic() + 180
-        while sum(map(len, seen.values())) < 301 and time.monotonic() < deadline:
+        while sum(map(len, seen.values())) < 300 and time.monotonic() < deadline:
             for msg in consumer.consume(500, 0.5):
                 if not msg.error():
                     seen.setdefault(msg.key(), []).append(json.loads(msg.value()))
         consumer.close()
-        assert len(seen) == 301
+        assert len(seen) == 300
         assert all(len(v) == 1 for v in seen.values()), "a record written twice"
         assert seen[b"1"][0]["prediction"] == "POSITIVE"
         assert seen[b"2"][0]["prediction"] == "NEGATIVE"
         assert seen[b"2"][0]["n"] == 2
-        assert seen[b"nofield"][0]["error"] == "missing_feature"
+        # The record the model cannot take went to the dead-letter topic, with where it came from.
+        reader = Consumer(kafka.client_config(**{"group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest",
+                                                 "isolation.level": "read_committed"}))
+        reader.subscribe([dead])
+        dead_lettered = []
+        deadline = time.monotonic() + 60
+        while not dead_lettered and time.monotonic() < deadline:
+            dead_lettered = [m for m in reader.consume(10, 0.5) if not m.error()]
+        reader.close()
+        assert [m.key() for m in dead_lettered] == [b"nofield"]
+        assert json.loads(dead_lettered[0].value())["error"] == "missing_feature"
+        headers = dict(dead_lettered[0].headers() or [])
+        assert headers["wml.source.topic"] == source.encode()
+        assert int(headers["wml.source.partition"]) in range(PARTITIONS)
+        assert int(headers["wml.source.offset"]) >= 0
         api.delete_instance_deployment(did)
     finally:
         service.stop()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from wml_server.engine.failures import redact
+from wml_server.engine.session import HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -86,11 +87,14 @@ def write_partition(config: dict[str, Any], partition: int, rows: pd.DataFrame) 
             if err is not None:
                 failed.append(err)
 
-        for key, value, bad in zip(todo["key"], todo["value"], todo["failed"], strict=True):
+        for key, value, bad, offset in zip(todo["key"], todo["value"], todo["failed"], todo["offset"], strict=True):
+            # As on the built-in engine: a dead-lettered record names where its input was, to be found again.
+            headers = [(HEADER_SOURCE_TOPIC, topic.encode()), (HEADER_SOURCE_PARTITION, str(partition).encode()),
+                       (HEADER_SOURCE_OFFSET, str(int(offset)).encode())] if bad and dead_letter else None
             target = dead_letter if bad and dead_letter else output
             while True:
                 try:
-                    producer.produce(target, value=value, key=key, on_delivery=report)
+                    producer.produce(target, value=value, key=key, headers=headers, on_delivery=report)
                     break
                 except BufferError:
                     producer.poll(0.05)
