@@ -58,35 +58,49 @@ def write_frames(config: dict[str, Any], frames: Iterator[pd.DataFrame]) -> Iter
         yield pd.DataFrame([write_partition(config, int(partition), rows.sort_values("offset"))])
 
 
-def write_partition(config: dict[str, Any], partition: int, rows: pd.DataFrame) -> dict[str, int]:
-    secrets: list[str] = config["secrets"]
-    topic = config["input_topic"]
-    producer = Producer({**config["out_kafka"], "transactional.id": transactional_id(config["deployment_id"],
-                                                                                     partition),
-                         "client.id": f"wml-{config['deployment_id']}-spark-p{partition}",
-                         "enable.idempotence": True, "transaction.timeout.ms": 120_000, "linger.ms": 5,
-                         "delivery.report.only.error": True, "retry.backoff.ms": 20, "retry.backoff.max.ms": 200})
-    consumer = Consumer({**config["in_kafka"], "group.id": config["group_id"],
-                         "client.id": f"wml-{config['deployment_id']}-spark-pos",
-                         "enable.auto.commit": False, "isolation.level": "read_committed"})
-    failed: list[KafkaError] = []
-    try:
-        # Fences the last writer of this partition (its open transaction is aborted) before its position is read.
-        producer.init_transactions(SINK_TIMEOUT)
-        (done,) = consumer.committed([TopicPartition(topic, partition)], SINK_TIMEOUT)
-        committed = done.offset if done.offset >= 0 else -1
+class _Writer:
+    """One input partition's transactional producer and the group's position, kept by a Spark Python worker from
+    batch to batch: initialising a transactional producer and reading the group's offset cost round trips to the
+    broker that every batch paid otherwise. `committed` stays right while the producer is not fenced: a writer of
+    the same partition elsewhere (another Python worker, a new driver's executors) must initialise its own first,
+    which fences this one, and a fenced producer can commit nothing (write() then starts over, fresh)."""
+
+    def __init__(self, config: dict[str, Any], partition: int) -> None:
+        self.partition = partition
+        self.topic = config["input_topic"]
+        deployment = config["deployment_id"]
+        self.producer = Producer({**config["out_kafka"], "transactional.id": transactional_id(deployment, partition),
+                                  "client.id": f"wml-{deployment}-spark-p{partition}",
+                                  "enable.idempotence": True, "transaction.timeout.ms": 120_000, "linger.ms": 5,
+                                  "delivery.report.only.error": True, "retry.backoff.ms": 20,
+                                  "retry.backoff.max.ms": 200})
+        self.consumer = Consumer({**config["in_kafka"], "group.id": config["group_id"],
+                                  "client.id": f"wml-{deployment}-spark-pos", "enable.auto.commit": False,
+                                  "isolation.level": "read_committed"})
+        self.failed: list[KafkaError] = []
+        try:
+            # Fences the last writer of this partition (its open transaction is aborted), then reads its position.
+            self.producer.init_transactions(SINK_TIMEOUT)
+            (done,) = self.consumer.committed([TopicPartition(self.topic, partition)], SINK_TIMEOUT)
+        except BaseException:
+            self.close()
+            raise
+        self.committed = done.offset if done.offset >= 0 else -1
+
+    def _report(self, err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            self.failed.append(err)
+
+    def write(self, config: dict[str, Any], rows: pd.DataFrame) -> dict[str, int]:
+        topic, partition, committed = self.topic, self.partition, self.committed
         todo = rows[rows["offset"] >= committed] if committed >= 0 else rows
         result = {"partition": partition, "records": len(rows), "errored": int(todo["failed"].sum()),
                   "written": len(todo), "next_offset": max(committed, int(rows["offset"].max()) + 1)}
         if todo.empty:
             return result  # a replayed batch whose transaction had committed
-        producer.begin_transaction()
+        self.failed.clear()
+        self.producer.begin_transaction()
         output, dead_letter = config["output_topic"], config["dead_letter_topic"]
-
-        def report(err: KafkaError | None, _msg: object) -> None:
-            if err is not None:
-                failed.append(err)
-
         for key, value, bad, offset in zip(todo["key"], todo["value"], todo["failed"], todo["offset"], strict=True):
             # As on the built-in engine: a dead-lettered record names where its input was, to be found again.
             headers = [(HEADER_SOURCE_TOPIC, topic.encode()), (HEADER_SOURCE_PARTITION, str(partition).encode()),
@@ -94,22 +108,52 @@ def write_partition(config: dict[str, Any], partition: int, rows: pd.DataFrame) 
             target = dead_letter if bad and dead_letter else output
             while True:
                 try:
-                    producer.produce(target, value=value, key=key, headers=headers, on_delivery=report)
+                    self.producer.produce(target, value=value, key=key, headers=headers, on_delivery=self._report)
                     break
                 except BufferError:
-                    producer.poll(0.05)
-        producer.send_offsets_to_transaction([TopicPartition(topic, partition, result["next_offset"])],
-                                             consumer.consumer_group_metadata(), SINK_TIMEOUT)
-        producer.commit_transaction(SINK_TIMEOUT)
-        if failed:  # a delivery failed although the commit did not raise: never count such a batch as written
-            raise KafkaException(failed[0])
+                    self.producer.poll(0.05)
+        self.producer.send_offsets_to_transaction([TopicPartition(topic, partition, result["next_offset"])],
+                                                  self.consumer.consumer_group_metadata(), SINK_TIMEOUT)
+        self.producer.commit_transaction(SINK_TIMEOUT)
+        if self.failed:  # a delivery failed although the commit did not raise: never count such a batch as written
+            raise KafkaException(self.failed[0])
+        self.committed = result["next_offset"]
         return result
-    except KafkaException as exc:
-        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-        code = "kafka_producer_fenced" if err is not None and err.code() == KafkaError._FENCED else \
-            "kafka_transaction_failed"
-        raise SinkFailure(code, f"partition {partition} of `{topic}`: "
-                                f"{redact(err.str() if err else str(exc), secrets)}") from None
-    finally:
-        consumer.close()
-        producer.flush(0)
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.producer.flush(0)
+
+
+# This Python worker's writers, by transactional id (Spark reuses its Python workers across tasks and batches).
+_WRITERS: dict[str, _Writer] = {}
+
+
+def _fenced(err: KafkaError | None) -> bool:
+    return err is not None and (err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
+                                                              KafkaError.INVALID_PRODUCER_EPOCH))
+
+
+def write_partition(config: dict[str, Any], partition: int, rows: pd.DataFrame) -> dict[str, int]:
+    key = transactional_id(config["deployment_id"], partition)
+    for attempt in (1, 2):
+        writer = _WRITERS.get(key)
+        kept = writer is not None
+        try:
+            if writer is None:
+                writer = _WRITERS[key] = _Writer(config, partition)
+            return writer.write(config, rows)
+        except KafkaException as exc:
+            if (stale := _WRITERS.pop(key, None)) is not None:
+                stale.close()  # its open transaction, if any, is aborted by the next writer's initialisation
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if kept and attempt == 1 and _fenced(err):
+                continue  # another writer of this partition came since: start over with a fresh one
+            code = "kafka_producer_fenced" if _fenced(err) else "kafka_transaction_failed"
+            raise SinkFailure(code, f"partition {partition} of `{config['input_topic']}`: "
+                                    f"{redact(err.str() if err else str(exc), config['secrets'])}") from None
+        except BaseException:
+            if (stale := _WRITERS.pop(key, None)) is not None:
+                stale.close()  # never keep a writer whose transaction may be open
+            raise
+    raise AssertionError("unreachable")  # the loop returns or raises
