@@ -53,15 +53,20 @@ def driver_pid(state_dir: Path) -> int | None:
         return None
 
 
+def _rss(pids: list[int]) -> float:
+    """The RSS of `pids` together; a process gone between the listing and the read counts 0, not NaN."""
+    return sum(v for v in (rss_mb(p) for p in pids) if v == v)
+
+
 def stream_memory(driver: int | None, worker_pids: list[int]) -> dict[str, float]:
     """RSS in MiB now: the driver (with its JVM), the executors' JVMs, their Python workers; and counts."""
     tree = _children()
     driver_tree = [driver, *descendants(driver, tree)] if driver else []
     executors = [p for w in worker_pids for p in descendants(w, tree) if EXECUTOR_CLASS in _cmdline(p)]
     pythons = [p for e in executors for p in descendants(e, tree)]
-    return {"driver_rss_mb": sum(rss_mb(p) for p in driver_tree), "driver_processes": len(driver_tree),
-            "executors_rss_mb": sum(rss_mb(p) for p in executors), "executors": len(executors),
-            "python_workers_rss_mb": sum(rss_mb(p) for p in pythons), "python_workers": len(pythons)}
+    return {"driver_rss_mb": _rss(driver_tree), "driver_processes": len(driver_tree),
+            "executors_rss_mb": _rss(executors), "executors": len(executors),
+            "python_workers_rss_mb": _rss(pythons), "python_workers": len(pythons)}
 
 
 class MemorySampler:

@@ -19,9 +19,24 @@ def _ok(value: float | None) -> bool:
     return value is not None and not math.isnan(value)
 
 
-def figures(builtin: list[dict[str, Any]], spark: list[dict[str, Any]], latencies: list[dict[str, Any]],
+def figures(builtin: list[dict[str, Any]], every: list[dict[str, Any]], latencies: list[dict[str, Any]],
             cores: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
+    spark = [r for r in every if r.get("model", "vader") == "vader"]
+    user = {r["workers"]: r for r in every if r.get("model") == "sklearn"}
+    for r in user.values():
+        out.append(_figure(f"sklearn_spark_steady_rate_{r['workers']}_workers_{r['partitions']}_partitions",
+                           r["steady_per_s"], "records/s", "the sample scikit-learn model on Spark (a sandboxed "
+                           "model worker per Python worker), first output to last; reference: predict() alone on "
+                           "one core", reference=r["model_only_per_s"], reference_name="sklearn_model_only_rate",
+                           same_unit=True, details={**_details(r), "end_to_end_per_s": r["end_to_end_per_s"]}))
+    if 1 in user and 2 in user:
+        reference = user[1]["steady_per_s"]
+        out.append(_figure("sklearn_spark_worker_scaling_2_vs_1", user[2]["steady_per_s"], "records/s",
+                           "the sample scikit-learn model's steady rate with 2 workers beside 1", reference=reference,
+                           reference_name="sklearn_spark_steady_rate_1_worker", same_unit=True,
+                           target=TARGET_WORKER_SCALING * reference, target_ratio=TARGET_WORKER_SCALING,
+                           better="higher"))
     model = [r["model_only_per_s"] for r in builtin + spark]
     if model:
         out.append(_figure("model_only_rate", median(model), "records/s",
@@ -109,7 +124,7 @@ def _num(value: Any, spec: str) -> str:
 
 
 def run_line(r: dict[str, Any]) -> str:
-    head = (f"   {r['engine']:<8}{r['workers']} worker(s) {r['partitions']} partitions: "
+    head = (f"   {r['engine']:<8}{r.get('model', 'vader'):<8}{r['workers']} worker(s) {r['partitions']} partitions: "
             f"{_num(r['end_to_end_per_s'], ',.0f')} records/s end to end ({_num(r['seconds'], '.1f')} s), steady "
             f"{_num(r['steady_per_s'], ',.0f')}/s; RUNNING after {_num(r.get('running_seconds'), '.1f')} s, "
             f"first output {_num(r['first_output_seconds'], '.1f')} s; model alone "

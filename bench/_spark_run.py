@@ -71,7 +71,8 @@ def _children_done(children: list[Any]) -> None:
 
 
 def spark_stream(info: KafkaInfo, payloads: list[bytes], partitions: int, options: SparkOptions, master: str,
-                 worker_pids: list[int], state_root: Path, timeout: float) -> dict[str, Any]:
+                 worker_pids: list[int], state_root: Path, timeout: float,
+                 model: dict[str, Any] | None = None) -> dict[str, Any]:
     """N preloaded records through one Spark deployment, timed from SparkEngine.start() until a read_committed
     reader child has all N; the driver's and executors' memory meanwhile (peak of 1 s samples)."""
     run = _Run(info, state_root, options, partitions, "tp")
@@ -89,7 +90,7 @@ def spark_stream(info: KafkaInfo, payloads: list[bytes], partitions: int, option
         child.start()
         events.update([out.get(timeout=60)])
         started = time.monotonic()
-        run.engine.start(run.spec, master, VADER)
+        run.engine.start(run.spec, master, model or VADER)
         with MemorySampler(lambda: stream_memory(driver_pid(run.state_dir), worker_pids)) as sampler:
             while "all" not in events and time.monotonic() - started < timeout:
                 try:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -75,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=50_000, help="records per throughput run (%(default)s)")
     parser.add_argument("--workers", type=_ints, default=[1, 2], help="Spark worker counts, one cluster each")
     parser.add_argument("--partitions", type=_ints, default=[2, 4], help="input partition counts")
+    parser.add_argument("--models", type=lambda t: [m.strip() for m in t.split(",") if m.strip()],
+                        default=["vader"], help="vader (every figure) and/or sklearn (the sample scikit-learn model: "
+                        "Spark throughput on the largest partition count beside the model alone; needs it on Spark)")
     parser.add_argument("--triggers", type=_floats, default=[0.0, 0.5, 1.0],
                         help="trigger intervals (s) of the latency runs; '' for none")
     parser.add_argument("--builtin-workers", type=int, default=CORES,
@@ -96,10 +100,17 @@ def main(argv: list[str] | None = None) -> int:
     spark: list[dict[str, Any]] = []
     latencies: list[dict[str, Any]] = []
     scratch = Path(tempfile.mkdtemp(prefix="wso-bench-spark-"))
+    vader = "vader" in args.models
+    sklearn: tuple[Any, dict[str, Any]] | None = None
+    if "sklearn" in args.models:
+        from _spark_sklearn import sklearn_model
+
+        sklearn = sklearn_model(scratch)
     with kafka() as info:
-        print(f"-- warm-up, built-in engine ({load()})", flush=True)
-        stream(info, payloads[:10_000], 1, builtin_options, args.timeout, {})
-        for partitions in args.partitions:
+        if vader:
+            print(f"-- warm-up, built-in engine ({load()})", flush=True)
+            stream(info, payloads[:10_000], 1, builtin_options, args.timeout, {})
+        for partitions in args.partitions if vader else []:
             print(f"-- built-in engine, {partitions} partitions ({load()})", flush=True)
             taken = load()
             run, model = bracketed(partial(model_rates, payloads, StreamOptions.batch_size, 1),
@@ -113,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"-- Spark cluster {cluster_info.master_url}: {workers} worker(s) x 1 core, ready in "
                       f"{cluster_info.ready_seconds:.1f} s", flush=True)
                 options = SparkOptions(jars=jars, executor_memory="1g", cores_max=workers)
-                for partitions in args.partitions:
+                for partitions in args.partitions if vader else []:
                     print(f"-- Spark, {workers} worker(s), {partitions} partitions ({load()})", flush=True)
                     taken = load()
                     run, model = bracketed(
@@ -122,7 +133,20 @@ def main(argv: list[str] | None = None) -> int:
                                 cluster_info.worker_pids, scratch / "state", args.timeout))
                     spark.append(_row("spark", run, model, partitions, workers, taken))
                     print(run_line(spark[-1]), flush=True)
-                if workers == max(args.workers) and args.latency_rate > 0:
+                if sklearn is not None:
+                    from _spark_sklearn import sklearn_rates
+
+                    partitions = max(args.partitions)
+                    print(f"-- Spark, scikit-learn, {workers} worker(s), {partitions} partitions ({load()})",
+                          flush=True)
+                    taken = load()
+                    run, model = bracketed(
+                        partial(sklearn_rates, sklearn[0], payloads, StreamOptions.batch_size),
+                        partial(spark_stream, info, payloads, partitions, options, cluster_info.master_url,
+                                cluster_info.worker_pids, scratch / "state", args.timeout, sklearn[1]))
+                    spark.append({**_row("spark", run, model, partitions, workers, taken), "model": "sklearn"})
+                    print(run_line(spark[-1]), flush=True)
+                if vader and workers == max(args.workers) and args.latency_rate > 0:
                     for trigger in args.triggers:
                         print(f"-- latency on Spark, {workers} worker(s), trigger {trigger:g} s ({load()})",
                               flush=True)
@@ -136,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(latency_line(latencies[-1]), flush=True)
             finally:
                 cluster.destroy()
+    shutil.rmtree(scratch, ignore_errors=True)
     settings = {"records": args.records, "batch_size": StreamOptions.batch_size, "spark_workers": args.workers,
                 "partitions": args.partitions, "builtin_scoring_workers": args.builtin_workers,
                 "executor_memory": "1g", "worker_cores": 1, "triggers_s": args.triggers,
@@ -143,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 "latency_rate_per_s": args.latency_rate, "latency_seconds": args.latency_seconds,
                 "pyspark": _pyspark_version(), "spark_jars": [Path(j).name for j in jars]}
     document = {"benchmark": "spark_throughput", "command": " ".join(["bench/spark_throughput.py", *sys.argv[1:]]),
-                "settings": settings, "kafka": info.version, "machine": before,
+                "settings": {**settings, "models": args.models}, "kafka": info.version, "machine": before,
                 "figures": figures(builtin, spark, latencies, CORES),
                 "builtin_runs": builtin, "spark_runs": spark, "latency_runs": latencies}
     print(summary(document))
@@ -164,7 +189,7 @@ def _row(engine: str, run: dict[str, Any], model: dict[str, Any], partitions: in
             "first_output_records", "steady_per_s", "duplicates", "missing", "unexpected", "records_errored",
             "driver_rss_mb", "driver_processes", "executors_rss_mb", "executors", "python_workers_rss_mb",
             "python_workers", "workers_rss_mb", "engine_rss_growth_mb")
-    return {"engine": engine, "partitions": partitions, "workers": workers, "load_before": taken,
+    return {"engine": engine, "model": "vader", "partitions": partitions, "workers": workers, "load_before": taken,
             "at": time.strftime("%H:%M:%S"), **{k: run[k] for k in keep if k in run}, **model,
             "prediction_mismatches": mismatched}
 

@@ -600,12 +600,13 @@ def spark_section(s: Figures | None) -> str:
     runs = (s.get("builtin_runs") or []) + (s.get("spark_runs") or [])
     if runs:
         parts.append("Throughput runs:\n\n" + table(
-            ["engine", "workers", "partitions", "load before", "end to end", "steady", "RUNNING after",
+            ["engine", "model", "workers", "partitions", "load before", "end to end", "steady", "RUNNING after",
              "model only", "duplicates", "missing"],
-            [[str(r.get("engine")), str(r.get("workers")), str(r.get("partitions")), str(r.get("load_before")),
+            [[str(r.get("engine")), str(r.get("model", "vader")), str(r.get("workers")), str(r.get("partitions")),
+              str(r.get("load_before")),
               num(r.get("end_to_end_per_s"), 0, "/s"), num(r.get("steady_per_s"), 0, "/s"),
               num(r.get("running_seconds"), 1, "s"), num(r.get("model_only_per_s"), 0, "/s"),
-              str(r.get("duplicates")), str(r.get("missing"))] for r in runs], "lrrlrrrrrr"))
+              str(r.get("duplicates")), str(r.get("missing"))] for r in runs], "llrrlrrrrrr"))
     return "\n\n".join(parts)
 
 
