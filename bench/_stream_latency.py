@@ -55,11 +55,12 @@ def send_at_rate(config: dict[str, Any], topic: str, texts: list[str], rate: flo
     out.put(("sent", {"records": count - unsent, "seconds": sent_seconds, "max_behind_schedule_s": behind}))
 
 
-def read_latencies(config: dict[str, Any], topic: str, count: int, out: queue.Queue[Any], stop: Event) -> None:
+def read_latencies(config: dict[str, Any], topic: str, count: int, out: queue.Queue[Any], stop: Event,
+                   start_offset: int = OFFSET_BEGINNING) -> None:
     """Child process: arrival minus send time of each output record, read_committed, until all `count` keys
-    are in (or `stop`)."""
+    are in (or `stop`); from `start_offset` (OFFSET_END: past a warm-up's records)."""
     reader = Consumer({**config, "isolation.level": "read_committed", "enable.auto.commit": False})
-    reader.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    reader.assign([TopicPartition(topic, 0, start_offset)])
     reader.consume(1, 1.0)  # connected before the first record is sent
     out.put(("ready", None))
     latencies: list[float] = []

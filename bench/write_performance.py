@@ -3,11 +3,11 @@
     .venv/bin/python bench/write_performance.py --dir FIGURES [--out PATH]
 
 FIGURES holds model_accuracy.json, stream_throughput.json, operator_scale.json, operator_churn.json,
-operator_secrets.json and train_sample_models.json (each benchmark's --json); a missing one leaves its section
-saying so, or, with --keep-missing, keeps that benchmark's section and summary rows as the page at --out has them
-(to add one benchmark's figures without running the others again). Tables are generated; the explanatory prose lives
-in bench/_performance_prose.py, so the page is never edited by hand: change the prose there, run `make bench` for
-the figures.
+operator_secrets.json, train_sample_models.json and spark_throughput.json (each benchmark's --json); a missing one
+leaves its section saying so, or, with --keep-missing, keeps that benchmark's section and summary rows as the page at
+--out has them (to add one benchmark's figures without running the others again). Tables are generated; the
+explanatory prose lives in bench/_performance_prose.py, so the page is never edited by hand: change the prose there,
+run `make bench` for the figures.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from _performance_prose import (
 
 Figures = dict[str, Any]
 FILES = {"model": "model_accuracy.json", "stream": "stream_throughput.json", "operator": "operator_scale.json",
-         "churn": "operator_churn.json", "secrets": "operator_secrets.json", "samples": "train_sample_models.json"}
+         "churn": "operator_churn.json", "secrets": "operator_secrets.json", "samples": "train_sample_models.json",
+         "spark": "spark_throughput.json"}
 
 
 # -- formatting ----------------------------------------------------------------------------------------------------
@@ -179,8 +180,12 @@ def summary(figs: dict[str, Figures], previous: str | None = None) -> str:
     if stream and isinstance(stream.get("figures"), list):  # a list of figures, each with its reference and target
         rows += [[f"stream: {f['name'].replace('_', ' ')}", value(f), reference(f), goal(f), verdict(f["met"])]
                  for f in stream["figures"] if f.get("met") is not None]
+    spark = figs.get("spark")
+    if spark:
+        by["spark"] = [[f"spark: {f['name'].replace('_', ' ')}", value(f), reference(f), goal(f), verdict(f["met"])]
+                       for f in spark["figures"] if f.get("met") is not None]
     kept = kept_rows(previous) if previous else {}
-    rows = [row for key in ("operator", "churn", "secrets", "model", "stream")
+    rows = [row for key in ("operator", "churn", "secrets", "model", "stream", "spark")
             for row in (by.get(key, []) if key in figs else kept.get(key, []))]
     return "## Every figure beside its reference and target\n\n" + table(
         ["figure", "measured", "reference (same run)", "target", "verdict"], rows, "lrlll")
@@ -579,6 +584,32 @@ def stream_section(s: Figures | None) -> str:
     return stream_runs_section(s)
 
 
+def spark_section(s: Figures | None) -> str:
+    title = "## Streams on Spark beside the built-in engine: `bench/spark_throughput.py`"
+    if not s:
+        return f"{title}\n\nNot run in this `make bench`."
+    settings = s.get("settings", {})
+    parts = [title, f"{settings.get('records', 0):,} records per throughput run; Spark workers "
+             f"{settings.get('spark_workers')} x {settings.get('worker_cores')} core, partitions "
+             f"{settings.get('partitions')}; pyspark {settings.get('pyspark', '-')}, Kafka {s.get('kafka', '-')}, all "
+             f"on the same cores. Command: `{s.get('command', 'bench/spark_throughput.py')}`. How each figure is "
+             "taken: the script's docstring.",
+             table(["figure", "measured", "reference (same run)", "target", "verdict"],
+                   [[f["name"].replace("_", " "), value(f), reference(f), goal(f), verdict(f.get("met"))]
+                    for f in s["figures"]], "lrlll")]
+    runs = (s.get("builtin_runs") or []) + (s.get("spark_runs") or [])
+    if runs:
+        parts.append("Throughput runs:\n\n" + table(
+            ["engine", "model", "workers", "partitions", "load before", "end to end", "steady", "RUNNING after",
+             "model only", "duplicates", "missing"],
+            [[str(r.get("engine")), str(r.get("model", "vader")), str(r.get("workers")), str(r.get("partitions")),
+              str(r.get("load_before")),
+              num(r.get("end_to_end_per_s"), 0, "/s"), num(r.get("steady_per_s"), 0, "/s"),
+              num(r.get("running_seconds"), 1, "s"), num(r.get("model_only_per_s"), 0, "/s"),
+              str(r.get("duplicates")), str(r.get("missing"))] for r in runs], "llrrlrrrrrr"))
+    return "\n\n".join(parts)
+
+
 # -- keeping the sections of benchmarks that did not run (--keep-missing) -----------------------------------------
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC")
 SCRIPTS = {key: f"bench/{name.removesuffix('.json')}.py" for key, name in FILES.items()}
@@ -607,6 +638,8 @@ def row_owner(first: str) -> str:
         return "model"
     if first.startswith("stream:"):
         return "stream"
+    if first.startswith("spark:"):
+        return "spark"
     return "operator"
 
 
@@ -631,7 +664,8 @@ def kept_section(previous: str | None, key: str) -> str | None:
 def render(figs: dict[str, Figures], previous: str | None = None) -> str:
     """The page; with `previous` (the page as it was), the sections of benchmarks without figures are kept."""
     sections = {"operator": operator_section, "churn": churn_section, "secrets": secrets_section,
-                "model": model_section, "samples": samples_section, "stream": stream_section}
+                "model": model_section, "samples": samples_section, "stream": stream_section,
+                "spark": spark_section}
     body = [(key not in figs and kept_section(previous, key)) or make(figs.get(key)) for key, make in sections.items()]
     return "\n\n".join([header(figs, previous).rstrip(), machine_section(figs, previous), summary(figs, previous),
                         *body]) + "\n"
