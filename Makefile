@@ -92,7 +92,8 @@ demo-down: venv
 # 10,000 unrelated Secrets of 48 KB (480 MB in etcd) beside 1,000 resources and reads the operator's memory after
 # restarts, its CPU for 1,000 updates of them and a rotation, about 10 minutes; the sample models' trains a
 # scikit-learn and a Spark model on the tweets, about 2 minutes (and once a 584 MB pyspark venv in the cache,
-# about a minute). About 57 minutes in all.
+# about a minute); the Spark one runs streams on a standalone cluster of 1 and 2 workers beside the built-in
+# engine, and their latency per trigger interval, about 15 minutes. About 72 minutes in all.
 # BENCH_OPERATOR_ARGS passes the operator's options (e.g. --sizes 10,100 --steady-seconds 60 for a quick look),
 # BENCH_CHURN_ARGS the churn's (e.g. --cycles 1000, or --hold 10000 for the RSS holding 10,000 at once),
 # BENCH_SECRETS_ARGS the Secrets' (e.g. --secrets 2000).
@@ -108,6 +109,8 @@ bench: venv platform-build
 		--json $(BENCH_FIGURES)/train_sample_models.json
 	$(PY) bench/stream_throughput.py \
 		--json $(BENCH_FIGURES)/stream_throughput.json
+	$(PY) bench/spark_throughput.py \
+		--json $(BENCH_FIGURES)/spark_throughput.json
 	$(PY) bench/operator_scale.py \
 		--json $(BENCH_FIGURES)/operator_scale.json $(BENCH_OPERATOR_ARGS)
 	$(PY) bench/operator_churn.py \

@@ -16,7 +16,8 @@ starts (driver.py), so both engines agree on where a deployment is.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -69,8 +70,9 @@ class _Writer:
         self.partition = partition
         self.topic = config["input_topic"]
         deployment = config["deployment_id"]
+        self.broken = False
         self.producer = Producer({**config["out_kafka"], "transactional.id": transactional_id(deployment, partition),
-                                  "client.id": f"wml-{deployment}-spark-p{partition}",
+                                  "client.id": f"wml-{deployment}-spark-p{partition}", "error_cb": self._on_error,
                                   "enable.idempotence": True, "transaction.timeout.ms": 120_000, "linger.ms": 5,
                                   "delivery.report.only.error": True, "retry.backoff.ms": 20,
                                   "retry.backoff.max.ms": 200})
@@ -86,6 +88,12 @@ class _Writer:
             self.close()
             raise
         self.committed = done.offset if done.offset >= 0 else -1
+
+    def _on_error(self, err: KafkaError) -> None:
+        # A producer that lost its brokers may keep a coordinator that is gone for good and then wait on it past
+        # any timeout (librdkafka #5511): such a writer is not used for another batch.
+        if err.fatal() or err.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
+            self.broken = True
 
     def _report(self, err: KafkaError | None, _msg: object) -> None:
         if err is not None:
@@ -112,9 +120,11 @@ class _Writer:
                     break
                 except BufferError:
                     self.producer.poll(0.05)
-        self.producer.send_offsets_to_transaction([TopicPartition(topic, partition, result["next_offset"])],
-                                                  self.consumer.consumer_group_metadata(), SINK_TIMEOUT)
-        self.producer.commit_transaction(SINK_TIMEOUT)
+        offsets = [TopicPartition(topic, partition, result["next_offset"])]
+        metadata = self.consumer.consumer_group_metadata()
+        _bounded("sending the offsets to the transaction",
+                 lambda: self.producer.send_offsets_to_transaction(offsets, metadata, SINK_TIMEOUT))
+        _bounded("committing the transaction", lambda: self.producer.commit_transaction(SINK_TIMEOUT))
         if self.failed:  # a delivery failed although the commit did not raise: never count such a batch as written
             raise KafkaException(self.failed[0])
         self.committed = result["next_offset"]
@@ -123,6 +133,30 @@ class _Writer:
     def close(self) -> None:
         self.consumer.close()
         self.producer.flush(0)
+
+
+class _Stuck(Exception):
+    """A librdkafka call that did not return within its own timeout (librdkafka #5456: a coordinator request's
+    timeout is never checked). Its thread is left behind, blocked, with the writer it holds."""
+
+
+def _bounded(what: str, call: Callable[[], object], timeout: float = SINK_TIMEOUT + 15) -> None:
+    done = threading.Event()
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            raised.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="wml-sink-call", daemon=True).start()
+    if not done.wait(timeout):
+        raise _Stuck(f"{what} did not return within {timeout:g} s")
+    if raised:
+        raise raised[0]
 
 
 # This Python worker's writers, by transactional id (Spark reuses its Python workers across tasks and batches).
@@ -136,6 +170,8 @@ def _fenced(err: KafkaError | None) -> bool:
 
 def write_partition(config: dict[str, Any], partition: int, rows: pd.DataFrame) -> dict[str, int]:
     key = transactional_id(config["deployment_id"], partition)
+    if (old := _WRITERS.get(key)) is not None and old.broken:
+        _WRITERS.pop(key).close()
     for attempt in (1, 2):
         writer = _WRITERS.get(key)
         kept = writer is not None
@@ -143,6 +179,10 @@ def write_partition(config: dict[str, Any], partition: int, rows: pd.DataFrame) 
             if writer is None:
                 writer = _WRITERS[key] = _Writer(config, partition)
             return writer.write(config, rows)
+        except _Stuck as stuck:
+            _WRITERS.pop(key, None)  # not closed: its blocked call still holds it; the next writer fences it
+            raise SinkFailure("kafka_transaction_failed", f"partition {partition} of `{config['input_topic']}`: "
+                                                          f"{stuck}") from None
         except KafkaException as exc:
             if (stale := _WRITERS.pop(key, None)) is not None:
                 stale.close()  # its open transaction, if any, is aborted by the next writer's initialisation
