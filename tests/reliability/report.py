@@ -97,7 +97,8 @@ both) reads a 4-partition topic (`tests/reliability/test_spark_faults.py`). For 
 sent, and a second into them the fault strikes: kill -9 of an executor (the worker starts another), of a worker
 (started again on its ports), of the master (started again with its recovery state), of the stream's driver
 (the service starts another from its checkpoint), and a restart of the broker (5 s down). *seconds to recover*:
-from the fault until the driver has committed the chunk and the deployment is RUNNING. At the end every record
+from the fault until the deployment's group has committed every record sent and the deployment is RUNNING
+(after a broker restart, tasks wait out Kafka timeouts before Spark runs them again). At the end every record
 is read back read_committed: *lost* never came out, *repeated* came out twice (Spark's own Kafka sink may write
 a record twice after such faults; ours is a transaction per input partition and batch that commits the
 partition's offset too)."""),
