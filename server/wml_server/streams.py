@@ -80,7 +80,8 @@ class StreamController:
         if status == STOPPED:
             # Final once STOPPED (every transaction of the run has committed), and stored in the same update as
             # the status: a client that sees STOPPED hands this position over to a deployment replacing it.
-            state = self.live(deployment_id)
+            # A Spark driver knows only the partitions its own run wrote: the group's offsets are its position.
+            state = None if self.spark.runs(deployment_id) else self.engine.status(deployment_id)
             if state is not None and state.position is not None:
                 topic, offsets = state.position
                 position = {"topic": topic, "offsets": offsets}

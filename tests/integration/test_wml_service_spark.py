@@ -176,6 +176,10 @@ def test_a_spark_stream_through_kill_restart_stop_and_run_exactly_once(
         assert set(keys) == {str(i).encode() for i in range(7000)}, f"{7000 - len(set(keys))} records lost"
         assert stopped is not None
         assert stopped.position is not None
+        # Every partition, from the group's committed offsets (not only what the last driver's run wrote).
+        assert stopped.position.topic == source
+        assert sorted(stopped.position.offsets) == [str(p) for p in range(PARTITIONS)]
+        assert sum(stopped.position.offsets.values()) == 6000
 
         # A stop the service did not finish (it died between the PATCH and the driver's exit): the next service
         # stops the driver it finds, and the deployment is STOPPED with its position.
