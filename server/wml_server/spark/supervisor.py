@@ -269,8 +269,7 @@ class SparkEngine:
             watch.stop_asked.set()
             watch.thread.join(timeout)
         else:
-            orphan = _Watch(self, spec, "", {})
-            orphan.signal(signal.SIGKILL)
+            self._stop_orphan(spec.deployment_id)  # between batches too: no task of it left to commit
         fence_partitions(spec)
         shutil.rmtree(self.state_root / spec.deployment_id, ignore_errors=True)
 
