@@ -88,9 +88,10 @@ class Driver:
         self.stop_asked = threading.Event()
         self.counts = {"records_in": 0, "records_out": 0, "records_errored": 0, "batches": 0}
         self.position: dict[str, int] = {}
+        self.version: str | None = None  # Spark's, once the session runs; written into each status
 
     def run(self) -> int:
-        self.status.write(INITIALIZING, spark_version=None)
+        self.status.write(INITIALIZING)
         try:
             spark = self._session()
         except Exception as exc:
@@ -129,7 +130,7 @@ class Driver:
 
     def _run_query(self, spark: Any) -> int:
         config = self.config
-        version = spark.version
+        version = self.version = spark.version
         self.status.write(INITIALIZING, spark_version=version)
         checkpoint = self.state_dir / "checkpoint"
         reader = spark.readStream.format("kafka").option("subscribe", config["input_topic"])
@@ -222,7 +223,7 @@ class Driver:
             self.position[str(row["partition"])] = max(self.position.get(str(row["partition"]), 0),
                                                        row["next_offset"])
         self.counts["batches"] = batch_id + 1
-        self._report(RUNNING, None)
+        self._report(RUNNING, self.version)
 
     def _report(self, status: str, version: str | None) -> None:
         self.status.write(status, spark_version=version, **self._figures())

@@ -16,8 +16,6 @@ class StatusFile:
     def write(self, status: str, *, errors: list[list[str]] | None = None, **fields: Any) -> None:
         data = {"status": status, "errors": errors or [], "pid": os.getpid(), "at": time.time(),
                 **{k: v for k, v in fields.items() if v is not None}}
-        if "spark_version" not in data and (old := self.read()) is not None and old.get("spark_version"):
-            data["spark_version"] = old["spark_version"]
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self.path)

@@ -77,6 +77,15 @@ def _is_driver(pid: int, deployment_id: str) -> bool:
     return not zombie and DRIVER_MODULE.encode() in cmdline and deployment_id.encode() in b" ".join(cmdline)
 
 
+def driver_pid(state_dir: Path, deployment_id: str) -> int | None:
+    """The PID of the deployment's running driver, from its PID file, checked against the process; else None."""
+    try:
+        pid = int((state_dir / "driver.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if _is_driver(pid, deployment_id) else None
+
+
 class _Watch:
     """One deployment on Spark: its driver process and the thread that reports its status."""
 
@@ -93,11 +102,7 @@ class _Watch:
     # -- the driver process ---------------------------------------------------------------------------------
 
     def pid(self) -> int | None:
-        try:
-            pid = int((self.state_dir / "driver.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid if _is_driver(pid, self.spec.deployment_id) else None
+        return driver_pid(self.state_dir, self.spec.deployment_id)
 
     def _spawn(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -244,12 +249,8 @@ class SparkEngine:
     def _stop_orphan(self, deployment_id: str) -> bool:
         """A driver no watch knows: a stop the last service did not finish (the user wanted it STOPPED). Stopped
         here, between batches, so the position read next is its last."""
-        state_dir = self.state_root / deployment_id
-        try:
-            pid = int((state_dir / "driver.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return True
-        if not _is_driver(pid, deployment_id):
+        pid = driver_pid(self.state_root / deployment_id, deployment_id)
+        if pid is None:
             return True
         log.info("deployment %s: stopping the Spark driver a previous service left running", deployment_id)
         os.kill(pid, signal.SIGTERM)
