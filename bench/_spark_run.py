@@ -7,7 +7,6 @@ use for the built-in engine, so both engines are measured the same way.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import multiprocessing
 import queue
@@ -20,7 +19,7 @@ from confluent_kafka import OFFSET_END
 
 from _kafka import preload, topic_admin
 from _spark_procs import MemorySampler, driver_pid, stream_memory
-from _stream_latency import QUANTILES, quantile, read_latencies, send_at_rate
+from _stream_latency import QUANTILES, measure, quantile, read_latencies, send_at_rate
 from _stream_run import endpoint_of, read_output
 from wml_localplatform.kafka import KafkaInfo
 from wml_server.engine import KafkaTopic, StreamSpec
@@ -163,18 +162,7 @@ def spark_latency(info: KafkaInfo, texts: list[str], options: SparkOptions, mast
             run.check()
             time.sleep(0.2)
         warm = time.monotonic() - started
-        reader.start()
-        events.update([out.get(timeout=60)])
-        time.sleep(1.0)
-        sender.start()
-        deadline = time.monotonic() + seconds + timeout
-        while "result" not in events and time.monotonic() < deadline:
-            with contextlib.suppress(queue.Empty):
-                events.update([out.get(timeout=0.5)])
-            run.check()
-        stop.set()
-        while "result" not in events or "sent" not in events:
-            events.update([out.get(timeout=60)])
+        measure(reader, sender, out, stop, events, seconds + timeout, run.check)
     finally:
         stop.set()
         run.remove()

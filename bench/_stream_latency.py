@@ -16,6 +16,7 @@ import queue
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from multiprocessing.synchronize import Event
 from typing import Any
 
@@ -78,6 +79,25 @@ def read_latencies(config: dict[str, Any], topic: str, count: int, out: queue.Qu
                         "missing": count - len(keys)}))
 
 
+def measure(reader: Any, sender: Any, out: queue.Queue[Any], stop: Event, events: dict[str, Any], limit: float,
+            check: Callable[[], None] = lambda: None) -> None:
+    """Starts the reader child, then (once it reads) the sender; collects their reports into `events` until the
+    reader's `result` (or `limit` s), then stops both and waits for `result` and `sent`. `check` runs between
+    reports (raising ends the run: a stream that failed)."""
+    reader.start()
+    events.update([out.get(timeout=60)])
+    time.sleep(1.0)  # the consumer has its partition and is fetching
+    sender.start()
+    deadline = time.monotonic() + limit
+    while "result" not in events and time.monotonic() < deadline:
+        with contextlib.suppress(queue.Empty):
+            events.update([out.get(timeout=0.5)])
+        check()
+    stop.set()
+    while "result" not in events or "sent" not in events:
+        events.update([out.get(timeout=60)])
+
+
 def quantile(ordered: list[float], q: float) -> float:
     """The nearest-rank quantile of sorted values."""
     if not ordered:
@@ -109,17 +129,7 @@ def latency(info: KafkaInfo, texts: list[str], options: StreamOptions, rate: flo
         state = engine.wait_for(spec.deployment_id, [RUNNING], timeout=60)
         if state is None or state.status != RUNNING:
             raise RuntimeError(f"the stream did not start: {state}")
-        reader.start()
-        events.update([out.get(timeout=60)])
-        time.sleep(1.0)  # the consumer has its partition and is fetching
-        sender.start()
-        deadline = time.monotonic() + seconds + timeout
-        while "result" not in events and time.monotonic() < deadline:
-            with contextlib.suppress(queue.Empty):
-                events.update([out.get(timeout=0.5)])
-        stop.set()
-        while "result" not in events or "sent" not in events:
-            events.update([out.get(timeout=60)])
+        measure(reader, sender, out, stop, events, seconds + timeout)
     finally:
         engine.shutdown()
         stop.set()
