@@ -65,6 +65,7 @@ MODES = ("up", "down", "restarting")
 STRATEGIES = (("delay", 0.5), ("at-call", 0.3), ("slowed", 0.2))
 SECRETS = ("wml", "kafka", "spark")
 NAME = "tweets"
+READY_TIMEOUT = 120.0  # from the apply; CI once saw 60 s go by with nothing created, for a reason not logged
 GONE_TIMEOUT = float(count(90, 30))  # after this the resource (or namespace) counts as stuck; 15 s is the most seen
 SWEEP_SECONDS = 5.0
 COPY_TIMEOUT = 3 * SWEEP_SECONDS + 10  # a copy still there after this is left for good
@@ -238,9 +239,14 @@ def test_every_way_of_losing_secrets_ends_deleted(kind: str, seed: tuple[int, li
             elif kind == "prune":
                 trial.variant = "resource first" if resource_first else "Secrets first"
 
+            applied_at = op.log.stat().st_size
             kubectl("apply", "-f", str(path))
-            state, _ = wait_converged(k8s_api, ns, service, user, timeout=60)
-            assert state.ok, f"seed {chosen} trial {number}: never Ready: {state}"
+            state, _ = wait_converged(k8s_api, ns, service, user, timeout=READY_TIMEOUT)
+            if not state.ok:  # what the operator did meanwhile: the only witness of why (CI keeps no other log)
+                seen = read_from(op.log, applied_at).splitlines()
+                about = [line for line in seen if ns in line][-20:] or seen[-30:]
+                pytest.fail(f"seed {chosen} trial {number}: never Ready in {READY_TIMEOUT:.0f} s: {state}; "
+                            f"operator running: {op.running()}; its log since the apply:\n  " + "\n  ".join(about))
             sdep = get_sdep(k8s_api, ns, NAME)
             assert sdep is not None
             trial.uid = sdep["metadata"]["uid"]
