@@ -15,6 +15,7 @@ from kubernetes.client.exceptions import ApiException
 from wml_operator.kube import SecretStore, StatusWriter, list_resources, watched
 from wml_operator.login_copies import Logins, SecretLogins
 from wml_operator.metrics import Metrics
+from wml_operator.model_refs import KubeModels, read_model
 from wml_operator.poller import Poller
 from wml_operator.ports import Connector
 from wml_operator.reconcile import Reconciler
@@ -67,7 +68,7 @@ class OperatorApp:
         store.wake = lambda namespace, name: resources.mark_dirty_users(namespace, name)
         logins = logins if logins is not None else SecretLogins(settings.pod_namespace)
         wml = wml or Instances(timeout=settings.wml_timeout_seconds, on_response=metrics.observe_request)
-        reconciler = Reconciler(secrets or store, wml, resources, settings.defaults, logins)
+        reconciler = Reconciler(secrets or store, wml, resources, settings.defaults, logins, KubeModels())
         status = StatusWriter(on_write=metrics.status_writes.inc)
         return cls(settings, metrics, resources, store, wml, reconciler, status, post_event, logins)
 
@@ -78,6 +79,8 @@ class OperatorApp:
             return
         self.secrets.set_api(core)
         self.status.set_api(custom)
+        if isinstance(self.reconciler.models, KubeModels):
+            self.reconciler.models.set_getter(lambda namespace, name: read_model(custom, namespace, name))
         if isinstance(self.logins, SecretLogins):
             self.logins.set_api(core)
             try:
@@ -113,6 +116,15 @@ class OperatorApp:
         self.status.write(body, outcome.status, patch)
         self.metrics.reconciles.labels(trigger, "ok" if outcome.retry_after is None else "transient").inc()
         return outcome
+
+    def published_model_seen(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A PublishedModel changed (or went): the StreamingDeployments whose modelRef names it are reconciled
+        within one tick of the poller, and see its new version or why it has none."""
+        if isinstance(self.reconciler.models, KubeModels):
+            self.reconciler.models.seen(event_type, body)
+        meta = body.get("metadata") or {}
+        for uid in self.resources.model_users(str(meta.get("namespace")), str(meta.get("name"))):
+            self.resources.mark_dirty(uid)
 
     def forget(self, body: Mapping[str, Any]) -> None:
         """The resource is done with: what is kept for it in memory goes, its metrics series too."""

@@ -23,7 +23,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Deployment", "type": "string", "jsonPath": ".status.deploymentId", "priority": 1},
-    {"name": "Model", "type": "string", "jsonPath": ".spec.modelId", "priority": 1},
+    {"name": "Model", "type": "string", "jsonPath": ".status.modelId", "priority": 1},
     {"name": "Lag", "type": "integer", "jsonPath": ".status.lag", "priority": 1,
      "description": "Records of the input topic not read yet"},
 ]

@@ -32,6 +32,7 @@ from wml_api.wire import describe_validation_error
 from wml_operator import handover
 from wml_operator import plan as planning
 from wml_operator.login_copies import LoginNotKept, Logins, MemoryLogins
+from wml_operator.model_refs import KubeModels, ModelNotReady, ModelReader, choose
 from wml_operator.plan import STOPPED, Action, Desired, Do, Last, Observed, View
 from wml_operator.ports import WML, Connector, Elsewhere
 from wml_operator.resources import Resources
@@ -111,8 +112,9 @@ def look(listing: Listing, target_id: str | None, uid: str, want: str | None = N
 
 class Reconciler:
     def __init__(self, secrets: SecretReader, wml: Connector, resources: Resources, defaults: Defaults,
-                 logins: Logins | None = None) -> None:
+                 logins: Logins | None = None, models: ModelReader | None = None) -> None:
         self.secrets = secrets
+        self.models: ModelReader = models if models is not None else KubeModels()
         self.wml = wml
         self.resources = resources
         self.defaults = defaults
@@ -129,15 +131,20 @@ class Reconciler:
         uid, namespace = meta["uid"], meta["namespace"]
         annotations = meta.get("annotations") or {}
         last = last_of(body.get("status") or {})
-        spec: StreamingDeploymentSpec | None = None
+        model_label = "?"
         try:
             try:
                 spec = parse_spec(body.get("spec"))
-                resolved = resolve(self.secrets, namespace, spec, self.defaults)
+                chosen = choose(spec, namespace, body.get("status") or {}, self.models, deleting)
+                model_label = chosen.id
+                resolved = resolve(self.secrets, namespace, spec, self.defaults, chosen.id, chosen.version)
             except ValidationError as exc:
                 return self._unresolved(body, deleting, last, "InvalidSpec", describe_validation_error(exc, "spec"))
             except SpecProblem as problem:
                 return self._unresolved(body, deleting, last, problem.reason, problem.message)
+            except ModelNotReady as waiting:
+                wait = Action(Do.WAIT, waiting.reason, f"{waiting.message}; the stream starts once it is Ready")
+                return Result(wait, wait, deleting=deleting)
             try:
                 self._keep_logins(body, resolved.endpoint, last)
             except LoginNotKept as exc:
@@ -156,11 +163,11 @@ class Reconciler:
                               deletion_policy=str(spec.deletion_policy))
             result = self._act(body, spec, resolved, desired, last)
             self.resources.reached(uid)
-            return result
+            return replace(result, model=(resolved.model_id, resolved.model_version))
         except wml_errors.WMLError as err:
             if not err.transient:
                 self.resources.reached(uid)
-                refused = planning.plan_refused(err, spec.model_id if spec else "?")
+                refused = planning.plan_refused(err, model_label)
                 return Result(refused, refused, deleting=deleting)
             attempts = 0 if isinstance(err, wml_errors.HeldBack) else self.resources.failed(uid)
             delay = planning.retry_delay(attempts, err.retry_after, held_back=isinstance(err, wml_errors.HeldBack),
@@ -239,7 +246,7 @@ class Reconciler:
                 return self._hand_over(body, spec, resolved, desired, last, wml, wml, resolved.endpoint, again)
             found, extras = again.current or again.previous, again.extras
             action = planning.plan(desired, View(_observed(found), extras), last, now)
-        model_id = (found.model_id if found else None) or spec.model_id
+        model_id = (found.model_id if found else None) or resolved.model_id
         created: str | None = None
         notes: tuple[Event, ...] = ()
         start: handover.Start | None = None
@@ -294,7 +301,7 @@ class Reconciler:
                     return self._restore(desired, previous, resolved, there, old, refused, last)
                 checked = True
             elif step == handover.Step.DRAIN:
-                stopped = there.set_state(previous.model_id or spec.model_id, previous.deployment_id, STOPPED,
+                stopped = there.set_state(previous.model_id or resolved.model_id, previous.deployment_id, STOPPED,
                                           resolved.spark)
                 previous, drained = handover.Previous.of(stopped), True
                 if handover.after_drain(previous.status) == handover.Step.WAIT:
@@ -316,7 +323,7 @@ class Reconciler:
                 except wml_errors.WMLError as err:
                     if err.transient:
                         raise
-                    refused = planning.plan_refused(err, spec.model_id)
+                    refused = planning.plan_refused(err, resolved.model_id)
                     return self._restore(desired, previous, resolved, there, old, refused, last)
                 created = current.id
             else:  # RETIRE
@@ -347,14 +354,14 @@ class Reconciler:
             return unsupported
         try:
             if handover.can_check(wml.extensions()):
-                wml.check(spec.model_id, self._body(body, spec, resolved, None, STOPPED, wml.extensions()),
+                wml.check(resolved.model_id, self._body(body, spec, resolved, None, STOPPED, wml.extensions()),
                           resolved.spark)
             else:
-                wml.model(spec.model_id)
+                wml.model(resolved.model_id)
         except wml_errors.WMLError as err:
             if err.transient:
                 raise
-            return planning.plan_refused(err, spec.model_id)
+            return planning.plan_refused(err, resolved.model_id)
         return None
 
     def _restore(self, desired: Desired, previous: handover.Previous, resolved: Resolved, there: WML,
@@ -393,7 +400,7 @@ class Reconciler:
         extensions = wml.extensions()
         create = self._body(body, spec, resolved, start, desired.state, extensions)
         self.resources.note_created(body["metadata"]["uid"])
-        made = wml.create(spec.model_id, create, resolved.spark)
+        made = wml.create(resolved.model_id, create, resolved.spark)
         notes: list[Event] = []
         if start.reason:
             notes.append(("Warning" if start.warning else "Normal", start.reason, start.note))

@@ -138,6 +138,14 @@ class Resources:
         with self._lock:
             return sorted(self._users.get((namespace, name), ()))
 
+    def model_users(self, namespace: str, name: str) -> list[str]:
+        """The UIDs of the resources whose spec.modelRef names this PublishedModel (a scan: models change
+        seldom, unlike Secrets, which have an index)."""
+        with self._lock:
+            return sorted(uid for uid, s in self._states.items() if s.body is not None
+                          and s.body["metadata"].get("namespace") == namespace
+                          and ((s.body.get("spec") or {}).get("modelRef") or {}).get("name") == name)
+
     def bodies(self) -> list[dict[str, Any]]:
         with self._lock:
             return [s.body for s in self._states.values() if s.body is not None]

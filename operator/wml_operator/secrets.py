@@ -78,6 +78,8 @@ class Resolved:
     spark: SparkServiceInstance
     spec_hash: str
     secret_names: frozenset[str]  # the Secrets of the resource's namespace that this resource reads
+    model_id: str = ""  # the model deployed: spec.modelId, or what spec.modelRef's PublishedModel offers
+    model_version: str | None = None  # a modelRef's version: part of the hash, so a new one re-creates
 
 
 def _secret(reader: SecretReader, namespace: str, name: str, field_path: str) -> Mapping[str, str]:
@@ -208,18 +210,21 @@ def recorded_endpoint(reader: SecretReader, namespace: str, recorded: Mapping[st
 
 
 def build_hash(spec: StreamingDeploymentSpec, ep: Endpoint, inp: KafkaConnection, out: KafkaConnection,
-               spark_instance: SparkServiceInstance) -> str:
+               spark_instance: SparkServiceInstance, model_id: str | None = None,
+               model_version: str | None = None) -> str:
     """What the deployment is built from; WML login credentials are not part of it (a rotation of those
     must not re-create running streams)."""
     output: dict[str, Any] = {"topic": spec.output.topic, "connection": out.model_dump(mode="json")}
     if spec.output.dead_letter_topic:  # only when set: a resource without one keeps the hash it had
         output["dead_letter_topic"] = spec.output.dead_letter_topic
     material = {
-        "url": ep.url, "instance": ep.instance_id, "model": spec.model_id,
+        "url": ep.url, "instance": ep.instance_id, "model": model_id or spec.model_id,
         "input": {"topic": spec.input.topic, "connection": inp.model_dump(mode="json")},
         "output": output,
         "spark": spark_instance.model_dump(mode="json"),
     }
+    if model_version:  # a modelRef's only: a resource with a modelId keeps the hash it had
+        material["model_version"] = model_version
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -233,10 +238,14 @@ def referenced_secrets(spec: StreamingDeploymentSpec) -> frozenset[str]:
     return frozenset(names)
 
 
-def resolve(reader: SecretReader, namespace: str, spec: StreamingDeploymentSpec, defaults: Defaults) -> Resolved:
+def resolve(reader: SecretReader, namespace: str, spec: StreamingDeploymentSpec, defaults: Defaults,
+            model_id: str | None = None, model_version: str | None = None) -> Resolved:
+    """`model_id`, `model_version`: what spec.modelRef resolved to (wml_operator.model_refs); else spec.modelId."""
     ep = endpoint(reader, namespace, spec, defaults)
     inp = connection(reader, namespace, spec.input, "spec.input.connectionSecretRef")
     out = connection(reader, namespace, spec.output, "spec.output.connectionSecretRef")
     spark_instance = spark(reader, namespace, spec)
-    return Resolved(ep, inp, out, spark_instance, build_hash(spec, ep, inp, out, spark_instance),
-                    referenced_secrets(spec))
+    model = model_id or spec.model_id or ""
+    return Resolved(ep, inp, out, spark_instance,
+                    build_hash(spec, ep, inp, out, spark_instance, model, model_version),
+                    referenced_secrets(spec), model, model_version)

@@ -144,8 +144,20 @@ class OutputSide(KafkaSide):
         return self
 
 
+class ModelRef(_Model):
+    """A PublishedModel in the resource's namespace."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=_NAME,
+                               description="Name of the PublishedModel, in the StreamingDeployment's namespace.")]
+
+
 class StreamingDeploymentSpec(_Model):
     """A stream deployment of a published model: records from `input.topic` scored onto `output.topic`."""
+
+    # The same rule as the validator below, checked by the API server when the resource is applied.
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
+        "rule": "has(self.modelId) != has(self.modelRef)",
+        "message": "exactly one of modelId and modelRef must be set"}]})
 
     state: Annotated[State, Field(default=State.RUNNING,
                                   description="Declared state of the stream: RUNNING or STOPPED.")]
@@ -153,8 +165,14 @@ class StreamingDeploymentSpec(_Model):
                                              description="Free text shown as the deployment's description.")]
     wml: Annotated[WMLEndpoint | None, Field(default=None, description="The WML API to use; optional when the "
                                                                         "operator has a default endpoint.")]
-    model_id: Annotated[str, Field(alias="modelId", min_length=1, max_length=128, pattern=_UUIDISH,
-                                   description="Id (guid) of the published model to deploy.")]
+    model_id: Annotated[str | None, Field(
+        default=None, alias="modelId", min_length=1, max_length=128, pattern=_UUIDISH,
+        description="Id (guid) of the published model to deploy. Exactly one of modelId and modelRef.")]
+    model_ref: Annotated[ModelRef | None, Field(
+        default=None, alias="modelRef",
+        description="The PublishedModel to deploy, instead of a modelId: the stream waits until it is Ready, "
+                    "and each new version it publishes re-creates the deployment, handing its position over "
+                    "(nothing lost, nothing scored twice). Exactly one of modelId and modelRef.")]
     spark_credentials_secret_ref: Annotated[SecretKeyRef, Field(
         alias="sparkCredentialsSecretRef",
         description="Secret key holding the Spark service credentials JSON (tenant_id, tenant_id_full, "
@@ -167,6 +185,12 @@ class StreamingDeploymentSpec(_Model):
     restart_policy: Annotated[RestartPolicy, Field(
         default=RestartPolicy.ON_FAILURE, alias="restartPolicy",
         description="OnFailure: a FAILED stream is restarted with exponential backoff. Never: it stays FAILED.")]
+
+    @model_validator(mode="after")
+    def _one_model(self) -> StreamingDeploymentSpec:
+        if (self.model_id is None) == (self.model_ref is None):
+            raise ValueError("exactly one of modelId and modelRef must be set")
+        return self
 
 
 class Condition(BaseModel):
@@ -228,6 +252,11 @@ class StreamingDeploymentStatus(BaseModel):
                                                                "stream.")]
     last_sync_time: Annotated[str | None, Field(default=None, alias="lastSyncTime",
                                                 description="When the WML deployment was last observed.")]
+    model_id: Annotated[str | None, Field(default=None, alias="modelId",
+                                          description="Id of the published model the deployment runs.")]
+    model_version: Annotated[str | None, Field(default=None, alias="modelVersion",
+                                               description="The model's version the deployment runs, for a "
+                                                           "modelRef: a new one re-creates the deployment.")]
     spec_hash: Annotated[str | None, Field(default=None, alias="specHash",
                                            description="Hash of everything the deployment was built from (model, "
                                                        "topics, WML endpoint, and the contents of the referenced "

@@ -49,6 +49,7 @@ class Result:
     deleting: bool = False
     hand_over: str | None = None  # a deployment was created: where it starts reading (handover.Start.note)
     notes: tuple[Event, ...] = ()  # events of the pass's steps beside the action's own (hand-over, ...)
+    model: tuple[str, str | None] | None = None  # the model id and version the spec resolved to in this pass
 
 
 @dataclass
@@ -126,6 +127,10 @@ def _deployment_fields(old: StreamingDeploymentStatus, result: Result) -> dict[s
         if found.endpoint is not None:
             update["endpoint"] = found.endpoint
     update["specHash"] = spec_hash
+    if result.model is not None and found is not None and not result.deleting and \
+            (result.created is not None or done.do == Do.ADOPT or old.model_id is None):
+        # What the deployment runs: set when one is made (or first seen), kept while a new version waits.
+        update.update(modelId=result.model[0], modelVersion=result.model[1])
     if not spec_hash and found is None:
         update["wmlStatus"] = None
     if found is None and (result.deleting or done.do == Do.DELETE):

@@ -38,7 +38,10 @@ def test_every_field_is_documented_and_structural() -> None:
     for forbidden in ("$ref", "anyOf", "x-kubernetes-preserve-unknown-fields", "additionalProperties", "title:"):
         assert forbidden not in text
     spec = schema["properties"]["spec"]
-    assert set(spec["required"]) == {"modelId", "sparkCredentialsSecretRef", "input", "output"}
+    assert set(spec["required"]) == {"sparkCredentialsSecretRef", "input", "output"}
+    # modelId or modelRef, exactly one: the apiserver refuses both and neither.
+    assert spec["x-kubernetes-validations"] == [{"message": "exactly one of modelId and modelRef must be set",
+                                                 "rule": "has(self.modelId) != has(self.modelRef)"}]
     assert spec["properties"]["state"]["enum"] == ["RUNNING", "STOPPED"]
     assert spec["properties"]["state"]["default"] == "RUNNING"
     assert spec["properties"]["deletionPolicy"]["enum"] == ["Delete", "Orphan"]
