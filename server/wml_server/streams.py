@@ -134,12 +134,13 @@ class StreamController:
         content.parent.mkdir(parents=True, exist_ok=True)
         content.write_bytes(model.read_content())
         content.chmod(0o600)
+        # `version`: the deployment's pinned version, whose content was just written; its records name it.
         if mllib:
-            return {"kind": "mllib", "archive": str(content),
+            return {"kind": "mllib", "archive": str(content), "version": model.version_id,
                     "fields": [{"name": f.name, "type": f.type} for f in model.schema.fields]}
         options = model.options
         return {"kind": "user", "framework": "skops" if model.content_format == SKOPS else "scikit-learn",
-                "path": str(content), "schema": model.schema.to_json(),
+                "path": str(content), "schema": model.schema.to_json(), "version": model.version_id,
                 "name": f"{model.name[:60]} for deployment {spec.deployment_id}",
                 "options": {"memory_limit_bytes": options.memory_limit_bytes, "load_timeout": options.load_timeout,
                             "predict_timeout": options.predict_timeout, "require_sandbox": options.require_sandbox}}

@@ -43,9 +43,13 @@ def test_a_streaming_deployment_on_the_spark_cluster(
     ns = namespace
     api = WMLClient(service.url, WMLCredentials(user.username, user.password), user.instance_id)
     spec: dict[str, str] = {}
+    version = None  # the built-in model has no repository version: its records name none
     if model == "mllib":  # a Spark MLlib PipelineModel published as a data scientist shares one
         with mllib_archive.open("rb") as content:
-            spec["modelId"] = api.publish_model(meta("Tweets (Spark)", framework="mllib"), content).id
+            asset = api.publish_model(meta("Tweets (Spark)", framework="mllib"), content)
+        spec["modelId"] = asset.id
+        assert asset.entity.latest_version is not None
+        version = asset.entity.latest_version.guid
     produce(env, [f"a{i}" for i in range(200)])
     kubectl("apply", "-f", "-", input=env.manifest(**spec))
     waited = kubectl("wait", "--for=condition=Ready", "--timeout=240s", "-n", ns, "sdep/tweets", check=False)
@@ -81,6 +85,8 @@ def test_a_streaming_deployment_on_the_spark_cluster(
         scored = [r for r in out.records if "error" not in r]
         assert {r["prediction"] for r in scored} == {"POSITIVE", "NEGATIVE"}
         assert all(0.5 <= r["probability"] <= 1 and r["tweet"] and r["id"] for r in scored)
+        assert {r.get("model_version") for r in scored} == {version}
+        assert all("model_version" not in r for r in out.records if "error" in r)  # no model scored those
         errors = sorted(r["error"] for r in out.records if "error" in r)
         assert errors == (["invalid_json", "missing_feature", "wrong_type"] if extra else [])
     finally:

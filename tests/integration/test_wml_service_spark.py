@@ -272,6 +272,8 @@ def test_a_users_scikit_learn_model_runs_on_spark_in_its_sandboxed_worker(
         assert seen[b"1"][0]["prediction"] == "POSITIVE"
         assert seen[b"2"][0]["prediction"] == "NEGATIVE"
         assert seen[b"2"][0]["n"] == 2
+        assert asset.entity.latest_version is not None  # the version the deployment is pinned to names its records
+        assert {r[0]["model_version"] for r in seen.values()} == {asset.entity.latest_version.guid}
         # The record the model cannot take went to the dead-letter topic, with where it came from.
         reader = Consumer(kafka.client_config(**{"group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest",
                                                  "isolation.level": "read_committed"}))
@@ -282,7 +284,8 @@ def test_a_users_scikit_learn_model_runs_on_spark_in_its_sandboxed_worker(
             dead_lettered = [m for m in reader.consume(10, 0.5) if not m.error()]
         reader.close()
         assert [m.key() for m in dead_lettered] == [b"nofield"]
-        assert json.loads(dead_lettered[0].value())["error"] == "missing_feature"
+        refused = json.loads(dead_lettered[0].value())
+        assert refused == {"text": "no tweet", "error": "missing_feature", "field": "tweet"}  # and no version
         headers = dict(dead_lettered[0].headers() or [])
         assert headers["wml.source.topic"] == source.encode()
         assert int(headers["wml.source.partition"]) in range(PARTITIONS)

@@ -18,6 +18,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from tests.integration.test_wml_repository_api import Raw
 from tests.integration.test_wml_service_api import spark
 from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
@@ -46,12 +47,16 @@ def deploy(api: WMLClient, kafka: KafkaInfo, model_id: str, source: str, target:
     did = api.create_deployment(model_id, DeploymentCreate(
         name="s", input=StreamInput(connection=conn, source={"topic": source}),
         output=StreamOutput(connection=conn, target={"topic": target})), spark()).id
+    running(api, did)
+    return did
+
+
+def running(api: WMLClient, did: str) -> None:
     deadline = time.monotonic() + 90
     while (status := api.get_instance_deployment(did).status) != "RUNNING":
         assert status != "FAILED", api.get_instance_deployment(did).failure_message
         assert time.monotonic() < deadline, f"still {status}"
         time.sleep(0.3)
-    return did
 
 
 def send(kafka: KafkaInfo, topic: str, records: dict[str, Any]) -> None:
@@ -176,3 +181,63 @@ def test_a_user_model_s_stream_resumes_after_a_restart_and_a_kill_9_exactly_once
     out = read(kafka, target, sent, timeout=120)  # each once: read() fails on a record more
     assert set(out) == {f"k{i}" for i in range(sent)}
     assert all(r["prediction"] == "POSITIVE" for r in out.values())
+
+
+def test_output_records_name_the_pinned_version_and_a_new_version_only_reaches_new_deployments(
+        make_wml_service: Callable[..., WMLService], kafka: KafkaInfo, kafka_topic: Callable[..., str]) -> None:
+    """Issue 19: each record says which model version scored it. Publishing v2 moves the model's latest; the
+    deployment made on v1 goes on scoring with v1's content (also once a restarted service resumes it), and a
+    deployment made afterwards runs v2. Each version has labels of its own, so the predictions prove which
+    content scored, not only which id was written."""
+    service = make_wml_service()
+    user = service.add_user()
+    api = WMLClient(service.url, WMLCredentials(user.username, user.password), user.instance_id)
+
+    def trained(version: str) -> bytes:
+        labels = [f"{label}-{version}" for label in LABELS]
+        return skops.io.dumps(Pipeline([("tfidf", TfidfVectorizer()), ("clf", LogisticRegression())])
+                              .fit(TEXTS, labels))
+
+    asset = api.publish_model(ModelAssetCreate(name="versions", framework=Framework(name="scikit-learn"),
+                                               input_data_schema=schema(tweet="string")), io.BytesIO(trained("v1")))
+    assert asset.entity.latest_version is not None
+    v1 = asset.entity.latest_version.guid
+    in1, out1, in2, out2 = kafka_topic("in"), kafka_topic("out"), kafka_topic("in"), kafka_topic("out")
+    first = deploy(api, kafka, asset.id, in1, out1)
+
+    def check(topic: str, count: int, version: str, suffix: str) -> None:
+        out = read(kafka, topic, count)
+        scored = [r for key, r in out.items() if key != "refused"]
+        assert {r["model_version"] for r in scored} == {version}
+        assert {r["prediction"] for r in scored} == {f"POSITIVE-{suffix}"}
+        assert out["refused"] == {"text": "no tweet", "error": "missing_feature", "field": "tweet"}  # no version
+
+    send(kafka, in1, {"a0": {"tweet": "so happy"}, "refused": {"text": "no tweet"}})
+    check(out1, 2, v1, "v1")
+
+    raw = Raw(service, user)
+    created = raw("POST", f"/v3/ml_assets/models/{asset.id}/versions")
+    assert created.status_code == 201, created.text
+    v2 = created.json()["metadata"]["guid"]
+    uploaded = raw.upload(asset.id, v2, trained("v2"))
+    assert uploaded.status_code == 200, uploaded.text
+    latest = api.get_published_model(asset.id).entity.latest_version
+    assert latest is not None
+    assert latest.guid == v2 != v1
+
+    send(kafka, in1, {"a1": {"tweet": "great day"}})
+    check(out1, 3, v1, "v1")  # the running deployment: still v1's content and id
+    second = deploy(api, kafka, asset.id, in2, out2)
+    send(kafka, in2, {"b0": {"tweet": "so happy"}, "refused": {"text": "no tweet"}})
+    check(out2, 2, v2, "v2")
+
+    service.stop()
+    service.start()  # each deployment is resumed from the store: its own version's content is loaded again
+    running(api, first)
+    running(api, second)
+    send(kafka, in1, {"a2": {"tweet": "I love it"}})
+    send(kafka, in2, {"b1": {"tweet": "I love it"}})
+    check(out1, 4, v1, "v1")
+    check(out2, 3, v2, "v2")
+    api.delete_instance_deployment(first)
+    api.delete_instance_deployment(second)

@@ -105,6 +105,34 @@ def test_scoring_keeps_the_record_adds_the_prediction_and_flags_what_it_could_no
     assert batch.failed == [False, True, False, True, True]
 
 
+def test_records_a_model_ran_on_name_its_version_and_refused_ones_do_not() -> None:
+    def predict(features: list[Any]) -> Answer:
+        return Answer(["POSITIVE", None], [0.5, None], [None, "ValueError: no"])
+
+    messages = [json.dumps({"tweet": "good"}).encode(), json.dumps({"tweet": "raises"}).encode(),
+                json.dumps({"text": "no tweet"}).encode(), b"[]", b"\xff"]
+    batch = score_features(TWEET, predict, messages, model_version="v-1")
+    out = [json.loads(v) for v in batch.values]
+    assert out[0] == {"tweet": "good", "prediction": "POSITIVE", "probability": 0.5, "model_version": "v-1"}
+    assert list(out[0]) == ["tweet", "prediction", "probability", "model_version"]  # next to the prediction
+    assert out[1] == {"tweet": "raises", "error": "model_error", "message": "ValueError: no", "model_version": "v-1"}
+    assert out[2] == {"text": "no tweet", "error": "missing_feature", "field": "tweet"}  # no model saw it
+    assert out[3] == {"error": "not_an_object", "raw": "[]"}
+    assert "model_version" not in out[4]
+    assert batch.failed == [False, True, True, True, True]
+
+
+def test_an_output_too_large_once_scored_is_an_error_record_without_a_version() -> None:
+    def predict(features: list[Any]) -> Answer:
+        return Answer(["POSITIVE"], [0.5], [None])
+
+    message = json.dumps({"tweet": "x" * 100}).encode()
+    batch = score_features(TWEET, predict, [message], model_version="v-1", max_output_bytes=len(message) + 20)
+    assert json.loads(batch.values[0])["error"] == "record_too_large"
+    assert "model_version" not in json.loads(batch.values[0])
+    assert batch.failed == [True]
+
+
 def test_a_batch_with_nothing_to_score_asks_the_model_nothing() -> None:
     def predict(features: list[Any]) -> Answer:
         raise AssertionError("not called")

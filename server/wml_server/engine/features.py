@@ -1,11 +1,15 @@
 """Scoring records with a user's model: a record's JSON fields, mapped to the model's features by name.
 
 The output contract is the built-in models' (records.py): the input's fields plus `prediction` and, when the
-model gives one, `probability`. A record the model cannot take is not scored; it goes out with an `error`:
+model gives one, `probability`; then `model_version`, the repository version that scored the record (a
+deployment is pinned to one), so a reader of the topic sees a new version's records begin. A record the model
+cannot take is not scored; it goes out with an `error`:
 - `missing_feature`: a field of the input schema is absent or null (`field` names it);
 - `wrong_type`: a field has another JSON type than the schema's (`field`, `expected`);
-- `model_error`: the model raised on this record (`message`: the exception's type and first words);
-and the codes of records.py for input that is not a JSON object at all.
+- `model_error`: the model raised on this record (`message`: the exception's type and first words; and
+  `model_version`: that version ran on it and raised, which a reader looking at a new version needs to see);
+and the codes of records.py for input that is not a JSON object at all. Those, and the refusals above, carry
+no `model_version`: no model ever saw them, and the version would tell a reader nothing about why they failed.
 """
 
 from __future__ import annotations
@@ -58,9 +62,11 @@ def _label(value: Any) -> Any:
 
 
 def score_features(schema: InputSchema, predict: Callable[[list[Any]], Predicted],
-                   messages: Sequence[bytes | None], *, max_output_bytes: int = MAX_OUTPUT_BYTES) -> ScoredBatch:
+                   messages: Sequence[bytes | None], *, model_version: str | None = None,
+                   max_output_bytes: int = MAX_OUTPUT_BYTES) -> ScoredBatch:
     """Scores a batch with one `predict` call (a worker round trip). Raises only what `predict` raises when
-    the worker itself fails (the stream fails then, and the batch is read again after a restart)."""
+    the worker itself fails (the stream fails then, and the batch is read again after a restart).
+    `model_version` (None: no field) goes into each record the model ran on."""
     batch = prepare(messages, lambda record: features_of(schema, record))
     objects, errored = batch.objects, batch.errored
     if batch.inputs:
@@ -72,10 +78,14 @@ def score_features(schema: InputSchema, predict: Callable[[list[Any]], Predicted
             if error is not None:
                 record["error"] = MODEL_ERROR
                 record["message"] = str(error)[:300]
+                if model_version is not None:
+                    record["model_version"] = model_version
                 errored.add(index)
                 continue
             record["prediction"] = _label(label)
             if probability is not None and math.isfinite(probability):
                 record["probability"] = round(float(probability), 4)
+            if model_version is not None:  # one key in a dict the batch parsed anyway: no cost worth a switch
+                record["model_version"] = model_version
 
     return encode_batch(objects, batch.values, messages, errored, max_output_bytes)

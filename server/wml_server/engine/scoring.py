@@ -54,6 +54,7 @@ class WorkerScorer:
 
         assert model.schema is not None  # a deployment of a model without one is refused at create
         self.schema = model.schema
+        self.version = model.version_id  # the deployment's pinned version: the content loaded below is its own
         options = model.options
         self.worker = ModelWorker(
             framework="skops" if model.content_format == SKOPS else "scikit-learn", content=model.read_content(),
@@ -76,7 +77,7 @@ class WorkerScorer:
             raise StreamFailure(exc.code, f"The model's worker process failed: {exc.message}") from None
 
     def score(self, values: Sequence[bytes | None]) -> ScoredBatch:
-        return score_features(self.schema, self._predict, values)
+        return score_features(self.schema, self._predict, values, model_version=self.version)
 
     def close(self) -> None:
         self.worker.close()

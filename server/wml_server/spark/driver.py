@@ -212,7 +212,7 @@ class Driver:
                            if "probability" in scored.columns else F.lit(None).cast("double"))
             out = scored.select("partition", "offset", "key", "value", "refused",
                                 F.col(label_col).alias("label"), probability.alias("probability"))
-            return out.mapInPandas(partial(udfs.finish_mllib, sink), RESULT_SCHEMA)
+            return out.mapInPandas(partial(udfs.finish_mllib, sink, version=model.get("version")), RESULT_SCHEMA)
         return handle
 
     def _batch(self, results: Any, batch_id: int) -> None:

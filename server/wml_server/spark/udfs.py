@@ -78,7 +78,8 @@ def score_user_frames(model: dict[str, Any], frames: Iterator[pd.DataFrame]) -> 
     schema, worker = _user_worker(model)
     for frame in frames:
         try:
-            scored = score_features(schema, worker.predict, list(frame["value"]))
+            # .get: a driver started before versions were named (it outlives the service) has none to give.
+            scored = score_features(schema, worker.predict, list(frame["value"]), model_version=model.get("version"))
         except ModelWorkerDied:
             _USER_WORKERS.pop(model["path"], None)  # Spark runs the task again, with a new worker
             worker.close()
@@ -91,13 +92,16 @@ def score_user_and_write(model: dict[str, Any], config: dict[str, Any],
     return write_frames(config, score_user_frames(model, frames))
 
 
-def finish_mllib(config: dict[str, Any], frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def finish_mllib(config: dict[str, Any], frames: Iterator[pd.DataFrame], *,
+                 version: str | None = None) -> Iterator[pd.DataFrame]:
     """After a PipelineModel's transform: rows (partition, offset, key, value, refused, label, probability) ->
-    the output records (the input's fields, `prediction`, `probability`), then our sink."""
-    return write_frames(config, _mllib_outputs(frames))
+    the output records (the input's fields, `prediction`, `probability`, `model_version`), then our sink."""
+    return write_frames(config, _mllib_outputs(frames, version))
 
 
-def _mllib_outputs(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def _mllib_outputs(frames: Iterator[pd.DataFrame], version: str | None = None) -> Iterator[pd.DataFrame]:
+    """A refused record carries no `model_version`: the pipeline transformed neutral values in its place, so
+    no model scored it (as on the built-in engine, engine/features.py)."""
     from wml_server.engine.records import encode_batch, parse
 
     for frame in frames:
@@ -122,6 +126,8 @@ def _mllib_outputs(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
                 parsed["prediction"] = _plain(label)
                 if probability is not None:
                     parsed["probability"] = round(float(probability), 4)
+                if version is not None:
+                    parsed["model_version"] = version
             objects.append(parsed)
             values.append(b"")
         scored = encode_batch(objects, values, messages, errored)
