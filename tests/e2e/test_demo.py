@@ -83,10 +83,13 @@ def test_demo_runs_the_scenario_is_harmless_twice_and_goes_down(demo_dir: Path) 
     assert ("60 records sent while stopped were scored; 300 tweets in, 300 scored, none twice, none missing"
             in after)
     assert "agreement with the human raters: " in after
-    # The data scientist's model: published through the repository API, deployed beside VADER, same tweets.
+    # The data scientist's model: shared at a URL, declared in Git with the stream that references it (one
+    # apply), published by the operator, deployed beside VADER, same tweets.
     own = out[out.index("A data scientist shares a model"):]
-    assert re.search(r"^\s*published 'Tweet sentiment \(scikit-learn\)' \(scikit-learn-[\d.]+, skops\) as "
-                     r"[0-9a-f-]{36}$", own, re.M), own
+    assert re.search(r"shares it at http://127\.0\.0\.1:\d+/tweets-sklearn\.skops$", own, re.M), own
+    assert "kind: PublishedModel" in own
+    assert re.search(r"^\s*published as model [0-9a-f-]{36}, version [0-9a-f-]{36} \(sha256 [0-9a-f]{12}\.\.\.\)",
+                     own, re.M), own
     assert re.search(r"^\s+tweet-sentiment-sklearn\s+RUNNING\s+RUNNING\s+True\s+Running\s", own, re.M)
     assert "scored 300 of 300 tweets" in own
     sklearn = re.search(r"^\s*Tweet sentiment \(scikit-learn\)\s+(\d+) of 300 \(([\d.]+) %\)\s+([\d.]+)$", own, re.M)
@@ -114,7 +117,7 @@ def test_demo_runs_the_scenario_is_harmless_twice_and_goes_down(demo_dir: Path) 
 
     down = run_demo(demo_dir, "down", timeout=120)
     assert down.returncode == 0, f"{down.stdout}\n{down.stderr}"
-    assert "stopped: operator, WML service, Kafka, Kubernetes" in down.stdout
+    assert "stopped: operator, WML service, model server, Kafka, Kubernetes" in down.stdout
     assert not demo_dir.exists()
     assert not [p for p in started if alive(p)]
 

@@ -14,7 +14,7 @@ import pytest
 
 from wml_localplatform.config import MissingPrerequisite, PlatformConfig
 from wml_localplatform.demo import cli, scenario
-from wml_localplatform.demo.own_model import builtin_engine_secret, second_resource
+from wml_localplatform.demo.own_model import MODEL_RESOURCE, builtin_engine_secret, declared
 from wml_localplatform.demo.prereqs import check_prerequisites
 from wml_localplatform.demo.samples import sample_resource, sample_secrets
 from wml_localplatform.demo.start import NOT_SPARK, Running, service_env, spark_credentials
@@ -62,6 +62,12 @@ def test_the_spark_flag_and_its_environment_variable(argv: list[str], env: dict[
     assert cli.parse_args(argv).spark is spark
 
 
+def model_file(folder: Path) -> Path:
+    path = folder / "tweets-sklearn.skops"
+    path.write_bytes(b"PK not really a model")
+    return path
+
+
 def test_the_service_allows_the_clusters_master_only_with_spark(config: PlatformConfig) -> None:
     assert service_env(config, "") == {}
     env = service_env(config, MASTER)
@@ -71,7 +77,7 @@ def test_the_service_allows_the_clusters_master_only_with_spark(config: Platform
 
 
 def test_the_samples_stream_goes_to_spark_and_the_scikit_learn_one_stays_on_the_builtin_engine(
-        config: PlatformConfig) -> None:
+        config: PlatformConfig, tmp_path: Path) -> None:
     env = service_env(config, MASTER)
     resource = sample_resource("marketing", "http://127.0.0.1:9443")
     ref = resource["spec"]["sparkCredentialsSecretRef"]
@@ -84,7 +90,9 @@ def test_the_samples_stream_goes_to_spark_and_the_scikit_learn_one_stays_on_the_
 
     run = _running(MASTER)
     assert run.spark
-    second = second_resource(run, "model-1")
+    model, second = declared(run, "http://127.0.0.1:8000", model_file(tmp_path))
+    assert second["spec"]["modelRef"] == {"name": MODEL_RESOURCE}
+    assert model["spec"]["wml"] == second["spec"]["wml"]
     secret = builtin_engine_secret(run, second)
     assert secret is not None
     second_ref = second["spec"]["sparkCredentialsSecretRef"]
@@ -94,10 +102,10 @@ def test_the_samples_stream_goes_to_spark_and_the_scikit_learn_one_stays_on_the_
     assert _placement(secret["stringData"][second_ref["key"]], env) is None
 
 
-def test_without_spark_both_resources_share_the_samples_secret_on_the_builtin_engine() -> None:
+def test_without_spark_both_resources_share_the_samples_secret_on_the_builtin_engine(tmp_path: Path) -> None:
     run = _running()
     assert not run.spark
-    second = second_resource(run, "model-1")
+    _, second = declared(run, "http://127.0.0.1:8000", model_file(tmp_path))
     sample = sample_resource("marketing", "http://127.0.0.1:9443")
     assert second["spec"]["sparkCredentialsSecretRef"] == sample["spec"]["sparkCredentialsSecretRef"]
     assert builtin_engine_secret(run, second) is None

@@ -58,7 +58,7 @@ def up(layout: Layout, console: Console, config: PlatformConfig, wml_port: int, 
                     f"(mean rating not 0); {len(picked)} picked for the demo")
         run = start_platform(layout, console, config, wml_port, spark)
         scored = scenario(run, console, picked)
-        own_model(run, console, layout.root / "models", picked, scored)
+        own_model(run, console, layout.models_dir, picked, scored)
     except (DemoError, StartFailed, TweetsUnavailable, KafkaException) as exc:
         if layout.is_demo_dir():
             raise DemoError(f"{exc}\n(the demo's processes are left running for a look: logs in {layout.root}; "
@@ -81,6 +81,8 @@ def down(layout: Layout, console: Console) -> int:
         stopped.append("operator")
     if process.stop_pid_file(layout.wml_dir / "wml-server.pid", timeout=20):
         stopped.append("WML service")
+    if process.stop_pid_file(layout.model_server_pid, timeout=10):
+        stopped.append("model server")
     # A stream on Spark runs in a driver process of the service's that outlives the service by design.
     layout.wml().stop_spark_drivers()
     if layout.uses_spark():

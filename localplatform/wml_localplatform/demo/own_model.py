@@ -1,9 +1,11 @@
-"""The data scientist's step of the demo: a model of their own, published and deployed beside VADER.
+"""The data scientist's step of the demo: a model of their own, declared in Git and deployed beside VADER.
 
 "A data scientist prepares a predictive model and shares it with you; your task is to deploy it." The model is
 trained here on the tweets the demo never sends (the fixed split of wml_localplatform.sample_models), saved in
-skops's format, published with `wml-server publish`, and deployed with a second StreamingDeployment that reads
-the same tweets: both models' agreement with the human raters is shown side by side.
+skops's format and shared at a URL (a plain HTTP server on loopback, as a team's artifact store would be). What
+goes to Git is two resources in one apply: a PublishedModel (the URL and the file's sha256; the operator
+publishes it) and a second StreamingDeployment whose modelRef names it, reading the same tweets: both models'
+agreement with the human raters is shown side by side.
 """
 
 from __future__ import annotations
@@ -11,15 +13,15 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import shlex
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from wml_localplatform import sample_models
+import yaml
+
+from wml_localplatform import process, sample_models
 from wml_localplatform.config import cache_dir
 from wml_localplatform.demo.console import Console
 from wml_localplatform.demo.errors import DemoError
@@ -32,13 +34,17 @@ from wml_localplatform.tweets import Tweet
 
 MODEL_NAME = "Tweet sentiment (scikit-learn)"
 SUFFIX = "-sklearn"
+MODEL_RESOURCE = "tweets-sklearn"  # the PublishedModel
+MODEL_FILE = "tweets-sklearn.skops"
+SERVER_NAME = "http.server"  # what the PID file's process must be running
+PID_FILE, PORT_FILE = "model-server.pid", "model-server.port"
 
 
 def train_and_save(console: Console, folder: Path) -> Path:
     console.step("A data scientist shares a model: scikit-learn, trained on the tweets the demo does not send")
     started = time.monotonic()
     split = sample_models.load_split()
-    path = folder / "tweets-sklearn.skops"
+    path = folder / MODEL_FILE
     # Trained once per scikit-learn version and split, then kept in the cache: the data scientist's work,
     # not the demo's (training takes 4 to 20 s on 2 cores).
     import sklearn
@@ -62,34 +68,44 @@ def split_digest(split: sample_models.Split) -> str:
     return hashlib.sha256("\n".join(split.train_ids).encode()).hexdigest()[:12]
 
 
-def publish(console: Console, run: Running, path: Path) -> str:
-    console.step("Publishing it to WML through the v3 repository API")
-    schema = json.dumps(sample_models.INPUT_DATA_SCHEMA, separators=(",", ":"))
-    args = ["publish", str(path), "--name", MODEL_NAME, "--schema", schema, "--label-column", "sentiment",
-            "--label-values", ",".join(sample_models.LABELS), "--url", run.state.wml_url,
-            "--instance-id", run.state.instance_id, "--username", run.user.username]
-    console.command("wml-server " + " ".join(shlex.quote(a) for a in args) + "   # password on stdin")
-    result = subprocess.run([sys.executable, "-m", "wml_server", *args], input=run.user.password + "\n",
-                            capture_output=True, text=True, timeout=300, check=False)
-    if result.returncode != 0:
-        raise DemoError(f"publishing the model failed: {result.stderr.strip()}")
-    model_id = result.stdout.strip().splitlines()[-1]
-    console.say(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"published as {model_id}")
-    return model_id
+def serve(console: Console, folder: Path) -> str:
+    """The folder at a URL, by a process of its own that stays up with the demo (`make demo-down` stops it): the
+    operator fetches the model from there, as from a team's artifact store."""
+    pid_file = folder / PID_FILE
+    if process.is_running(pid_file):
+        port = int((folder / PORT_FILE).read_text())
+    else:
+        port = process.free_port()
+        proc = process.start(SERVER_NAME, [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                                           "--directory", str(folder)], folder / "model-server.log", pid_file)
+        (folder / PORT_FILE).write_text(str(port))
+        process.wait_ready("model server", lambda: process.port_open(port), proc, folder / "model-server.log", 30)
+    url = f"http://127.0.0.1:{port}"
+    console.say(f"the data scientist shares it at {url}/{MODEL_FILE}")
+    return url
 
 
-def second_resource(run: Running, model_id: str) -> dict[str, Any]:
-    """The sample resource again, named and writing apart, with the published model's id."""
+def declared(run: Running, url: str, path: Path) -> list[dict[str, Any]]:
+    """What goes to Git: the PublishedModel, then the sample resource again, named and writing apart, whose
+    modelRef names it."""
     st = run.state
     doc = copy.deepcopy(sample_resource(st.namespace, st.wml_url))
     doc["metadata"]["name"] = st.name + SUFFIX
-    doc["spec"]["modelId"] = model_id
+    del doc["spec"]["modelId"]
+    doc["spec"]["modelRef"] = {"name": MODEL_RESOURCE}
     doc["spec"]["output"]["topic"] = st.output_topic + SUFFIX
     if st.spark_master:
         # The sample's Spark Secret names the Spark master; this one keeps the built-in engine, so the demo shows
         # both engines side by side (a scikit-learn model could run on Spark too).
         doc["spec"]["sparkCredentialsSecretRef"]["name"] += SUFFIX
-    return doc
+    model = {"apiVersion": "wmlstream.dev/v1alpha1", "kind": "PublishedModel",
+             "metadata": {"name": MODEL_RESOURCE, "namespace": st.namespace},
+             "spec": {"framework": {"name": "scikit-learn"},
+                      "source": {"url": {"url": f"{url}/{path.name}",
+                                         "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}},
+                      "inputDataSchema": sample_models.INPUT_DATA_SCHEMA, "labelColumn": "sentiment",
+                      "labelValues": list(sample_models.LABELS), "wml": copy.deepcopy(doc["spec"]["wml"])}}
+    return [model, doc]
 
 
 def builtin_engine_secret(run: Running, doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -105,19 +121,32 @@ def builtin_engine_secret(run: Running, doc: dict[str, Any]) -> dict[str, Any] |
 def own_model(run: Running, console: Console, folder: Path, tweets: list[Tweet],
               vader_records: list[dict[str, Any]]) -> None:
     path = train_and_save(console, folder)
-    model_id = publish(console, run, path)
-    doc = second_resource(run, model_id)
+    url = serve(console, folder)
+    model, doc = declared(run, url, path)
     name, output = doc["metadata"]["name"], doc["spec"]["output"]["topic"]
-    console.step(f"Deploying it beside VADER: sdep/{name} reads the same topic {run.state.input_topic}")
     create_topics(run.kafka, [output])
     secret = builtin_engine_secret(run, doc)
     if secret:
         console.command(f"kubectl apply -n {run.state.namespace} -f -   # secret/{secret['metadata']['name']}: "
                         f"cluster_master_url {NOT_SPARK}, the built-in engine (both engines, side by side)")
         run.kubectl("apply", "-f", "-", input=json.dumps(secret))
-    console.command(f"kubectl apply -n {run.state.namespace} -f -   # the sample again: name {name}, "
-                    f"modelId {model_id}, output topic {output}")
-    run.kubectl("apply", "-f", "-", input=json.dumps(doc))
+    console.step(f"Declaring it in Git: publishedmodel/{MODEL_RESOURCE} and sdep/{name}, which reads the same topic "
+                 f"{run.state.input_topic}, in one apply")
+    manifest = yaml.safe_dump_all([model, doc], sort_keys=False)
+    (folder / "commit.yaml").write_text(manifest)
+    for line in manifest.splitlines():
+        if line.startswith(("kind:", "  name:", "    url:", "      url:", "      sha256:", "  modelRef:")):
+            console.say("  " + line)
+    console.command(f"kubectl apply -f {folder / 'commit.yaml'}")
+    run.kubectl("apply", "-f", str(folder / "commit.yaml"))
+    waited = run.kubectl("wait", "--for=condition=Ready", "--timeout=120s", "-n", run.state.namespace,
+                         f"publishedmodel/{MODEL_RESOURCE}", check=False)
+    published = json.loads(run.kubectl("get", "publishedmodel", MODEL_RESOURCE, "-n", run.state.namespace,
+                                       "-o", "json").stdout).get("status") or {}
+    if waited.returncode != 0:
+        raise DemoError(f"publishedmodel/{MODEL_RESOURCE} is not Ready: {published.get('message', '?')}")
+    console.say(f"published as model {published.get('modelId')}, version {published.get('versionId')} "
+                f"(sha256 {published.get('digestShort')}...); the stream waited for it, then started")
     took = watch(run.kubectl, console, run.state.namespace, name, ["condition=Ready"])
     console.say(f"Ready after {took:.1f} s (the model runs in a sandboxed worker process of its own)")
     truth = {t.id: t for t in tweets}

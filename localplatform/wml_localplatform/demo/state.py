@@ -51,6 +51,8 @@ class Layout:
         self.wml_dir = root / "wml"
         self.operator_dir = root / "operator"
         self.spark = SparkCluster(config, root / "spark")  # only with `up --spark`
+        self.models_dir = root / "models"  # the data scientist's model, and the HTTP server sharing it
+        self.model_server_pid = self.models_dir / "model-server.pid"
 
     def uses_spark(self) -> bool:
         return self.spark.dir.is_dir()
@@ -67,8 +69,11 @@ class Layout:
         procs = {"Kubernetes (etcd, kube-apiserver)": self.kube.running(), "Kafka": self.kafka.running()}
         if self.uses_spark():
             procs[f"Spark (master, {self.spark.workers} workers)"] = self.spark.running()
-        return {**procs, "WML service": process.is_running(self.wml_dir / "wml-server.pid"),
-                "operator": process.is_running(self.operator_dir / "operator.pid")}
+        procs.update({"WML service": process.is_running(self.wml_dir / "wml-server.pid"),
+                      "operator": process.is_running(self.operator_dir / "operator.pid")})
+        if self.model_server_pid.exists():
+            procs["model server"] = process.is_running(self.model_server_pid)
+        return procs
 
     def state(self) -> DemoState | None:
         try:
