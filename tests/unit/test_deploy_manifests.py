@@ -289,10 +289,15 @@ def test_the_operator_resolves_the_sample_with_the_sample_secrets() -> None:
         def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
             return data.get(name)
 
-    (sample,) = [doc for _p, doc in objects(SAMPLES, kind="StreamingDeployment")]
-    resolved = resolve(Reader(), "team-a", parse_spec(sample["spec"]), Defaults())
-    assert resolved.secret_names == set(data)  # every sample Secret is used, none is missing
-    assert resolved.endpoint.credentials.username
+    samples = [doc for _p, doc in objects(SAMPLES, kind="StreamingDeployment")]
+    assert len(samples) == 2  # by modelId (VADER), and by modelRef (the PublishedModel sample)
+    for sample in samples:
+        resolved = resolve(Reader(), "team-a", parse_spec(sample["spec"]), Defaults())
+        assert resolved.secret_names == set(data)  # every sample Secret is used, none is missing
+        assert resolved.endpoint.credentials.username
+    (model,) = [doc for _p, doc in objects(SAMPLES, kind="PublishedModel")]
+    assert {s["spec"].get("modelRef", {}).get("name") for s in samples} == {None, model["metadata"]["name"]}
+    assert model["spec"]["wml"]["credentialsSecretRef"]["name"] in data
 
 
 def test_sample_file_names_follow_group_version_kind() -> None:
@@ -300,7 +305,8 @@ def test_sample_file_names_follow_group_version_kind() -> None:
         if doc["kind"] == "Secret":
             continue
         group, version = doc["apiVersion"].split("/")
-        assert path.name == f"{group}_{version}_{doc['kind'].lower()}.yaml"
+        # kubebuilder's naming; a second sample of a kind adds -<what it shows>.
+        assert re.fullmatch(rf"{re.escape(group)}_{version}_{doc['kind'].lower()}(-[a-z0-9]+)?\.yaml", path.name)
 
 
 # --- the images ---------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ agreement with the human raters is shown side by side.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import shutil
@@ -26,7 +25,7 @@ from wml_localplatform.config import cache_dir
 from wml_localplatform.demo.console import Console
 from wml_localplatform.demo.errors import DemoError
 from wml_localplatform.demo.kubectl import watch
-from wml_localplatform.demo.samples import sample_resource
+from wml_localplatform.demo.samples import sample_model_pair
 from wml_localplatform.demo.show import show_records, summarize
 from wml_localplatform.demo.start import NOT_SPARK, Running, spark_credentials
 from wml_localplatform.demo.topics import OutputReader, create_topics
@@ -34,7 +33,7 @@ from wml_localplatform.tweets import Tweet
 
 MODEL_NAME = "Tweet sentiment (scikit-learn)"
 SUFFIX = "-sklearn"
-MODEL_RESOURCE = "tweets-sklearn"  # the PublishedModel
+MODEL_RESOURCE = "tweets-sklearn"  # deploy/samples' PublishedModel
 MODEL_FILE = "tweets-sklearn.skops"
 SERVER_NAME = "http.server"  # what the PID file's process must be running
 PID_FILE, PORT_FILE = "model-server.pid", "model-server.port"
@@ -86,25 +85,17 @@ def serve(console: Console, folder: Path) -> str:
 
 
 def declared(run: Running, url: str, path: Path) -> list[dict[str, Any]]:
-    """What goes to Git: the PublishedModel, then the sample resource again, named and writing apart, whose
-    modelRef names it."""
+    """What goes to Git: deploy/samples' PublishedModel with the file's URL and digest, and the StreamingDeployment
+    whose modelRef names it (it reads the sample's topic and writes to one of its own)."""
     st = run.state
-    doc = copy.deepcopy(sample_resource(st.namespace, st.wml_url))
-    doc["metadata"]["name"] = st.name + SUFFIX
-    del doc["spec"]["modelId"]
-    doc["spec"]["modelRef"] = {"name": MODEL_RESOURCE}
+    model, doc = sample_model_pair(st.namespace, st.wml_url, f"{url}/{path.name}",
+                                   hashlib.sha256(path.read_bytes()).hexdigest())
+    doc["spec"]["input"]["topic"] = st.input_topic
     doc["spec"]["output"]["topic"] = st.output_topic + SUFFIX
     if st.spark_master:
         # The sample's Spark Secret names the Spark master; this one keeps the built-in engine, so the demo shows
         # both engines side by side (a scikit-learn model could run on Spark too).
         doc["spec"]["sparkCredentialsSecretRef"]["name"] += SUFFIX
-    model = {"apiVersion": "wmlstream.dev/v1alpha1", "kind": "PublishedModel",
-             "metadata": {"name": MODEL_RESOURCE, "namespace": st.namespace},
-             "spec": {"framework": {"name": "scikit-learn"},
-                      "source": {"url": {"url": f"{url}/{path.name}",
-                                         "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}},
-                      "inputDataSchema": sample_models.INPUT_DATA_SCHEMA, "labelColumn": "sentiment",
-                      "labelValues": list(sample_models.LABELS), "wml": copy.deepcopy(doc["spec"]["wml"])}}
     return [model, doc]
 
 

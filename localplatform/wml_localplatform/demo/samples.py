@@ -1,4 +1,5 @@
-"""deploy/samples as the demo applies them: the StreamingDeployment and its Secrets, with local values."""
+"""deploy/samples as the demo applies them: the StreamingDeployments, the PublishedModel and the Secrets, with
+local values."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from wml_localplatform.demo.errors import DemoError
 SAMPLES = ROOT / "deploy" / "samples"
 SAMPLE = SAMPLES / "wmlstream.dev_v1alpha1_streamingdeployment.yaml"
 SAMPLE_SECRETS = SAMPLES / "secrets.yaml"
+SAMPLE_MODEL = SAMPLES / "wmlstream.dev_v1alpha1_publishedmodel.yaml"
+SAMPLE_MODELREF = SAMPLES / "wmlstream.dev_v1alpha1_streamingdeployment-modelref.yaml"
 
 
 def sample_resource(namespace: str, wml_url: str) -> dict[str, Any]:
@@ -20,6 +23,18 @@ def sample_resource(namespace: str, wml_url: str) -> dict[str, Any]:
     doc["metadata"]["namespace"] = namespace
     doc["spec"]["wml"]["url"] = wml_url
     return doc
+
+
+def sample_model_pair(namespace: str, wml_url: str, model_url: str, sha256: str) -> list[dict[str, Any]]:
+    """deploy/samples' PublishedModel and the StreamingDeployment that references it, in our namespace, pointed
+    at the local WML service, with the model's URL and digest."""
+    model: dict[str, Any] = yaml.safe_load(SAMPLE_MODEL.read_text())
+    stream: dict[str, Any] = yaml.safe_load(SAMPLE_MODELREF.read_text())
+    for doc in (model, stream):
+        doc["metadata"]["namespace"] = namespace
+        doc["spec"]["wml"]["url"] = wml_url
+    model["spec"]["source"]["url"] = {"url": model_url, "sha256": sha256}
+    return [model, stream]
 
 
 def sample_secrets(resource: dict[str, Any], namespace: str, wml: dict[str, str], kafka: dict[str, str],
