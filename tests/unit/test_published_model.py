@@ -50,10 +50,12 @@ def test_decide(case: str, the_spec: Any, status: dict[str, Any], digest: str, m
 
 def test_decide_refuses_a_digest_mismatch_and_metadata_changes() -> None:
     mismatch = P.decide(PINNED, {}, EP, D2, None)
-    assert mismatch.stalled is not None and mismatch.stalled.reason == "DigestMismatch"
+    assert mismatch.stalled is not None
+    assert mismatch.stalled.reason == "DigestMismatch"
     assert "spec.source.url.sha256" in mismatch.stalled.message
     changed = P.decide(UNPINNED, published(meta="0" * 16), EP, D2, None)
-    assert changed.stalled is not None and changed.stalled.reason == "ImmutableMetadata"
+    assert changed.stalled is not None
+    assert changed.stalled.reason == "ImmutableMetadata"
 
 
 @pytest.mark.parametrize(("case", "the_spec", "status", "expected"), [
@@ -134,8 +136,10 @@ def test_ready_model(case: str, the_body: dict[str, Any], expected: Any) -> None
 def test_status_keeps_ready_while_retrying_and_sets_the_short_digest() -> None:
     first = P.status_of({}, 1, P.Result(ready=P.published_says("m", "v", D1, adopted=False),
                                         fields={"modelId": "m", "versionId": "v", "digest": D1}), "t0")
-    assert first["digestShort"] == D1[:12] and first["observedGeneration"] == 1
-    assert first["conditions"][0]["reason"] == "Published" and "model m version v" in first["message"]
+    assert first["digestShort"] == D1[:12]
+    assert first["observedGeneration"] == 1
+    assert first["conditions"][0]["reason"] == "Published"
+    assert "model m version v" in first["message"]
     retrying = P.status_of(first, 1, P.Result(reconciling=P.Says("WMLUnavailable", "down")), "t1")
     kinds = {c["type"]: (c["status"], c["reason"]) for c in retrying["conditions"]}
     assert kinds == {"Ready": ("True", "Published"), "Reconciling": ("True", "WMLUnavailable")}
@@ -174,19 +178,22 @@ def test_to_file_hashes_and_refuses_past_the_limit(tmp_path: Any) -> None:
     path.unlink()
     with pytest.raises(SourceError) as err:
         to_file([b"ab", b"cd"], 3, "spec.source.url.url", str(tmp_path))
-    assert err.value.reason == "ModelTooLarge" and list(tmp_path.iterdir()) == []
+    assert err.value.reason == "ModelTooLarge"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_config_map_sources(tmp_path: Any) -> None:
     got = from_config_map({"binaryData": {"m": "YWJj"}}, "ns", "cm", "m", 10, str(tmp_path))
-    assert got.path is not None and got.path.read_bytes() == b"abc"
+    assert got.path is not None
+    assert got.path.read_bytes() == b"abc"
     got.discard()
     assert from_config_map({"data": {"m": "abc"}}, "ns", "cm", "m", 10, str(tmp_path)).digest == \
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     for config_map, reason in ((None, "ConfigMapNotFound"), ({"data": {"x": "1"}}, "ConfigMapKeyMissing")):
         with pytest.raises(SourceError) as err:
             from_config_map(config_map, "ns", "cm", "m", 10, str(tmp_path))
-        assert err.value.reason == reason and "spec.source.configMapRef" in err.value.message
+        assert err.value.reason == reason
+        assert "spec.source.configMapRef" in err.value.message
 
 
 def test_messages_show_no_query() -> None:
