@@ -50,6 +50,7 @@ from wml_api.repository import (
     ModelAssetCreate,
     ModelAssetList,
     ModelVersion,
+    ModelVersionList,
 )
 from wml_api.transport import OnResponse, Transport
 
@@ -166,10 +167,13 @@ class WMLClient:
         (so nothing is left half-published) and the service's error raised."""
         asset = self._send(ModelAsset, "POST", ML_ASSETS_MODELS, meta.model_dump(mode="json", exclude_none=True))
         try:
-            version = self._send(ModelVersion, "POST", ML_ASSETS_VERSIONS, {}, model_id=asset.id)
+            # The version the model was created with waits for the content; a server that made none gets one.
+            waiting = asset.entity.model_version
+            version_id = waiting.guid if waiting is not None else \
+                self._send(ModelVersion, "POST", ML_ASSETS_VERSIONS, {}, model_id=asset.id).id
             self._send(ModelVersion, "PUT", ML_ASSETS_VERSION_CONTENT, None, data=content,
                        headers={"Content-Type": "application/octet-stream"}, model_id=asset.id,
-                       version_id=version.id)
+                       version_id=version_id)
         except WMLError:
             with contextlib.suppress(WMLError):
                 self.delete_model_asset(asset.id)
@@ -195,6 +199,9 @@ class WMLClient:
 
     def get_model_version(self, model_id: str, version_id: str) -> ModelVersion:
         return self._get(ModelVersion, ML_ASSETS_VERSION, model_id=model_id, version_id=version_id)
+
+    def list_model_versions(self, model_id: str) -> list[ModelVersion]:
+        return self._list(ModelVersionList, ML_ASSETS_VERSIONS, model_id=model_id)
 
     def delete_model_version(self, model_id: str, version_id: str) -> None:
         """Extension: deletes a version still waiting for its content (the service refuses a stored one)."""
