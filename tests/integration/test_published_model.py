@@ -291,3 +291,22 @@ def test_a_refused_new_version_leaves_no_pending_version(env: Env) -> None:
         env.wml.add_model_version(asset.id, io.BytesIO(b"not a model"))
     assert err.value.code == "invalid_model_content"
     assert [v.entity.content_status.state for v in env.wml.list_model_versions(asset.id)] == ["persisted"]
+
+
+@pytest.mark.parametrize(("case", "source", "extra"), [
+    ("two sources", {"modelId": "m", "configMapRef": {"name": "c", "key": "k"}}, {}),
+    ("no source", {}, {}),
+    ("sha256 not hex", {"url": {"url": "http://x/m", "sha256": "xyz"}}, {}),
+    ("not http", {"url": {"url": "file:///etc/passwd"}}, {}),
+    ("unknown framework", {"modelId": "m"}, {"framework": {"name": "tensorflow"}}),
+    ("interval too short", {"modelId": "m"}, {"checkIntervalSeconds": 1}),
+    ("unknown field", {"modelId": "m"}, {"labelColum": "typo"}),
+])
+def test_the_apiserver_refuses_bad_specs(env: Env, case: str, source: dict[str, Any], extra: dict[str, Any]) -> None:
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "PublishedModel",
+            "metadata": {"name": "refused", "namespace": env.namespace},
+            "spec": {"framework": {"name": "scikit-learn"}, "source": source, **extra}}
+    with pytest.raises(k8s.ApiException) as err:
+        env.custom.create_namespaced_custom_object(GROUP, VERSION, env.namespace, PLURAL, body,
+                                                   field_validation="Strict")
+    assert err.value.status in (400, 422), case
