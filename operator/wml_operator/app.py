@@ -163,7 +163,8 @@ class OperatorApp:
 
     def model_tick(self, body: Mapping[str, Any], patch: kopf.Patch | None = None) -> Pass | None:
         """The timer: a pass when one is due (a backoff over, a source to look at again), else nothing."""
-        if body["metadata"].get("deletionTimestamp") or not self.models.due(body):
+        meta = body["metadata"]
+        if meta.get("deletionTimestamp") or self.models.busy(meta["uid"]) or not self.models.due(body):
             return None
         return self.reconcile_model("timer", body, patch)
 
@@ -177,7 +178,7 @@ class OperatorApp:
 
     def model_gone(self, body: Mapping[str, Any]) -> None:
         """The PublishedModel no longer exists: its schedule and the copy of its login go."""
-        self.models.forget(body["metadata"]["uid"])
+        self.models.gone(body["metadata"]["uid"])
         self.logins.drop(body["metadata"]["uid"])
 
     def model_changed(self, namespace: str, name: str) -> None:

@@ -78,6 +78,19 @@ class Publisher:
         self.session = session or requests.Session()
         self._retries: dict[str, tuple[int, float]] = {}  # uid -> (attempts, when to try again)
         self._lock = threading.Lock()
+        # One pass of a resource at a time: kopf runs a timer beside the change handlers, and two passes that
+        # both publish would make two models.
+        self._passes: dict[str, threading.Lock] = {}
+
+    def busy(self, uid: str) -> bool:
+        """A pass of this resource is under way (the timer then skips its tick)."""
+        with self._lock:
+            lock = self._passes.get(uid)
+        return lock is not None and lock.locked()
+
+    def _pass_lock(self, uid: str) -> threading.Lock:
+        with self._lock:
+            return self._passes.setdefault(uid, threading.Lock())
 
     # --- scheduling ------------------------------------------------------------------------------------
 
@@ -94,6 +107,12 @@ class Publisher:
         with self._lock:
             self._retries.pop(uid, None)
 
+    def gone(self, uid: str) -> None:
+        """The resource no longer exists: nothing is kept for it."""
+        with self._lock:
+            self._retries.pop(uid, None)
+            self._passes.pop(uid, None)
+
     def _backoff(self, uid: str) -> float:
         with self._lock:
             attempts = self._retries.get(uid, (0, 0.0))[0] + 1
@@ -104,6 +123,10 @@ class Publisher:
     # --- a pass ----------------------------------------------------------------------------------------
 
     def run(self, body: Mapping[str, Any]) -> Pass:
+        with self._pass_lock(body["metadata"]["uid"]):
+            return self._run(body)
+
+    def _run(self, body: Mapping[str, Any]) -> Pass:
         meta = body["metadata"]
         uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
         previous = dict(body.get("status") or {})
@@ -241,6 +264,10 @@ class Publisher:
     # --- deletion --------------------------------------------------------------------------------------
 
     def delete(self, body: Mapping[str, Any]) -> Pass:
+        with self._pass_lock(body["metadata"]["uid"]):
+            return self._delete(body)
+
+    def _delete(self, body: Mapping[str, Any]) -> Pass:
         meta = body["metadata"]
         uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
         previous = dict(body.get("status") or {})
