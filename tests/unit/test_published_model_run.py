@@ -179,3 +179,55 @@ def test_orphan_and_adopted_models_are_left_alone() -> None:
     assert run.delete(body({**SPEC, "deletionPolicy": "Orphan"}, dict(PUBLISHED))).finalized
     assert run.delete(body({**SPEC, "source": {"modelId": "m1"}}, dict(PUBLISHED))).finalized
     assert wml.calls == []
+
+
+class ListsBothKinds:
+    def list_cluster_custom_object(self, group: str, version: str, plural: str, **_: Any) -> dict[str, Any]:
+        return {"items": [{"metadata": {"uid": f"uid-of-a-{plural}", "namespace": "ns"}}]}
+
+
+def test_the_sweep_counts_published_models_as_live() -> None:
+    """Otherwise the copies of their deletion logins would be swept while they exist."""
+    from wml_operator.app import OperatorApp
+    from wml_operator.login_copies import SecretLogins
+    from wml_operator.settings import OperatorSettings
+
+    logins = SecretLogins("wml-stream-operator")
+    logins.sweep = lambda live, watched: sorted(live())  # type: ignore[method-assign]
+    app = OperatorApp.build(OperatorSettings(), secrets=DictSecrets({}), logins=logins)
+    app.status.set_api(ListsBothKinds())  # type: ignore[arg-type]
+    try:
+        assert app.sweep() == ["uid-of-a-publishedmodels", "uid-of-a-streamingdeployments"]
+    finally:
+        app.close()
+
+
+def test_handlers_write_into_kopfs_patch_and_hold_the_finalizer() -> None:
+    import kopf
+    import pytest
+
+    from wml_operator import handlers
+    from wml_operator.app import OperatorApp
+    from wml_operator.settings import OperatorSettings
+
+    events: list[tuple[str, str, str]] = []
+    app = OperatorApp.build(OperatorSettings(), secrets=DictSecrets({}), logins=MemoryLogins(),
+                            post_event=lambda body, event: events.append(event))
+    kube = FakeKube(deployments=[sdep("uses-it", "pm")])
+    app.models = publisher({"wml": dict(WML)}, kube, Calls())
+    memo = kopf.Memo()
+    memo["app"] = app
+    try:
+        patch = kopf.Patch()
+        raw = body({**SPEC, "source": {"configMapRef": {"name": "absent", "key": "k"}}})
+        handlers.reconcile_model(body=kopf.Body(raw), patch=patch, reason="create", memo=memo)  # type: ignore[arg-type]
+        assert "ConfigMapNotFound" in json.dumps(patch["status"])
+        assert events[-1][1] == "ConfigMapNotFound"
+        held = kopf.Patch()
+        with pytest.raises(kopf.TemporaryError):
+            handlers.delete_model(body=kopf.Body(body(SPEC, dict(PUBLISHED))), patch=held, memo=memo)  # type: ignore[arg-type]
+        assert held["status"]["heldBy"] == ["uses-it"]
+        kube.deployments = []
+        handlers.delete_model(body=kopf.Body(body(SPEC, dict(PUBLISHED))), patch=kopf.Patch(), memo=memo)  # type: ignore[arg-type]
+    finally:
+        app.close()
