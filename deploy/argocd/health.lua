@@ -1,8 +1,10 @@
--- Argo CD health check for wmlstream.dev/v1alpha1 StreamingDeployment.
+-- Argo CD health check for wmlstream.dev/v1alpha1 StreamingDeployment and PublishedModel (the same script
+-- for both: a PublishedModel has no wmlStatus and no spec.state, so only the conditions speak for it).
 -- Argo CD runs it with the live object as the global `obj` and reads back {status = ..., message = ...}.
 -- It reads only what the operator writes for every tool alike (status.observedGeneration, status.wmlStatus
 -- and the kstatus conditions Ready/Reconciling/Stalled), so Argo CD, Flux and `kubectl wait` agree.
--- Install: docs/gitops/argocd.md (resource.customizations.health.wmlstream.dev_StreamingDeployment).
+-- Install: docs/gitops/argocd.md (resource.customizations.health.wmlstream.dev_StreamingDeployment, and the
+-- same script as resource.customizations.health.wmlstream.dev_PublishedModel).
 
 local function find_condition(status, kind)
   if status.conditions == nil then

@@ -43,12 +43,14 @@ from wml_api.paths import (
 from wml_api.repository import (
     ML_ASSETS_MODEL,
     ML_ASSETS_MODELS,
+    ML_ASSETS_VERSION,
     ML_ASSETS_VERSION_CONTENT,
     ML_ASSETS_VERSIONS,
     ModelAsset,
     ModelAssetCreate,
     ModelAssetList,
     ModelVersion,
+    ModelVersionList,
 )
 from wml_api.transport import OnResponse, Transport
 
@@ -165,15 +167,46 @@ class WMLClient:
         (so nothing is left half-published) and the service's error raised."""
         asset = self._send(ModelAsset, "POST", ML_ASSETS_MODELS, meta.model_dump(mode="json", exclude_none=True))
         try:
-            version = self._send(ModelVersion, "POST", ML_ASSETS_VERSIONS, {}, model_id=asset.id)
+            # The version the model was created with waits for the content; a server that made none gets one.
+            waiting = asset.entity.model_version
+            version_id = waiting.guid if waiting is not None else \
+                self._send(ModelVersion, "POST", ML_ASSETS_VERSIONS, {}, model_id=asset.id).id
             self._send(ModelVersion, "PUT", ML_ASSETS_VERSION_CONTENT, None, data=content,
                        headers={"Content-Type": "application/octet-stream"}, model_id=asset.id,
-                       version_id=version.id)
+                       version_id=version_id)
         except WMLError:
             with contextlib.suppress(WMLError):
                 self.delete_model_asset(asset.id)
             raise
         return self._send(ModelAsset, "GET", ML_ASSETS_MODEL, None, model_id=asset.id)
+
+    def add_model_version(self, model_id: str, content: BinaryIO) -> ModelVersion:
+        """A new version of an existing model with `content` (streamed from the file): the model's latest version
+        once stored. When the upload is refused, the version it created is deleted (a server without that
+        leaves it pending, which no deployment can use) and the service's error raised."""
+        version = self._send(ModelVersion, "POST", ML_ASSETS_VERSIONS, {}, model_id=model_id)
+        try:
+            return self._send(ModelVersion, "PUT", ML_ASSETS_VERSION_CONTENT, None, data=content,
+                              headers={"Content-Type": "application/octet-stream"}, model_id=model_id,
+                              version_id=version.id)
+        except WMLError:
+            with contextlib.suppress(WMLError):
+                self.delete_model_version(model_id, version.id)
+            raise
+
+    def get_model_asset(self, model_id: str) -> ModelAsset:
+        return self._get(ModelAsset, ML_ASSETS_MODEL, model_id=model_id)
+
+    def get_model_version(self, model_id: str, version_id: str) -> ModelVersion:
+        return self._get(ModelVersion, ML_ASSETS_VERSION, model_id=model_id, version_id=version_id)
+
+    def list_model_versions(self, model_id: str) -> list[ModelVersion]:
+        return self._list(ModelVersionList, ML_ASSETS_VERSIONS, model_id=model_id)
+
+    def delete_model_version(self, model_id: str, version_id: str) -> None:
+        """Extension: deletes a version still waiting for its content (the service refuses a stored one)."""
+        template, path = self._path(ML_ASSETS_VERSION, model_id=model_id, version_id=version_id)
+        self._call("DELETE", template, path).close()
 
     def list_model_assets(self) -> list[ModelAsset]:
         return self._list(ModelAssetList, ML_ASSETS_MODELS)

@@ -78,6 +78,8 @@ class ModelAssetEntity(WireModel):
     model_type: str | None = None
     runtime_environment: str | None = None
     latest_version: VersionRef | None = None
+    # The version a create answers with (`POST /v3/ml_assets/models`): the one waiting for the content.
+    model_version: VersionRef | None = None
     versions_url: str | None = None
     content_status: ContentStatus | None = None
     # Extension: how the content is stored ("pickle", "joblib", "skops", "mllib"), once uploaded.

@@ -18,13 +18,17 @@ from wml_operator.metrics import Metrics
 from wml_operator.model_refs import KubeModels, read_model
 from wml_operator.poller import Poller
 from wml_operator.ports import Connector
+from wml_operator.published.kube import KubeReads
+from wml_operator.published.run import Pass, Publisher
+from wml_operator.published.spec import PLURAL as MODELS
 from wml_operator.reconcile import Reconciler
 from wml_operator.resources import Resources
 from wml_operator.secret_watch import SecretWatch, scopes
 from wml_operator.secrets import SecretReader
 from wml_operator.settings import OperatorSettings
+from wml_operator.spec import PLURAL
 from wml_operator.status import Event, Outcome
-from wml_operator.wml import HANDLER_THREADS, Instances
+from wml_operator.wml import HANDLER_THREADS, ClientPool, Instances
 
 PostEvent = Callable[[Mapping[str, Any], Event], None]
 log = logging.getLogger(__name__)
@@ -47,6 +51,8 @@ class OperatorApp:
     status: StatusWriter
     post_event: PostEvent
     logins: Logins
+    models: Publisher
+    kube_reads: KubeReads
     poller: Poller = field(init=False)
     secret_watch: SecretWatch | None = field(init=False, default=None)
 
@@ -70,7 +76,12 @@ class OperatorApp:
         wml = wml or Instances(timeout=settings.wml_timeout_seconds, on_response=metrics.observe_request)
         reconciler = Reconciler(secrets or store, wml, resources, settings.defaults, logins, KubeModels())
         status = StatusWriter(on_write=metrics.status_writes.inc)
-        return cls(settings, metrics, resources, store, wml, reconciler, status, post_event, logins)
+        kube_reads = KubeReads()
+        pool = wml.pool if isinstance(wml, Instances) else ClientPool(timeout=settings.wml_timeout_seconds)
+        models = Publisher(secrets or store, pool.client, kube_reads, settings.defaults, logins,
+                           settings.model_max_bytes)
+        return cls(settings, metrics, resources, store, wml, reconciler, status, post_event, logins, models,
+                   kube_reads)
 
     def connect(self, core: k8s.CoreV1Api, custom: k8s.CustomObjectsApi) -> None:
         """The Kubernetes API, once at start-up: the Secret store and the copies of logins use it, and the
@@ -81,6 +92,7 @@ class OperatorApp:
         self.status.set_api(custom)
         if isinstance(self.reconciler.models, KubeModels):
             self.reconciler.models.set_getter(lambda namespace, name: read_model(custom, namespace, name))
+        self.kube_reads.set_api(core, custom)
         if isinstance(self.logins, SecretLogins):
             self.logins.set_api(core)
             try:
@@ -146,9 +158,49 @@ class OperatorApp:
         namespaces = self.settings.namespaces
 
         def live() -> set[str]:
-            return {item["metadata"]["uid"] for item in list_resources(api, namespaces)}
+            # Both kinds keep copies of logins: a PublishedModel's must not be swept either.
+            return {item["metadata"]["uid"] for plural in (PLURAL, MODELS)
+                    for item in list_resources(api, namespaces, plural)}
 
         return self.logins.sweep(live, lambda namespace: watched(namespace, namespaces))
+
+    # --- PublishedModel ------------------------------------------------------------------------------------
+
+    def reconcile_model(self, trigger: str, body: Mapping[str, Any], patch: kopf.Patch | None = None) -> Pass:
+        """One pass of a PublishedModel: fetched, published if changed, its status written into `patch`. After a
+        transient error the timer (model_tick) runs it again when the backoff is over."""
+        outcome = self.models.run(body)
+        self._model_outcome(trigger, body, outcome, patch)
+        return outcome
+
+    def model_tick(self, body: Mapping[str, Any], patch: kopf.Patch | None = None) -> Pass | None:
+        """The timer: a pass when one is due (a backoff over, a source to look at again), else nothing."""
+        meta = body["metadata"]
+        if meta.get("deletionTimestamp") or self.models.busy(meta["uid"]) or not self.models.due(body):
+            return None
+        return self.reconcile_model("timer", body, patch)
+
+    def delete_model(self, body: Mapping[str, Any], patch: kopf.Patch | None = None) -> Pass:
+        """Deletion: waits while StreamingDeployments reference it, then deletes the model (policy Delete)."""
+        outcome = self.models.delete(body)
+        self._model_outcome("delete", body, outcome, patch)
+        if outcome.finalized:
+            self.models.forget(body["metadata"]["uid"])
+        return outcome
+
+    def model_gone(self, body: Mapping[str, Any]) -> None:
+        """The PublishedModel no longer exists: its schedule and the copy of its login go."""
+        self.models.gone(body["metadata"]["uid"])
+        self.logins.drop(body["metadata"]["uid"])
+
+    def _model_outcome(self, trigger: str, body: Mapping[str, Any], outcome: Pass, patch: kopf.Patch | None) -> None:
+        for event in outcome.events:
+            self.post_event(body, event)
+            if event[0] == "Warning":
+                self.metrics.errors.labels(event[1]).inc()
+        self.status.write(body, outcome.status, patch)
+        self.metrics.reconciles.labels(f"model-{trigger}",
+                                       "ok" if outcome.retry_after is None else "transient").inc()
 
     def poll(self, body: Mapping[str, Any]) -> None:
         """A pass of the poller (poller.Pass)."""

@@ -1,17 +1,21 @@
-"""Generates the CustomResourceDefinition from the pydantic models in wml_operator.spec.
+"""Generates the CustomResourceDefinitions from the pydantic models in wml_operator.spec and
+wml_operator.published.spec.
 
     python -m wml_operator.crd > crds/wmlstream.dev_streamingdeployments.yaml
+    python -m wml_operator.crd publishedmodels > crds/wmlstream.dev_publishedmodels.yaml
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from pydantic import BaseModel
 
 from wml_operator import spec as s
+from wml_operator.published import spec as pm
 
 # Keys of pydantic's JSON schema that a CRD's structural schema does not take.
 _DROP = {"title", "$defs", "additionalProperties", "discriminator"}
@@ -59,34 +63,70 @@ def schema_of(model: type[BaseModel]) -> dict[str, Any]:
     return result
 
 
-def build_crd() -> dict[str, Any]:
-    spec_schema = schema_of(s.StreamingDeploymentSpec)
-    status_schema = schema_of(s.StreamingDeploymentStatus)
+@dataclass(frozen=True)
+class Kind:
+    """One custom resource the operator serves, as its CRD describes it."""
+
+    kind: str
+    plural: str
+    singular: str
+    short_names: list[str]
+    spec: type[BaseModel]
+    status: type[BaseModel]
+    columns: list[dict[str, Any]]
+    description: str
+    source: str  # the module the models are in, for the generated file's header
+
+
+MODEL_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Framework", "type": "string", "jsonPath": ".spec.framework.name", "description": "The framework"},
+    {"name": "Model", "type": "string", "jsonPath": ".status.modelId", "description": "Id of the model in WML"},
+    {"name": "Digest", "type": "string", "jsonPath": ".status.digestShort",
+     "description": "SHA-256 of the published content (first 12 hex characters)"},
+    {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
+    {"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+KINDS: dict[str, Kind] = {
+    s.PLURAL: Kind(s.KIND, s.PLURAL, s.SINGULAR, s.SHORT_NAMES, s.StreamingDeploymentSpec,
+                   s.StreamingDeploymentStatus, PRINTER_COLUMNS,
+                   "A stream deployment of a published WML model: records from a Kafka topic scored onto another, "
+                   "declared in Kubernetes and run through the WML v3 API.", "operator/wml_operator/spec.py"),
+    pm.PLURAL: Kind(pm.KIND, pm.PLURAL, pm.SINGULAR, pm.SHORT_NAMES, pm.PublishedModelSpec, pm.PublishedModelStatus,
+                    MODEL_COLUMNS,
+                    "A model published to WML's repository from a URL (with its SHA-256), a ConfigMap, or adopted "
+                    "by id, declared in Kubernetes; StreamingDeployments reference it by name.",
+                    "operator/wml_operator/published/spec.py"),
+}
+
+
+def build_crd(plural: str = s.PLURAL) -> dict[str, Any]:
+    k = KINDS[plural]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{s.PLURAL}.{s.GROUP}",
+        "metadata": {"name": f"{k.plural}.{s.GROUP}",
                      "labels": {"app.kubernetes.io/name": "wml-stream-operator"}},
         "spec": {
             "group": s.GROUP,
             "scope": "Namespaced",
-            "names": {"kind": s.KIND, "plural": s.PLURAL, "singular": s.SINGULAR, "shortNames": s.SHORT_NAMES,
-                      "categories": s.CATEGORIES, "listKind": f"{s.KIND}List"},
+            "names": {"kind": k.kind, "plural": k.plural, "singular": k.singular, "shortNames": k.short_names,
+                      "categories": s.CATEGORIES, "listKind": f"{k.kind}List"},
             "versions": [{
                 "name": s.VERSION, "served": True, "storage": True,
                 "subresources": {"status": {}},
-                "additionalPrinterColumns": PRINTER_COLUMNS,
+                "additionalPrinterColumns": k.columns,
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
-                    "description": "A stream deployment of a published WML model: records from a Kafka topic "
-                                   "scored onto another, declared in Kubernetes and run through the WML v3 API.",
+                    "description": k.description,
                     "required": ["spec"],
                     "properties": {
                         "apiVersion": {"type": "string", "description": "APIVersion of this object."},
                         "kind": {"type": "string", "description": "Kind of this object."},
                         "metadata": {"type": "object"},
-                        "spec": spec_schema,
-                        "status": status_schema,
+                        "spec": schema_of(k.spec),
+                        "status": schema_of(k.status),
                     },
                 }},
             }],
@@ -94,12 +134,17 @@ def build_crd() -> dict[str, Any]:
     }
 
 
-HEADER = "# Generated by `python -m wml_operator.crd` from operator/wml_operator/spec.py; do not edit.\n"
+def header(plural: str) -> str:
+    command = "python -m wml_operator.crd" + ("" if plural == s.PLURAL else f" {plural}")
+    return f"# Generated by `{command}` from {KINDS[plural].source}; do not edit.\n"
 
 
-def render() -> str:
-    return HEADER + yaml.safe_dump(build_crd(), sort_keys=False, width=120)
+def render(plural: str = s.PLURAL) -> str:
+    return header(plural) + yaml.safe_dump(build_crd(plural), sort_keys=False, width=120)
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render())
+    chosen = sys.argv[1] if len(sys.argv) > 1 else s.PLURAL
+    if chosen not in KINDS:
+        sys.exit(f"usage: python -m wml_operator.crd [{' | '.join(KINDS)}]")
+    sys.stdout.write(render(chosen))

@@ -13,6 +13,7 @@ from kubernetes import config as k8s_config
 
 from wml_operator import kopf_fixes, persistence
 from wml_operator.app import OperatorApp
+from wml_operator.published.spec import PLURAL as MODELS
 from wml_operator.settings import OperatorSettings
 from wml_operator.spec import FINALIZER, GROUP, PLURAL, VERSION
 from wml_operator.wml import HANDLER_THREADS
@@ -98,6 +99,40 @@ async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
     if event.get("type") == "DELETED":
         # Off the event loop: it deletes the copy of the resource's logins through the (blocking) API client.
         await asyncio.get_running_loop().run_in_executor(None, app.gone, body)
+
+
+# --- PublishedModel: passes in kopf's handlers, a timer for backoff and for sources looked at again ------------
+
+MODEL = (GROUP, VERSION, MODELS)
+MODEL_TICK_SECONDS = 5.0
+
+
+@kopf.on.create(*MODEL)
+@kopf.on.update(*MODEL)
+@kopf.on.resume(*MODEL)
+def reconcile_model(body: kopf.Body, patch: kopf.Patch, reason: str, memo: kopf.Memo, **_: Any) -> None:
+    app_of(memo).reconcile_model(str(reason), body, patch)
+
+
+@kopf.timer(*MODEL, interval=MODEL_TICK_SECONDS, initial_delay=MODEL_TICK_SECONDS, sharp=False)
+def check_model(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    app_of(memo).model_tick(body, patch)
+
+
+@kopf.on.delete(*MODEL)
+def delete_model(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    outcome = app_of(memo).delete_model(body, patch)
+    if not outcome.finalized:
+        raise kopf.TemporaryError(str(outcome.status.get("message") or "deletion is waiting"),
+                                  delay=outcome.retry_after or RETRY_DELETE_SECONDS)
+
+
+@kopf.on.event(*MODEL)
+async def model_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    app = app_of(memo)
+    app.published_model_seen(event.get("type"), body)  # memory only: no I/O on the event loop
+    if event.get("type") == "DELETED":
+        await asyncio.get_running_loop().run_in_executor(None, app.model_gone, body)
 
 
 # Secrets are not watched through kopf, which would list and hold every Secret's data: wml_operator.secret_watch

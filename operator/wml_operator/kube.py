@@ -153,15 +153,16 @@ def watched(namespace: str, namespaces: Sequence[str]) -> bool:
                                  for pattern in namespaces)
 
 
-def list_resources(api: k8s.CustomObjectsApi, namespaces: Sequence[str]) -> Iterator[dict[str, Any]]:
-    """Every StreamingDeployment the operator watches, a page at a time."""
+def list_resources(api: k8s.CustomObjectsApi, namespaces: Sequence[str],
+                   plural: str = PLURAL) -> Iterator[dict[str, Any]]:
+    """Every StreamingDeployment (or other kind of ours, by `plural`) the operator watches, a page at a time."""
     exact = namespaces and not any(ch in n for n in namespaces for ch in "*?[!")
     for namespace in (namespaces if exact else [None]):
         cont: str | None = None
         while True:
             kwargs: dict[str, Any] = {"limit": 500, "_continue": cont} if cont else {"limit": 500}
-            page = cast(dict[str, Any], api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, **kwargs)
-                        if namespace else api.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs))
+            page = cast(dict[str, Any], api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, **kwargs)
+                        if namespace else api.list_cluster_custom_object(GROUP, VERSION, plural, **kwargs))
             for item in page.get("items") or ():
                 if watched(item["metadata"]["namespace"], namespaces):
                     yield item

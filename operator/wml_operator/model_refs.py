@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from kubernetes import client as k8s
 
-from wml_operator import conditions
+from wml_operator.published import publish as published
 from wml_operator.spec import GROUP, VERSION, StreamingDeploymentSpec
 
 MODEL_PLURAL = "publishedmodels"
@@ -43,19 +43,10 @@ class ModelNotReady(Exception):
 
 
 def ready_model(body: Mapping[str, Any]) -> Chosen | str:
-    """The model a PublishedModel offers: its id and version once Ready for its current generation, else why
-    not (for the StreamingDeployment's condition)."""
-    meta, status = body.get("metadata") or {}, body.get("status") or {}
-    name = meta.get("name", "?")
-    conds = status.get("conditions") or []
-    ready = conditions.find(conds, conditions.READY) or {}
-    current = status.get("observedGeneration") == meta.get("generation")
-    if ready.get("status") == "True" and current and status.get("modelId") and status.get("versionId"):
-        return Chosen(str(status["modelId"]), str(status["versionId"]))
-    if not ready or not current:
-        return f"spec.modelRef: PublishedModel {name} is not published yet"
-    return (f"spec.modelRef: PublishedModel {name} is not Ready: {ready.get('reason', '')}: "
-            f"{ready.get('message', '')}".rstrip(": "))
+    """The model a PublishedModel offers (its id and version, once Ready for its current generation), else why
+    not, for the StreamingDeployment's condition."""
+    offered = published.ready_model(body)
+    return Chosen(offered[0], offered[1]) if isinstance(offered, tuple) else f"spec.modelRef: {offered}"
 
 
 def choose(spec: StreamingDeploymentSpec, namespace: str, status: Mapping[str, Any], reader: ModelReader,
@@ -100,7 +91,8 @@ class KubeModels:
             if event_type == "DELETED":
                 self._bodies.pop(key, None)
             else:
-                self._bodies[key] = {"metadata": {k: meta.get(k) for k in ("name", "namespace", "generation")},
+                self._bodies[key] = {"metadata": {k: meta.get(k) for k in ("name", "namespace", "generation",
+                                                                            "deletionTimestamp")},
                                      "status": body.get("status") or {}}
 
     def read(self, namespace: str, name: str) -> Mapping[str, Any] | None:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from wml_api.credentials import WMLCredentials
 from wml_api.models import KafkaConnection, SparkServiceInstance, describe_validation_error
 from wml_api.transport import normalize_base_url
-from wml_operator.spec import KafkaSide, StreamingDeploymentSpec
+from wml_operator.spec import KafkaSide, StreamingDeploymentSpec, WMLEndpoint
 
 CONNECTION_KEYS = ("kafka_brokers_sasl", "user", "password", "api_key", "kafka_admin_url", "kafka_rest_url",
                    "mqlight_lookup_url", "security_protocol")
@@ -144,8 +144,8 @@ def spark(reader: SecretReader, namespace: str, spec: StreamingDeploymentSpec) -
                                            f"{describe_validation_error(exc)}") from None
 
 
-def endpoint(reader: SecretReader, namespace: str, spec: StreamingDeploymentSpec, defaults: Defaults) -> Endpoint:
-    wml = spec.wml
+def endpoint(reader: SecretReader, namespace: str, wml: WMLEndpoint | None, defaults: Defaults) -> Endpoint:
+    """The `spec.wml` block of any of the operator's resources, resolved with its Secrets and the defaults."""
     if wml and wml.credentials_secret_ref:
         creds_ns, creds_name, path = namespace, wml.credentials_secret_ref.name, "spec.wml.credentialsSecretRef"
     elif defaults.credentials_secret:
@@ -241,7 +241,7 @@ def referenced_secrets(spec: StreamingDeploymentSpec) -> frozenset[str]:
 def resolve(reader: SecretReader, namespace: str, spec: StreamingDeploymentSpec, defaults: Defaults,
             model_id: str | None = None, model_version: str | None = None) -> Resolved:
     """`model_id`, `model_version`: what spec.modelRef resolved to (wml_operator.model_refs); else spec.modelId."""
-    ep = endpoint(reader, namespace, spec, defaults)
+    ep = endpoint(reader, namespace, spec.wml, defaults)
     inp = connection(reader, namespace, spec.input, "spec.input.connectionSecretRef")
     out = connection(reader, namespace, spec.output, "spec.output.connectionSecretRef")
     spark_instance = spark(reader, namespace, spec)

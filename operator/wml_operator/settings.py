@@ -45,6 +45,10 @@ class OperatorSettings(BaseSettings):
     sweep_seconds: Annotated[float, Field(
         gt=0, description="how often copies of logins whose resource is gone are deleted")] = 600.0
 
+    model_max_bytes: Annotated[int, Field(
+        gt=0, description="largest model content a PublishedModel may fetch (bytes); larger: Stalled "
+                          "ModelTooLarge")] = 512 << 20
+
     @field_validator("namespaces", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:

@@ -27,6 +27,7 @@ TEMPLATE_NAMESPACE = "team-a"  # the one watched namespace components/namespaced
 
 BASE_OBJECTS = {
     "customresourcedefinition.apiextensions.k8s.io/streamingdeployments.wmlstream.dev",
+    "customresourcedefinition.apiextensions.k8s.io/publishedmodels.wmlstream.dev",
     "namespace/wml-stream-operator",
     "serviceaccount/wml-stream-operator",
     "clusterrole.rbac.authorization.k8s.io/wml-stream-operator",
@@ -89,8 +90,8 @@ def test_the_base_builds_to_the_expected_objects(kubectl: Kubectl) -> None:
     docs = kustomize_build(kubectl, DEPLOY)
     kinds = sorted((doc["kind"], doc["metadata"]["name"]) for doc in docs)
     assert kinds == sorted([
-        ("CustomResourceDefinition", CRD), ("Namespace", OPERATOR_NAMESPACE),
-        ("ServiceAccount", "wml-stream-operator"),
+        ("CustomResourceDefinition", CRD), ("CustomResourceDefinition", "publishedmodels.wmlstream.dev"),
+        ("Namespace", OPERATOR_NAMESPACE), ("ServiceAccount", "wml-stream-operator"),
         ("ClusterRole", "wml-stream-operator"), ("ClusterRole", "wml-stream-operator-secrets"),
         ("ClusterRoleBinding", "wml-stream-operator"), ("ClusterRoleBinding", "wml-stream-operator-secrets"),
         ("Role", "wml-stream-operator-login-copies"), ("RoleBinding", "wml-stream-operator-login-copies"),

@@ -10,7 +10,9 @@ the groups a ServiceAccount token carries).
 Pods: the rendered Namespace's Pod Security labels on a namespace of the test's, and each pod template of deploy/
 (with the wml-server component) sent as a Pod in a server dry run: the apiserver's PodSecurity admission
 accepts them, and refuses a weakened one. tests/integration/test_deploy_dry_run.py checks that every object is
-accepted as such; tests/reliability/test_namespaced_rbac.py checks the namespaced-rbac component at work.
+accepted as such; tests/reliability/test_namespaced_rbac.py checks the namespaced-rbac component at work;
+tests/integration/test_published_model.py runs the operator with this ServiceAccount's token (a PublishedModel from
+a ConfigMap reaches Ready with `configmaps: get` alone).
 """
 
 from __future__ import annotations
@@ -107,6 +109,11 @@ NEEDED = [
     ("patch", GROUP, "streamingdeployments", "status"),
     ("update", GROUP, "streamingdeployments", "status"),
     ("update", GROUP, "streamingdeployments", "finalizers"),
+    *((v, GROUP, "publishedmodels", "") for v in ("get", "list", "watch", "patch")),
+    ("patch", GROUP, "publishedmodels", "status"),
+    ("update", GROUP, "publishedmodels", "status"),
+    ("update", GROUP, "publishedmodels", "finalizers"),
+    ("get", "", "configmaps", ""),  # a PublishedModel's spec.source.configMapRef, by name
     *((v, "", "secrets", "") for v in ("get", "list", "watch")),
     ("create", "", "events", ""),
     ("patch", "", "events", ""),
@@ -123,9 +130,12 @@ REFUSED = [
     ("create", GROUP, "streamingdeployments", ""),
     ("delete", GROUP, "streamingdeployments", ""),
     ("deletecollection", GROUP, "streamingdeployments", ""),
+    ("create", GROUP, "publishedmodels", ""),
+    ("delete", GROUP, "publishedmodels", ""),
     *((v, "", "secrets", "") for v in ("create", "update", "patch", "delete")),
     ("delete", "", "events", ""),
-    ("get", "", "configmaps", ""),
+    # ConfigMaps: get by name only (least privilege: the periodic check reads the one ConfigMap again).
+    *((v, "", "configmaps", "") for v in ("list", "watch", "create", "update", "patch", "delete")),
     ("create", "", "pods", ""),
     ("create", "", "pods", "exec"),
     ("list", "apps", "deployments", ""),

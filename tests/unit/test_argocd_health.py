@@ -239,3 +239,42 @@ def test_the_argocd_doc_inlines_exactly_this_script() -> None:
                   if isinstance(doc, dict) and doc.get("kind") == "ConfigMap"]
     assert [cm["metadata"]["name"] for cm in configmaps] == ["argocd-cm"]
     assert configmaps[0]["data"][HEALTH_KEY] == HEALTH_LUA.read_text()
+    assert configmaps[0]["data"][HEALTH_KEY.replace("StreamingDeployment", "PublishedModel")] == HEALTH_LUA.read_text()
+
+
+def pmodel(*, generation: int = 1, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A PublishedModel as the API server returns it: no wmlStatus, no spec.state."""
+    obj: dict[str, Any] = {
+        "apiVersion": "wmlstream.dev/v1alpha1", "kind": "PublishedModel",
+        "metadata": {"name": "tweets", "namespace": "team-a", "generation": generation, "uid": "u"},
+        "spec": {"framework": {"name": "scikit-learn"},
+                 "source": {"url": {"url": "https://models.example.com/m.skops", "sha256": "a" * 64}}},
+    }
+    if status is not None:
+        obj["status"] = status
+    return obj
+
+
+@pytest.mark.parametrize(("case", "generation", "status", "expected"), [
+    ("not seen yet", 1, None, ("Progressing", "Waiting for the operator")),
+    ("published", 1, {"observedGeneration": 1, "modelId": "m", "conditions": [
+        condition("Ready", "True", "Published", "Published model m version v")]},
+     ("Healthy", "Published model m version v")),
+    ("adopted", 1, {"observedGeneration": 1, "conditions": [
+        condition("Ready", "True", "Adopted", "Adopted model m version v")]},
+     ("Healthy", "Adopted model m version v")),
+    ("digest mismatch", 1, {"observedGeneration": 1, "conditions": [
+        condition("Ready", "False", "DigestMismatch", "sha256 differs"),
+        condition("Stalled", "True", "DigestMismatch", "sha256 differs")]}, ("Degraded", "sha256 differs")),
+    ("source unreachable, retried", 1, {"observedGeneration": 1, "conditions": [
+        condition("Ready", "False", "SourceUnreachable", "cannot get it"),
+        condition("Reconciling", "True", "SourceUnreachable", "cannot get it")]}, ("Progressing", "cannot get it")),
+    ("deletion waiting", 1, {"observedGeneration": 1, "conditions": [
+        condition("Ready", "True", "Published", "Published model m"),
+        condition("Reconciling", "True", "DeletionWaiting", "held")]}, ("Healthy", "Published model m")),
+    ("generation behind", 2, {"observedGeneration": 1, "conditions": [
+        condition("Ready", "True", "Published", "Published model m")]}, ("Progressing", "Waiting for the operator")),
+])
+def test_published_model_health(health: HealthFn, case: str, generation: int, status: dict[str, Any] | None,
+                                expected: tuple[str, str]) -> None:
+    assert health(pmodel(generation=generation, status=status)) == expected, case

@@ -57,3 +57,48 @@ def test_names_and_columns() -> None:
     columns = [(c["name"], c.get("priority", 0)) for c in version["additionalPrinterColumns"]]
     assert columns == [("State", 0), ("Status", 0), ("Ready", 0), ("Reason", 0), ("Age", 0), ("Deployment", 1),
                        ("Model", 1), ("Lag", 1)]
+
+
+MODELS_FILE = FILE.parent / "wmlstream.dev_publishedmodels.yaml"
+
+
+def test_published_model_crd_file_is_generated_from_the_models() -> None:
+    assert MODELS_FILE.read_text() == crd.render("publishedmodels"), \
+        "run: python -m wml_operator.crd publishedmodels > " + str(MODELS_FILE)
+
+
+def test_published_model_every_field_is_documented_and_structural() -> None:
+    doc = yaml.safe_load(MODELS_FILE.read_text())
+    schema = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert _walk(schema["properties"]["spec"], "spec") == []
+    assert _walk(schema["properties"]["status"], "status") == []
+    text = MODELS_FILE.read_text()
+    for forbidden in ("$ref", "anyOf", "additionalProperties", "title:"):
+        assert forbidden not in text
+    # The one free-form field: Spark's StructType JSON (see the comment in published/spec.py).
+    assert text.count("x-kubernetes-preserve-unknown-fields") == 1
+    spec = schema["properties"]["spec"]
+    assert spec["properties"]["inputDataSchema"]["x-kubernetes-preserve-unknown-fields"] is True
+    assert set(spec["required"]) == {"framework", "source"}
+    assert "scikit-learn" in spec["properties"]["framework"]["properties"]["name"]["enum"]
+    assert spec["properties"]["deletionPolicy"]["enum"] == ["Delete", "Orphan"]
+    assert "default" not in spec["properties"]["deletionPolicy"]  # Orphan for an adopted model
+    assert spec["properties"]["checkIntervalSeconds"]["minimum"] == 10
+    rules = spec["properties"]["source"]["x-kubernetes-validations"]
+    assert "configMapRef" in rules[0]["rule"]
+
+
+def test_published_model_names_and_columns() -> None:
+    doc = yaml.safe_load(MODELS_FILE.read_text())
+    names = doc["spec"]["names"]
+    assert (names["kind"], names["plural"], names["shortNames"], names["categories"]) == (
+        "PublishedModel", "publishedmodels", ["pmodel"], ["wml"])
+    version = doc["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Framework", "Model", "Digest", "Ready", "Reason", "Age"]
+
+
+def test_both_crds_are_in_the_kustomization() -> None:
+    kustomization = yaml.safe_load((FILE.parent / "kustomization.yaml").read_text())
+    assert kustomization["resources"] == [FILE.name, MODELS_FILE.name]

@@ -29,7 +29,7 @@ class Models:
         self.bodies[name] = {
             "metadata": {"name": name, "namespace": "ns", "generation": generation},
             "status": {"observedGeneration": generation if observed is None else observed, "modelId": model,
-                       "versionId": version, "conditions": [
+                       "versionId": version, "digest": f"sha-{version}", "conditions": [
                            {"type": "Ready", "status": "True" if ready else "False", "reason": reason,
                             "message": message}]}}
 
@@ -52,11 +52,11 @@ def test_the_spec_takes_exactly_one_of_model_id_and_model_ref() -> None:
 
 
 @pytest.mark.parametrize(("status", "generation", "want"), [
-    ({"observedGeneration": 2, "modelId": "m", "versionId": "v",
+    ({"observedGeneration": 2, "modelId": "m", "versionId": "v", "digest": "d",
       "conditions": [{"type": "Ready", "status": "True"}]}, 2, Chosen("m", "v")),
-    ({"observedGeneration": 1, "modelId": "m", "versionId": "v",  # Ready for a spec it no longer has
-      "conditions": [{"type": "Ready", "status": "True"}]}, 2, "not published yet"),
-    ({}, 1, "not published yet"),
+    ({"observedGeneration": 1, "modelId": "m", "versionId": "v", "digest": "d",  # Ready for an older spec
+      "conditions": [{"type": "Ready", "status": "True"}]}, 2, "not yet published at generation 2"),
+    ({}, 1, "not yet published at generation 1"),
     ({"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "False", "reason": "DigestMismatch",
                                                "message": "spec.source.url.sha256: got abc"}]}, 1,
      "is not Ready: DigestMismatch: spec.source.url.sha256: got abc"),
@@ -77,7 +77,8 @@ def test_a_stream_waits_for_its_model_and_calls_nothing() -> None:
     models.put("sentiment", ready=False, observed=0)
     w.run()
     assert w.wml.calls == []
-    assert "is not published yet" in w.condition("Reconciling")["message"]  # type: ignore[index]
+    assert "spec.modelRef: PublishedModel sentiment is not Ready: not yet published" in \
+        w.condition("Reconciling")["message"]  # type: ignore[index]
 
 
 def test_a_ready_model_is_deployed_and_its_version_recorded() -> None:

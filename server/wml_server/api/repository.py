@@ -111,6 +111,13 @@ def get_version(model_id: str, version_id: str, app: State, base: BaseURL, who: 
     return version
 
 
+@router.delete(ML_ASSETS_VERSION, status_code=204,
+               summary="Delete a version still waiting for its content (extension: a refused upload's version)")
+def delete_version(model_id: str, version_id: str, app: State, who: Who) -> Response:
+    app.repository.delete_pending_version(who.instance_id, model_id, version_id)
+    return Response(status_code=204)
+
+
 @router.put(ML_ASSETS_VERSION_CONTENT, response_model=ModelVersion, response_model_exclude_none=True,
             summary="Upload a version's content (streamed; checked before it is stored)", openapi_extra=_CONTENT_BODY)
 async def upload_content(model_id: str, version_id: str, request: Request, app: State, base: BaseURL, who: Who,

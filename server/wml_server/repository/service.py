@@ -75,6 +75,16 @@ class RepositoryService:
             raise APIError(404, "not_found", f"Version {version_id} of model {model_id} does not exist.")
         return version
 
+    def delete_pending_version(self, instance_id: str, model_id: str, version_id: str) -> None:
+        """Only a version without content goes: a stored one may run in a deployment, and versions are kept."""
+        version = self.version(instance_id, model_id, version_id)
+        with self._lock:
+            if version.state != PENDING or version_id in self._uploading:
+                raise APIError(409, "version_has_content",
+                               f"Version {version_id} has its content (or is receiving it); only a pending version "
+                               "can be deleted.")
+            self.store.delete_version(model_id, version_id)
+
     async def upload(self, instance_id: str, model_id: str, version_id: str, chunks: AsyncIterator[bytes],
                      length: int | None) -> VersionRecord:
         """Streams the content to disk within the size limit, checks it, and only then stores it."""

@@ -149,6 +149,11 @@ class ModelStore:
         assert version is not None
         return version
 
+    def delete_version(self, model_id: str, version_id: str) -> None:
+        """A pending version (no content file): the caller checked."""
+        self.db.execute("DELETE FROM model_versions WHERE model_id = ? AND id = ? AND state = ?", model_id,
+                        version_id, PENDING)
+
     def version(self, model_id: str, version_id: str) -> VersionRecord | None:
         row = self.db.one("SELECT * FROM model_versions WHERE model_id = ? AND id = ?", model_id, version_id)
         return _version(row) if row else None
