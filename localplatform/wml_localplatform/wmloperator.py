@@ -22,6 +22,8 @@ from wml_localplatform.config import ROOT
 from wml_localplatform.kube import kubeconfig_yaml
 
 CRD = ROOT / "crds" / "wmlstream.dev_streamingdeployments.yaml"
+CRDS = (CRD, ROOT / "crds" / "wmlstream.dev_publishedmodels.yaml")
+CRD_NAMES = ("streamingdeployments.wmlstream.dev", "publishedmodels.wmlstream.dev")
 DEPLOY = ROOT / "deploy"
 OPERATOR_NAMESPACE = SERVICE_ACCOUNT = "wml-stream-operator"
 # Runs kubectl with the admin's kubeconfig: (*args, input=None, check=True) -> CompletedProcess; fails when check.
@@ -41,18 +43,20 @@ def kubectl_runner(binary: Path, kubeconfig: str | Path, error: type[Exception] 
 
 
 def install_crd(kubectl: Kubectl) -> None:
-    kubectl("apply", "-f", str(CRD))
-    # Right after the apply, the CRD may have no conditions yet, and `kubectl wait` then fails at once
+    """Both CRDs (StreamingDeployment, PublishedModel): the operator watches both kinds."""
+    for crd in CRDS:
+        kubectl("apply", "-f", str(crd))
+    # Right after the apply, a CRD may have no conditions yet, and `kubectl wait` then fails at once
     # (".status.conditions accessor error: <nil>") instead of waiting: ask again until it waits for real.
     deadline = time.monotonic() + 60
-    while True:
-        result = kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                         "crd/streamingdeployments.wmlstream.dev", check=False)
-        if result.returncode == 0:
-            return
-        if "accessor error" not in result.stderr or time.monotonic() > deadline:
-            raise RuntimeError(f"the CRD is not Established: {result.stderr.strip()}")
-        time.sleep(0.2)
+    for name in CRD_NAMES:
+        while True:
+            result = kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}", check=False)
+            if result.returncode == 0:
+                break
+            if "accessor error" not in result.stderr or time.monotonic() > deadline:
+                raise RuntimeError(f"the CRD {name} is not Established: {result.stderr.strip()}")
+            time.sleep(0.2)
 
 
 def install_rbac(kubectl: Kubectl) -> None:

@@ -33,7 +33,6 @@ from wml_localplatform.wmlservice import WMLService, WMLUser
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-MODELS_CRD = REPO / "crds" / "wmlstream.dev_publishedmodels.yaml"
 GROUP, VERSION, PLURAL = "wmlstream.dev", "v1alpha1", "publishedmodels"
 Kubectl = Callable[..., Any]
 
@@ -110,9 +109,7 @@ def proxy(wml_api_service: WMLService, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(scope="module")
 def model_operator(kube: KubeInfo, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WMLOperator]:
     """The operator under the ServiceAccount's RBAC from deploy/ (configmaps: get only)."""
-    install_crd(kubectl)
-    kubectl("apply", "-f", str(MODELS_CRD))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/publishedmodels.wmlstream.dev")
+    install_crd(kubectl)  # both kinds
     install_rbac(kubectl)
     kubeconfig = service_account_kubeconfig(kubectl, Path(kube.kubeconfig),
                                             tmp_path_factory.mktemp("pm-operator") / "operator.kubeconfig")

@@ -107,7 +107,8 @@ def start_platform(layout: Layout, console: Console, config: PlatformConfig, wml
 
     console.step(f"Starting the operator under its own RBAC (deploy/rbac.yaml, ServiceAccount "
                  f"{OPERATOR_NAMESPACE}/{SERVICE_ACCOUNT})")
-    console.command("kubectl apply -f crds/wmlstream.dev_streamingdeployments.yaml")
+    console.command("kubectl apply -f crds/wmlstream.dev_streamingdeployments.yaml "
+                    "-f crds/wmlstream.dev_publishedmodels.yaml")
     install_crd(kubectl)
     console.command("kubectl apply -f deploy/namespace.yaml -f deploy/serviceaccount.yaml -f deploy/rbac.yaml")
     install_rbac(kubectl)
