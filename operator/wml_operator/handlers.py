@@ -26,7 +26,8 @@ RETRY_DELETE_SECONDS = 15.0
 
 # kopf logs every handler run at INFO. For the watch handler that is one line per event (every status write)
 # saying nothing: only its failures are worth a line.
-ROUTINE = frozenset({"Handler 'track' succeeded."})
+ROUTINE = frozenset({"Handler 'track' succeeded.", "Handler 'model_event' succeeded.",
+                     "Timer 'check_model' succeeded."})
 
 
 def _not_routine(record: logging.LogRecord) -> bool:

@@ -6,10 +6,13 @@ deletes with the kept login once the Secret is gone."""
 from __future__ import annotations
 
 import copy
+import io
 import json
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +20,7 @@ from tests.support import DictSecrets
 from wml_api import errors as E
 from wml_operator.login_copies import MemoryLogins
 from wml_operator.published.run import Publisher
+from wml_operator.published.spec import parse_spec as parse_model
 from wml_operator.secrets import Defaults, Endpoint
 
 SECRET = "S3CRET-header-never-shown"
@@ -231,3 +235,36 @@ def test_handlers_write_into_kopfs_patch_and_hold_the_finalizer() -> None:
         handlers.delete_model(body=kopf.Body(body(SPEC, dict(PUBLISHED))), patch=kopf.Patch(), memo=memo)  # type: ignore[arg-type]
     finally:
         app.close()
+
+
+class RecordingSession:
+    """requests.Session.get, answering 200 with a body; records each request's headers."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, str]] = []
+
+    def get(self, url: str, headers: dict[str, str], **_: Any) -> requests.Response:
+        self.sent.append(dict(headers))
+        response = requests.Response()
+        response.status_code = 200
+        response.raw = io.BytesIO(b"model bytes")
+        return response
+
+
+@pytest.mark.parametrize(("spec_url", "sha256", "conditional"), [
+    ("http://h/a.skops", None, True),  # the same URL, not pinned: ask whether it changed
+    ("http://h/b.skops", None, False),  # another URL: its file may be as old as the last one
+    ("http://h/a.skops", "0" * 64, False),  # pinned to a digest WML does not have: fetch it
+])
+def test_a_conditional_request_only_for_the_url_whose_content_wml_has(spec_url: str, sha256: str | None,
+                                                                       conditional: bool) -> None:
+    session = RecordingSession()
+    publisher = Publisher(DictSecrets({}), lambda _ep: None, None, Defaults(), MemoryLogins(),  # type: ignore[arg-type]
+                          1 << 20, session=session)  # type: ignore[arg-type]
+    spec = parse_model({"framework": {"name": "scikit-learn"},
+                        "source": {"url": {"url": spec_url, **({"sha256": sha256} if sha256 else {})}}})
+    previous = {"modelId": "m", "digest": "d" * 64, "sourceUrl": "http://h/a.skops",
+                "lastModified": "Thu, 03 Dec 2026 18:00:00 GMT"}
+    fetched = publisher._fetch("ns", spec, previous, {})
+    fetched.discard()
+    assert ("If-Modified-Since" in session.sent[0]) is conditional

@@ -202,7 +202,10 @@ class Publisher:
                headers: Mapping[str, str]) -> Fetched:
         source = spec.source
         if source.url is not None:
-            same = previous.get("modelId") and previous.get("digest")
+            # A conditional request only asks whether the same URL changed since the content WML has: never for
+            # another URL (its file may be as old), nor when the spec pins a digest that WML does not have.
+            same = previous.get("modelId") and previous.get("digest") and source.url.sha256 is None \
+                and previous.get("sourceUrl") == source.url.url
             return fetch_url(self.session, source.url.url, headers, self.max_bytes,
                              etag=previous.get("etag") if same else None,
                              last_modified=previous.get("lastModified") if same else None)
@@ -218,7 +221,8 @@ class Publisher:
             return _as_before(previous)
         fetched = self._fetch(namespace, spec, previous, headers)
         try:
-            kept = {"etag": fetched.etag, "lastModified": fetched.last_modified}
+            kept = {"etag": fetched.etag, "lastModified": fetched.last_modified,
+                    "sourceUrl": spec.source.url.url if spec.source.url is not None else None}
             if fetched.path is None:  # 304: what WML has is current
                 return P.Result(ready=_as_before(previous).ready, fields=kept)
             assert fetched.digest is not None
@@ -240,10 +244,15 @@ class Publisher:
                 version_id, event = marked.version_id, f"Found model {marked.model_id} published before"
             elif decision.do is P.Do.NEW_VERSION:
                 assert model_id is not None
-                with fetched.path.open("rb") as content:
-                    version = client.add_model_version(model_id, content)
-                _check_digest(version, fetched.digest)
-                version_id, event = version.id, f"New version {version.id} of model {model_id}"
+                latest = _seen(client, client.get_model_asset(model_id))
+                if latest.digest == fetched.digest:
+                    # Uploaded by a pass killed before its status write: that version, not a second one.
+                    version_id, event = latest.version_id, f"Found version {latest.version_id} of model {model_id}"
+                else:
+                    with fetched.path.open("rb") as content:
+                        version = client.add_model_version(model_id, content)
+                    _check_digest(version, fetched.digest)
+                    version_id, event = version.id, f"New version {version.id} of model {model_id}"
             else:
                 with fetched.path.open("rb") as content:
                     asset = client.publish_model(_create(spec, name, uid), content)
