@@ -144,19 +144,21 @@ def test_a_model_declared_in_git_runs_switches_versions_and_goes(
     old = status(k8s_api, env)["deploymentId"]
 
     traffic = Traffic(env, tweets).start()
-    wait_for("records scored by the first version", lambda: output.drain(1.0) >= 200, timeout=90)
-    before = output.drain(0)  # scored (by the first version) before the next commit
-    # The next commit: another file, its digest.
-    commit.write_text(manifests(env, f"{base}/sentiment-2.skops", hashlib.sha256(v2).hexdigest()))
-    kubectl("apply", "-f", str(commit))
-    wait_for("the new deployment", lambda: status(k8s_api, env).get("deploymentId") not in (None, old)
-             and status(k8s_api, env).get("modelVersion") != first_version, timeout=120)
-    ready(kubectl, ns)
-    after = traffic.mark()
-    wait_for("records after the switch", lambda: traffic.mark() > after + 200, timeout=60)
-    keys = traffic.stop()
-    scored(output, keys, timeout=120)  # each exactly once, none missing
-
+    try:
+        wait_for("records scored by the first version", lambda: output.drain(1.0) >= 200, timeout=90)
+        before = output.drain(0)  # scored (by the first version) before the next commit
+        # The next commit: another file, its digest.
+        commit.write_text(manifests(env, f"{base}/sentiment-2.skops", hashlib.sha256(v2).hexdigest()))
+        kubectl("apply", "-f", str(commit))
+        wait_for("the new deployment", lambda: status(k8s_api, env).get("deploymentId") not in (None, old)
+                 and status(k8s_api, env).get("modelVersion") != first_version, timeout=120)
+        ready(kubectl, ns)
+        after = traffic.mark()
+        wait_for("records after the switch", lambda: traffic.mark() > after + 200, timeout=60)
+        keys = traffic.stop()
+        scored(output, keys, timeout=120)  # each exactly once, none missing
+    finally:
+        traffic.stop()  # also when a wait failed: no producer left running after the test
     republished = model_status(k8s_api, ns)
     assert republished["modelId"] == published["modelId"], "a new version, not a new model"
     second_version = republished["versionId"]
@@ -172,7 +174,9 @@ def test_a_model_declared_in_git_runs_switches_versions_and_goes(
     api = wml(env)
     assert [d.id for d in api.list_instance_deployments()] == [status(k8s_api, env)["deploymentId"]]
 
-    # Both leave the repository in one apply (a prune deletes them together).
+    # Both leave the repository in one apply (a prune deletes them together), with the WML credentials Secret:
+    # both deletions then go through the logins the operator kept.
+    kubectl("delete", "secret", "wml", "-n", ns)
     kubectl("delete", "-f", str(commit), "--timeout=120s")
     assert api.list_instance_deployments() == []
     assert api.list_model_assets() == []

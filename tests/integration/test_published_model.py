@@ -229,6 +229,24 @@ def test_url_with_sha256_publishes_then_versions_then_restarts_without_writes(en
     assert model_id not in env.model_ids()
 
 
+def test_a_version_uploaded_by_a_killed_pass_is_recorded_not_uploaded_again(env: Env) -> None:
+    """A pass killed after its upload, before its status write: the next one finds the version in WML."""
+    v1, v2 = model_bytes(1.0), model_bytes(0.3)
+    path = f"/{uuid.uuid4().hex}/model.skops"
+    env.files.files[path] = v1
+    env.apply("killed", {"url": {"url": env.files.url + path, "sha256": sha(v1)}})
+    model_id = env.wait("killed", "Published")["status"]["modelId"]
+    uploaded = env.wml.add_model_version(model_id, io.BytesIO(v2))  # what the killed pass did
+    env.files.files[path] = v2
+    since = time.monotonic()
+    env.apply("killed", {"url": {"url": env.files.url + path, "sha256": sha(v2)}})
+    status = env.wait("killed", "Published", digest=sha(v2))["status"]
+    assert status["versionId"] == uploaded.id
+    assert env.writes(since) == []
+    assert len(env.wml.list_model_versions(model_id)) == 2
+    env.delete("killed")
+
+
 def test_digest_mismatch_stalls_and_publishes_nothing(env: Env) -> None:
     data = model_bytes(1.0)
     path = f"/{uuid.uuid4().hex}/model.skops"
