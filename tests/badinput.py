@@ -54,7 +54,8 @@ json_value = st.recursive(
     | st.just("x" * 5000),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=8)
-SPEC_PATHS = [("state",), ("modelId",), ("modelRef",), ("modelRef", "name"), ("wml",), ("wml", "url"), ("wml", "credentialsSecretRef"),
+SPEC_PATHS = [("state",), ("modelId",), ("modelRef",), ("modelRef", "name"), ("wml",), ("wml", "url"),
+              ("wml", "credentialsSecretRef"),
               ("wml", "credentialsSecretRef", "name"), ("sparkCredentialsSecretRef", "key"),
               ("sparkCredentialsSecretRef", "name"), ("input",), ("input", "topic"),
               ("input", "connectionSecretRef", "name"), ("input", "connectionSecretRef", "key"),

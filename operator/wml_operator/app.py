@@ -70,8 +70,14 @@ class OperatorApp:
         resources = Resources(settings.poll_fast_seconds, settings.poll_slow_seconds,
                               on_status=metrics.status_changed, on_release=store.release,
                               default_secret=(creds_ns, creds_name) if creds_name else None)
-        store.wanted = resources.referenced
-        store.wake = lambda namespace, name: resources.mark_dirty_users(namespace, name)
+
+        def wake(namespace: str, name: str) -> None:
+            resources.mark_dirty_users(namespace, name)
+            models.secret_changed(namespace, name)
+
+        store.wanted = lambda namespace, name: resources.referenced(namespace, name) or \
+            models.references(namespace, name)
+        store.wake = wake
         logins = logins if logins is not None else SecretLogins(settings.pod_namespace)
         wml = wml or Instances(timeout=settings.wml_timeout_seconds, on_response=metrics.observe_request)
         reconciler = Reconciler(secrets or store, wml, resources, settings.defaults, logins, KubeModels())
@@ -80,6 +86,7 @@ class OperatorApp:
         pool = wml.pool if isinstance(wml, Instances) else ClientPool(timeout=settings.wml_timeout_seconds)
         models = Publisher(secrets or store, pool.client, kube_reads, settings.defaults, logins,
                            settings.model_max_bytes)
+        models.default_secret = (creds_ns, creds_name) if creds_name else None
         return cls(settings, metrics, resources, store, wml, reconciler, status, post_event, logins, models,
                    kube_reads)
 

@@ -81,6 +81,12 @@ class Publisher:
         # One pass of a resource at a time: kopf runs a timer beside the change handlers, and two passes that
         # both publish would make two models.
         self._passes: dict[str, threading.Lock] = {}
+        # The Secrets each resource's last pass named, and the resources a change of one of them woke: a rotated
+        # login reaches the copy kept for the deletion (login_copies) within a timer tick, not at the next spec
+        # change; for a pinned source there may never be another.
+        self._secrets: dict[str, frozenset[tuple[str, str]]] = {}
+        self._woken: set[str] = set()
+        self.default_secret: tuple[str, str] | None = None
 
     def busy(self, uid: str) -> bool:
         """A pass of this resource is under way (the timer then skips its tick)."""
@@ -100,8 +106,9 @@ class Publisher:
         except ValidationError:
             spec = None
         with self._lock:
-            retry = self._retries.get(body["metadata"]["uid"])
-        return P.due(body, spec, retry[1] if retry else None, time.time() if now is None else now)
+            uid = body["metadata"]["uid"]
+            retry, woken = self._retries.get(uid), uid in self._woken
+        return woken or P.due(body, spec, retry[1] if retry else None, time.time() if now is None else now)
 
     def forget(self, uid: str) -> None:
         with self._lock:
@@ -112,6 +119,29 @@ class Publisher:
         with self._lock:
             self._retries.pop(uid, None)
             self._passes.pop(uid, None)
+            self._secrets.pop(uid, None)
+            self._woken.discard(uid)
+
+    def references(self, namespace: str, name: str) -> bool:
+        """Whether a PublishedModel's last pass read this Secret (the Secret store then holds and watches it)."""
+        with self._lock:
+            return any((namespace, name) in names for names in self._secrets.values())
+
+    def secret_changed(self, namespace: str, name: str) -> None:
+        """A Secret changed: the PublishedModels that read it get a pass at the next timer tick."""
+        with self._lock:
+            self._woken.update(uid for uid, names in self._secrets.items() if (namespace, name) in names)
+
+    def _refer(self, uid: str, namespace: str, spec: PublishedModelSpec) -> None:
+        names = {(namespace, ref.name) for ref in (spec.wml.credentials_secret_ref if spec.wml else None,
+                                                   spec.wml.ca_secret_ref if spec.wml else None,
+                                                   spec.source.url.headers_secret_ref if spec.source.url else None)
+                 if ref is not None}
+        if not (spec.wml and spec.wml.credentials_secret_ref) and self.default_secret:
+            names.add(self.default_secret)
+        with self._lock:
+            self._secrets[uid] = frozenset(names)
+            self._woken.discard(uid)
 
     def _backoff(self, uid: str) -> float:
         with self._lock:
@@ -133,7 +163,12 @@ class Publisher:
         checked = {"lastCheckTime": now_rfc3339(), "heldBy": None}
         try:
             spec = parse_spec(body.get("spec"))
+            self._refer(uid, namespace, spec)
             ep = endpoint(self.secrets, namespace, spec.wml, self.defaults)
+            try:  # every pass: a rotated login reaches the copy (cached: no API call while it is the same)
+                self.logins.keep(uid, f"{namespace}/{name}", [ep])
+            except LoginNotKept as exc:
+                raise _Retry(Says("LoginNotKept", str(exc))) from None
             headers = self._headers(namespace, spec)
             client = self.clients(ep)
             if spec.source.model_id:
@@ -234,10 +269,6 @@ class Publisher:
                 return P.Result(stalled=decision.stalled)
             if decision.do is P.Do.NOTHING:
                 return P.Result(ready=_as_before(previous).ready, fields=kept)
-            try:
-                self.logins.keep(uid, f"{namespace}/{name}", [ep])
-            except LoginNotKept as exc:
-                raise _Retry(Says("LoginNotKept", str(exc))) from None
             model_id, version_id, event = decision.model_id, None, ""
             if decision.do is P.Do.ADOPT:
                 assert marked is not None
