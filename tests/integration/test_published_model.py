@@ -28,8 +28,15 @@ from wml_api.client import WMLClient
 from wml_api.repository import Framework, ModelAssetCreate
 from wml_localplatform import KubeInfo
 from wml_localplatform.faultproxy import FaultProxy
-from wml_localplatform.wmloperator import WMLOperator, install_crd, install_rbac, service_account_kubeconfig
+from wml_localplatform.wmloperator import (
+    OPERATOR_NAMESPACE,
+    WMLOperator,
+    install_crd,
+    install_rbac,
+    service_account_kubeconfig,
+)
 from wml_localplatform.wmlservice import WMLService, WMLUser
+from wml_operator.login_copies import PREFIX as COPY_PREFIX
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -245,6 +252,35 @@ def test_a_version_uploaded_by_a_killed_pass_is_recorded_not_uploaded_again(env:
     assert env.writes(since) == []
     assert len(env.wml.list_model_versions(model_id)) == 2
     env.delete("killed")
+
+
+def test_a_rotated_login_deletes_the_model_after_its_secret_is_pruned(env: Env, wml_api_service: WMLService,
+                                                                       k8s_api: k8s.ApiClient) -> None:
+    """The WML login is rotated (a new user of the instance, the old one removed); later the model and its
+    Secret leave the repository together: the deletion goes through the copy of the new login."""
+    v1 = model_bytes(1.0)
+    path = f"/{uuid.uuid4().hex}/model.skops"
+    env.files.files[path] = v1
+    env.apply("rotated", {"url": {"url": env.files.url + path, "sha256": sha(v1)}})
+    body = env.wait("rotated", "Published")
+    model_id, uid = body["status"]["modelId"], body["metadata"]["uid"]
+    core = k8s.CoreV1Api(k8s_api)
+    new = wml_api_service.add_user(instance_id=env.user.instance_id)
+    core.patch_namespaced_secret("wml", env.namespace, {"stringData": {
+        "username": new.username, "password": new.password}})
+
+    def copy_has_new_login() -> bool:
+        copy = core.read_namespaced_secret(COPY_PREFIX + uid, OPERATOR_NAMESPACE)
+        return any(new.username in base64.b64decode(v).decode() for v in (copy.data or {}).values())
+
+    deadline = time.monotonic() + 30
+    while not copy_has_new_login():
+        assert time.monotonic() < deadline, "the copy of the login still holds the old one"
+        time.sleep(0.5)
+    wml_api_service.delete_user(env.user.username)
+    core.delete_namespaced_secret("wml", env.namespace)
+    env.delete("rotated")
+    assert model_id not in {m.id for m in client_for(wml_api_service, new).list_model_assets()}
 
 
 def test_digest_mismatch_stalls_and_publishes_nothing(env: Env) -> None:
