@@ -20,6 +20,7 @@ from wml_operator.poller import Poller
 from wml_operator.ports import Connector
 from wml_operator.published.kube import KubeReads
 from wml_operator.published.run import Pass, Publisher
+from wml_operator.published.source import sweep_leftovers
 from wml_operator.published.spec import PLURAL as MODELS
 from wml_operator.reconcile import Reconciler
 from wml_operator.resources import Resources
@@ -31,6 +32,7 @@ from wml_operator.status import Event, Outcome
 from wml_operator.wml import HANDLER_THREADS, ClientPool, Instances
 
 PostEvent = Callable[[Mapping[str, Any], Event], None]
+MODEL_QUIET_SECONDS = 5.0  # after a PublishedModel's pass, its timer waits this long (kopf writes the status)
 log = logging.getLogger(__name__)
 
 
@@ -87,6 +89,7 @@ class OperatorApp:
         models = Publisher(secrets or store, pool.client, kube_reads, settings.defaults, logins,
                            settings.model_max_bytes)
         models.default_secret = (creds_ns, creds_name) if creds_name else None
+        models.on_release = lambda keys: store.release([k for k in keys if not resources.referenced(*k)])
         return cls(settings, metrics, resources, store, wml, reconciler, status, post_event, logins, models,
                    kube_reads)
 
@@ -95,6 +98,9 @@ class OperatorApp:
         metadata-only watch of Secrets starts (wml_operator.secret_watch)."""
         if self.secret_watch is not None:  # kopf retried a start-up that failed after this: connected already
             return
+        left = sweep_leftovers()
+        if left:
+            log.info("deleted %d model downloads a previous operator left in the temporary folder", left)
         self.secrets.set_api(core)
         self.status.set_api(custom)
         if isinstance(self.reconciler.models, KubeModels):
@@ -185,7 +191,10 @@ class OperatorApp:
         meta = body["metadata"]
         if meta.get("deletionTimestamp") or self.models.busy(meta["uid"]) or not self.models.due(body):
             return None
-        return self.reconcile_model("timer", body, patch)
+        outcome = self.models.run_if_free(body, quiet=MODEL_QUIET_SECONDS)
+        if outcome is not None:
+            self._model_outcome("timer", body, outcome, patch)
+        return outcome
 
     def delete_model(self, body: Mapping[str, Any], patch: kopf.Patch | None = None) -> Pass:
         """Deletion: waits while StreamingDeployments reference it, then deletes the model (policy Delete)."""

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kubernetes import client as k8s
 
 from wml_operator.published import publish as published
+from wml_operator.secrets import Endpoint
 from wml_operator.spec import GROUP, VERSION, StreamingDeploymentSpec
 
 MODEL_PLURAL = "publishedmodels"
@@ -31,6 +32,9 @@ class Chosen:
 
     id: str
     version: str | None = None
+    # Where the PublishedModel published it (url, instance id): a stream on another endpoint cannot deploy it.
+    place: tuple[str, str] | None = field(default=None, compare=False)
+
 
 
 class ModelNotReady(Exception):
@@ -46,7 +50,11 @@ def ready_model(body: Mapping[str, Any]) -> Chosen | str:
     """The model a PublishedModel offers (its id and version, once Ready for its current generation), else why
     not, for the StreamingDeployment's condition."""
     offered = published.ready_model(body)
-    return Chosen(offered[0], offered[1]) if isinstance(offered, tuple) else f"spec.modelRef: {offered}"
+    if not isinstance(offered, tuple):
+        return f"spec.modelRef: {offered}"
+    where = (body.get("status") or {}).get("endpoint") or {}
+    place = (str(where["url"]), str(where["instanceId"])) if where.get("url") and where.get("instanceId") else None
+    return Chosen(offered[0], offered[1], place)
 
 
 def choose(spec: StreamingDeploymentSpec, namespace: str, status: Mapping[str, Any], reader: ModelReader,
@@ -70,6 +78,14 @@ def choose(spec: StreamingDeploymentSpec, namespace: str, status: Mapping[str, A
     if running is not None and status.get("deploymentId"):
         return running
     raise ModelNotReady(offered)
+
+
+def same_place(chosen: Chosen, endpoint: Endpoint) -> None:
+    """A model lives on the endpoint that published it: a stream on another one waits, saying so."""
+    if chosen.place is not None and not endpoint.same_place({"url": chosen.place[0], "instanceId": chosen.place[1]}):
+        raise ModelNotReady(f"spec.modelRef: the model is published on {chosen.place[0]} (instance "
+                            f"{chosen.place[1]}), not on this stream's WML endpoint {endpoint.url} (instance "
+                            f"{endpoint.instance_id}): give the two resources the same spec.wml")
 
 
 class KubeModels:

@@ -219,19 +219,20 @@ def plan_unresolved(deleting: bool, last: Last, endpoint_known: bool, reason: st
                   stalled=True)
 
 
-def plan_refused(err: wml_errors.WMLError, model_id: str) -> Action:
-    """A WML error that retrying will not cure: the resource is Stalled with WML's answer."""
+def plan_refused(err: wml_errors.WMLError, model_id: str, field: str = "spec.modelId") -> Action:
+    """A WML error that retrying will not cure: the resource is Stalled with WML's answer. `field`: where the model
+    comes from (spec.modelId, or spec.modelRef: the PublishedModel's)."""
     if isinstance(err, wml_errors.Unauthorized | wml_errors.Forbidden):
         return Action(Do.NOTHING, "WMLUnauthorized",
                       f"spec.wml.credentialsSecretRef: WML refused the credentials: {err}", stalled=True)
     if isinstance(err, wml_errors.NotFound):
-        return Action(Do.NOTHING, "ModelNotFound", f"spec.modelId: published model {model_id} was not found: {err}",
+        return Action(Do.NOTHING, "ModelNotFound", f"{field}: published model {model_id} was not found: {err}",
                       stalled=True)
     if err.code in ("model_not_deployable", "missing_input_schema", "pickled_models_disabled"):
         # Published, but this service will not run it: another engine's (e.g. Spark MLlib), without an input
         # schema, or pickled where pickles are turned off. The model must be published again, differently.
         return Action(Do.NOTHING, "ModelNotDeployable",
-                      f"spec.modelId: published model {model_id} cannot be deployed by this WML service: "
+                      f"{field}: published model {model_id} cannot be deployed by this WML service: "
                       f"{err.message} ({err.status} {err.code})", stalled=True)
     if isinstance(err, wml_errors.TLSError):
         return Action(Do.NOTHING, "WMLTLSError", str(err), stalled=True)

@@ -32,7 +32,7 @@ from wml_api.wire import describe_validation_error
 from wml_operator import handover
 from wml_operator import plan as planning
 from wml_operator.login_copies import LoginNotKept, Logins, MemoryLogins
-from wml_operator.model_refs import KubeModels, ModelNotReady, ModelReader, choose
+from wml_operator.model_refs import KubeModels, ModelNotReady, ModelReader, choose, same_place
 from wml_operator.plan import STOPPED, Action, Desired, Do, Last, Observed, View
 from wml_operator.ports import WML, Connector, Elsewhere
 from wml_operator.resources import Resources
@@ -110,6 +110,10 @@ def look(listing: Listing, target_id: str | None, uid: str, want: str | None = N
     return Looked(current, previous, tuple(d.id for d in owned if d.id not in kept))
 
 
+def _model_field(spec: StreamingDeploymentSpec) -> str:
+    return f"spec.modelRef (PublishedModel {spec.model_ref.name})" if spec.model_ref else "spec.modelId"
+
+
 class Reconciler:
     def __init__(self, secrets: SecretReader, wml: Connector, resources: Resources, defaults: Defaults,
                  logins: Logins | None = None, models: ModelReader | None = None) -> None:
@@ -131,13 +135,16 @@ class Reconciler:
         uid, namespace = meta["uid"], meta["namespace"]
         annotations = meta.get("annotations") or {}
         last = last_of(body.get("status") or {})
-        model_label = "?"
+        model_label, model_field = "?", "spec.modelId"
         try:
             try:
                 spec = parse_spec(body.get("spec"))
+                model_field = _model_field(spec)
                 chosen = choose(spec, namespace, body.get("status") or {}, self.models, deleting)
                 model_label = chosen.id
                 resolved = resolve(self.secrets, namespace, spec, self.defaults, chosen.id, chosen.version)
+                if not deleting:
+                    same_place(chosen, resolved.endpoint)
             except ValidationError as exc:
                 return self._unresolved(body, deleting, last, "InvalidSpec", describe_validation_error(exc, "spec"))
             except SpecProblem as problem:
@@ -167,7 +174,7 @@ class Reconciler:
         except wml_errors.WMLError as err:
             if not err.transient:
                 self.resources.reached(uid)
-                refused = planning.plan_refused(err, model_label)
+                refused = planning.plan_refused(err, model_label, model_field)
                 return Result(refused, refused, deleting=deleting)
             attempts = 0 if isinstance(err, wml_errors.HeldBack) else self.resources.failed(uid)
             delay = planning.retry_delay(attempts, err.retry_after, held_back=isinstance(err, wml_errors.HeldBack),
@@ -323,7 +330,7 @@ class Reconciler:
                 except wml_errors.WMLError as err:
                     if err.transient:
                         raise
-                    refused = planning.plan_refused(err, resolved.model_id)
+                    refused = planning.plan_refused(err, resolved.model_id, _model_field(spec))
                     return self._restore(desired, previous, resolved, there, old, refused, last)
                 created = current.id
             else:  # RETIRE
@@ -361,7 +368,7 @@ class Reconciler:
         except wml_errors.WMLError as err:
             if err.transient:
                 raise
-            return planning.plan_refused(err, resolved.model_id)
+            return planning.plan_refused(err, resolved.model_id, _model_field(spec))
         return None
 
     def _restore(self, desired: Desired, previous: handover.Previous, resolved: Resolved, there: WML,

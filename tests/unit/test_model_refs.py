@@ -124,3 +124,16 @@ def test_choose_falls_back_only_with_a_deployment() -> None:
         choose(spec, "ns", {"modelId": "pm-1", "modelVersion": "v1"}, models, deleting=False)
     assert choose(spec, "ns", {"modelId": "pm-1", "modelVersion": "v1", "deploymentId": "d"}, models,
                   deleting=False) == Chosen("pm-1", "v1")
+
+
+def test_a_model_published_on_another_endpoint_makes_the_stream_wait() -> None:
+    w, models = world()
+    models.put("sentiment", ready=True)
+    models.bodies["sentiment"]["status"]["endpoint"] = {"url": "http://other.test", "instanceId": "iid"}
+    w.run()
+    assert w.wml.calls == []
+    message = w.condition("Reconciling")["message"]  # type: ignore[index]
+    assert "published on http://other.test (instance iid), not on this stream's WML endpoint" in message
+    models.bodies["sentiment"]["status"]["endpoint"] = {"url": "http://wml.test", "instanceId": "iid"}
+    w.run()
+    assert w.wml.changes() == [("create", "m1")]

@@ -1,7 +1,9 @@
 """The PublishedModel pass (wml_operator.published.run) with fakes: generated bad specs end Stalled with a reason
-naming the field and make 0 WML calls; a deletion waits while StreamingDeployments reference the model (the
-StreamingDeployment CRD has no modelRef on this branch yet, so this is tested here with a fake lister), and
-deletes with the kept login once the Secret is gone."""
+naming the field and make 0 WML calls; a deletion waits while StreamingDeployments reference the model, and
+deletes with the kept login once the Secret is gone, or by the model's marker when no status names it; a new
+source never takes over an adopted model; a retry at a new generation is not Ready; the headers of
+headersSecretRef never follow a redirect to another host. tests/integration/test_published_model.py runs the
+pass against the real service and apiserver."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from hypothesis import strategies as st
 from tests.support import DictSecrets
 from wml_api import errors as E
 from wml_operator.login_copies import MemoryLogins
+from wml_operator.published import publish as P
 from wml_operator.published.run import Publisher
 from wml_operator.published.spec import parse_spec as parse_model
 from wml_operator.secrets import Defaults, Endpoint
@@ -237,34 +240,203 @@ def test_handlers_write_into_kopfs_patch_and_hold_the_finalizer() -> None:
         app.close()
 
 
-class RecordingSession:
-    """requests.Session.get, answering 200 with a body; records each request's headers."""
+class RecordingSession(requests.Session):
+    """Session.get answering 200 with a body, without a network; records each request's headers."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.sent: list[dict[str, str]] = []
 
-    def get(self, url: str, headers: dict[str, str], **_: Any) -> requests.Response:
-        self.sent.append(dict(headers))
+    def get(self, url: str | bytes, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        self.sent.append(dict(kwargs["headers"]))
         response = requests.Response()
         response.status_code = 200
         response.raw = io.BytesIO(b"model bytes")
         return response
 
 
-@pytest.mark.parametrize(("spec_url", "sha256", "conditional"), [
-    ("http://h/a.skops", None, True),  # the same URL, not pinned: ask whether it changed
-    ("http://h/b.skops", None, False),  # another URL: its file may be as old as the last one
-    ("http://h/a.skops", "0" * 64, False),  # pinned to a digest WML does not have: fetch it
+HERE = {"url": "http://wml", "instanceId": "i"}
+MODEL_SPEC = {"framework": {"name": "scikit-learn"}, "labelValues": ["NEGATIVE", "POSITIVE"]}
+
+
+@pytest.mark.parametrize(("spec_url", "sha256", "labels", "where", "conditional"), [
+    ("http://h/a.skops", None, None, HERE, True),  # the same URL, not pinned: ask whether it changed
+    ("http://h/b.skops", None, None, HERE, False),  # another URL: its file may be as old as the last one
+    ("http://h/a.skops", "0" * 64, None, HERE, False),  # pinned to a digest WML does not have: fetch it
+    ("http://h/a.skops", None, ["NO", "YES"], HERE, False),  # new metadata: ImmutableMetadata must be seen
+    ("http://h/a.skops", None, None, {"url": "http://other", "instanceId": "i"}, False),  # another endpoint
 ])
-def test_a_conditional_request_only_for_the_url_whose_content_wml_has(spec_url: str, sha256: str | None,
-                                                                       conditional: bool) -> None:
+def test_a_conditional_request_only_for_the_source_whose_content_wml_has(
+        spec_url: str, sha256: str | None, labels: list[str] | None, where: dict[str, str], conditional: bool) -> None:
     session = RecordingSession()
     publisher = Publisher(DictSecrets({}), lambda _ep: None, None, Defaults(), MemoryLogins(),  # type: ignore[arg-type]
-                          1 << 20, session=session)  # type: ignore[arg-type]
-    spec = parse_model({"framework": {"name": "scikit-learn"},
+                          1 << 20, session=session)
+    before = parse_model({**MODEL_SPEC, "source": {"url": {"url": "http://h/a.skops"}}})
+    spec = parse_model({**MODEL_SPEC, **({"labelValues": labels} if labels else {}),
                         "source": {"url": {"url": spec_url, **({"sha256": sha256} if sha256 else {})}}})
-    previous = {"modelId": "m", "digest": "d" * 64, "sourceUrl": "http://h/a.skops",
-                "lastModified": "Thu, 03 Dec 2026 18:00:00 GMT"}
-    fetched = publisher._fetch("ns", spec, previous, {})
+    previous = {"modelId": "m", "digest": "d" * 64, "metaHash": P.meta_hash(before), "endpoint": HERE,
+                "sourceRef": P.source_ref(before, HERE), "lastModified": "Thu, 03 Dec 2026 18:00:00 GMT"}
+    fetched = publisher._fetch("ns", spec, previous, {}, where)
     fetched.discard()
     assert ("If-Modified-Since" in session.sent[0]) is conditional
+
+
+class Repo:
+    """A repository with models and versions in memory, as WMLClient's repository methods answer."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, dict[str, Any]] = {}  # id -> {description, versions: [(id, sha256)]}
+        self.writes: list[str] = []
+
+    def add(self, model_id: str, description: str, *versions: tuple[str, str]) -> None:
+        self.models[model_id] = {"description": description, "versions": list(versions)}
+
+    def _asset(self, model_id: str) -> Any:
+        from wml_api.repository import ModelAsset
+
+        model = self.models[model_id]
+        latest = {"guid": model["versions"][-1][0]} if model["versions"] else None
+        return ModelAsset.model_validate({"metadata": {"guid": model_id}, "entity": {
+            "name": model_id, "framework": {"name": "scikit-learn"}, "description": model["description"],
+            "latest_version": latest}})
+
+    def list_model_assets(self) -> list[Any]:
+        return [self._asset(m) for m in self.models]
+
+    def get_model_asset(self, model_id: str) -> Any:
+        if model_id not in self.models:
+            raise E.NotFound("no such model", method="GET", path="/")
+        return self._asset(model_id)
+
+    def get_model_version(self, model_id: str, version_id: str) -> Any:
+        from wml_api.repository import ModelVersion
+
+        digest = dict(self.models[model_id]["versions"])[version_id]
+        return ModelVersion.model_validate({"metadata": {"guid": version_id}, "entity": {
+            "content_status": {"state": "persisted"}, "content_sha256": digest}})
+
+    def publish_model(self, meta: Any, content: Any) -> Any:
+        import hashlib
+
+        model_id = f"m{len(self.models) + 1}"
+        self.add(model_id, meta.description or "", (f"{model_id}-v1", hashlib.sha256(content.read()).hexdigest()))
+        self.writes.append(f"publish {model_id}")
+        return self._asset(model_id)
+
+    def add_model_version(self, model_id: str, content: Any) -> Any:
+        import hashlib
+
+        version = (f"{model_id}-v{len(self.models[model_id]['versions']) + 1}",
+                   hashlib.sha256(content.read()).hexdigest())
+        self.models[model_id]["versions"].append(version)
+        self.writes.append(f"version {model_id}")
+        return self.get_model_version(model_id, version[0])
+
+    def delete_model_asset(self, model_id: str) -> None:
+        self.writes.append(f"delete {model_id}")
+        self.models.pop(model_id, None)
+
+
+CONTENT = b"a model's bytes"
+CM = FakeKube({"cm": {"data": {"model": CONTENT.decode()}}})
+
+
+def test_a_new_source_never_takes_over_an_adopted_model() -> None:
+    """Adopted first (source.modelId), then a ConfigMap: a model of its own, not a version on the adopted one."""
+    repo = Repo()
+    repo.add("theirs", "someone else's", ("theirs-v1", "0" * 64))
+    run = Publisher(DictSecrets({"wml": dict(WML)}), lambda ep: repo, CM, Defaults(), MemoryLogins(), 1 << 20)
+    adopted = run.run(body({**SPEC, "source": {"modelId": "theirs"}})).status
+    assert (adopted["modelId"], adopted["versionId"]) == ("theirs", "theirs-v1")
+    published = run.run(body(SPEC, adopted)).status
+    assert published["modelId"] != "theirs"
+    assert repo.writes == [f"publish {published['modelId']}"]
+    assert [v for v, _ in repo.models["theirs"]["versions"]] == ["theirs-v1"]
+
+
+def test_a_deletion_without_a_model_in_the_status_finds_it_by_its_marker() -> None:
+    """Published by a pass whose status was never written: the deletion still deletes it."""
+    from wml_operator.wml import marker
+
+    repo = Repo()
+    repo.add("ours", f"PublishedModel pm {marker('u1')}", ("ours-v1", "1" * 64))
+    repo.add("other", "not ours", ("other-v1", "2" * 64))
+    run = Publisher(DictSecrets({"wml": dict(WML)}), lambda ep: repo, FakeKube(), Defaults(), MemoryLogins(), 1 << 20)
+    outcome = run.delete(body(SPEC, {}))
+    assert outcome.finalized
+    assert repo.writes == ["delete ours"]
+
+
+def test_a_retry_at_a_new_generation_is_not_ready() -> None:
+    """A new spec whose content cannot be had yet does not report the old content as its own."""
+    repo = Repo()
+    run = Publisher(DictSecrets({"wml": dict(WML)}), lambda ep: repo, CM, Defaults(), MemoryLogins(), 1 << 20)
+    ready = run.run(body(SPEC)).status
+    assert _condition(ready, "Ready")["status"] == "True"
+    newer = {**body({**SPEC, "source": {"url": {"url": "http://127.0.0.1:9/gone.skops"}}}, ready)}
+    newer["metadata"] = {**newer["metadata"], "generation": 2}
+    retrying = run.run(newer)
+    assert retrying.retry_after is not None
+    assert _condition(retrying.status, "Ready")["status"] == "False"
+    assert _condition(retrying.status, "Reconciling")["reason"] == "SourceUnreachable"
+
+
+def _condition(status: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == kind)
+
+
+class Redirecting(RecordingSession):
+    """Answers the first GET with a redirect to `to`."""
+
+    def __init__(self, to: str) -> None:
+        super().__init__()
+        self.to = to
+        self.urls: list[str] = []
+
+    def get(self, url: str | bytes, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        self.urls.append(str(url))
+        if len(self.urls) > 1:
+            return super().get(url, **kwargs)
+        self.sent.append(dict(kwargs["headers"]))
+        response = requests.Response()
+        response.status_code = 302
+        response.headers["Location"] = self.to
+        response.raw = io.BytesIO(b"")
+        return response
+
+
+@pytest.mark.parametrize(("to", "kept"), [("/elsewhere.skops", True), ("https://cdn.example/m.skops", False)])
+def test_headers_from_the_secret_go_to_the_urls_own_origin_only(to: str, kept: bool) -> None:
+    from wml_operator.published.source import fetch_url
+
+    session = Redirecting(to)
+    fetched = fetch_url(session, "https://models.example/m.skops", {"X-API-Key": SECRET}, 1 << 20)
+    fetched.discard()
+    assert ("X-API-Key" in session.sent[1]) is kept
+    assert session.sent[0]["X-API-Key"] == SECRET
+
+
+def test_no_redirect_from_https_down_to_http() -> None:
+    from wml_operator.published.source import SourceError, fetch_url
+
+    with pytest.raises(SourceError, match="from https to plain http") as refused:
+        fetch_url(Redirecting("http://models.example/m.skops"), "https://models.example/m.skops",
+                  {"X-API-Key": SECRET}, 1 << 20)
+    assert refused.value.reason == "SourceRefused"
+    assert SECRET not in str(refused.value)
+
+
+def test_downloads_a_killed_operator_left_are_swept_at_start(tmp_path: Any) -> None:
+    import os
+
+    from wml_operator.published.source import PREFIX, sweep_leftovers
+
+    old, fresh, other = tmp_path / f"{PREFIX}old", tmp_path / f"{PREFIX}fresh", tmp_path / "someone-elses"
+    for path in (old, fresh, other):
+        path.write_bytes(b"x")
+    os.utime(old, (0, 0))
+    os.utime(other, (0, 0))
+    assert sweep_leftovers(str(tmp_path)) == 1
+    assert not old.exists()
+    assert fresh.exists()  # may be a download in progress
+    assert other.exists()

@@ -62,6 +62,21 @@ def needs_fetch(spec: PublishedModelSpec, status: Mapping[str, Any], endpoint: M
                 and _same_place(status.get("endpoint"), endpoint) and status.get("metaHash") == meta_hash(spec))
 
 
+def source_ref(spec: PublishedModelSpec, endpoint: Mapping[str, Any]) -> str:
+    """What the content WML has was fetched for: the URL (hashed: its query may hold a token), the endpoint and
+    the metadata. A conditional request (ETag, Last-Modified) is only sent while this is the same: another URL's
+    file may be as old, and another endpoint or new metadata needs the content whatever its age."""
+    url = spec.source.url.url if spec.source.url is not None else None
+    material = {"url": url, "endpoint": [endpoint.get("url"), endpoint.get("instanceId")], "meta": meta_hash(spec)}
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def published_here(status: Mapping[str, Any]) -> bool:
+    """Whether the status's model is one this resource published (from a url or a ConfigMap), not one it adopted
+    (source.modelId: no metaHash), whose id a new source must not take over."""
+    return bool(status.get("modelId") and status.get("metaHash"))
+
+
 def _same_place(a: Any, b: Mapping[str, Any]) -> bool:
     return isinstance(a, Mapping) and (a.get("url"), a.get("instanceId")) == (b.get("url"), b.get("instanceId"))
 
@@ -74,7 +89,9 @@ def decide(spec: PublishedModelSpec, status: Mapping[str, Any], endpoint: Mappin
     if expected is not None and expected != digest:
         return Decision(Do.NOTHING, stalled=Says("DigestMismatch", f"spec.source.url.sha256: the content's SHA-256 "
                                                                    f"is {digest}, not {expected}"))
-    model_id = status.get("modelId") if _same_place(status.get("endpoint"), endpoint) else None
+    # Only a model this resource published, on this endpoint, gets the new version; an adopted one never does.
+    model_id = status.get("modelId") if published_here(status) and _same_place(status.get("endpoint"), endpoint) \
+        else None
     if model_id:
         if status.get("metaHash") not in (None, meta_hash(spec)):
             return Decision(Do.NOTHING, model_id, Says(
@@ -145,8 +162,10 @@ def status_of(previous: Mapping[str, Any], generation: int | None, result: Resul
     else:
         ready, message = False, (result.stalled or result.reconciling or Says("", "")).message
         kept = conditions.find(old, conditions.READY)
-        # While retrying, Ready keeps what it said of the content published before (it is still there).
-        if result.stalled is None and kept is not None and kept.get("status") == "True":
+        # While retrying, Ready keeps what it said of the content published before (it is still there), but only
+        # for the spec it was said of: a new spec's content is not published yet.
+        if result.stalled is None and kept is not None and kept.get("status") == "True" and \
+                previous.get("observedGeneration") == generation:
             ready, ready_says = True, Says(str(kept.get("reason")), str(kept.get("message")))
         else:
             says = result.stalled or result.reconciling or Says("Progressing", "working on it")
@@ -196,6 +215,6 @@ def ready_model(body: Mapping[str, Any]) -> tuple[str, str, str] | str:
         why = stalled if stalled is not None and stalled.get("status") == "True" else ready
         return f"PublishedModel {name} is not Ready: {why.get('reason')}: {why.get('message')}"
     model_id, version_id, digest = status.get("modelId"), status.get("versionId"), status.get("digest")
-    if not (model_id and version_id and digest):
+    if not (model_id and version_id):
         return f"PublishedModel {name} is not Ready: no model version recorded"
-    return str(model_id), str(version_id), str(digest)
+    return str(model_id), str(version_id), str(digest or "")

@@ -4,11 +4,14 @@ Nothing here decides; every WML write goes after the login its deletion needs is
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any, BinaryIO, Protocol
 
 import requests
@@ -31,6 +34,8 @@ Event = tuple[str, str, str]
 FRAMEWORKS = {"sklearn": "scikit-learn", "scikit_learn": "scikit-learn", "spark-mllib": "mllib", "spark": "mllib",
               "sparkml": "mllib"}
 
+
+log = logging.getLogger(__name__)
 
 class Repository(Protocol):
     """The part of wml_api.client.WMLClient a PublishedModel uses."""
@@ -76,6 +81,8 @@ class Publisher:
         self.logins = logins
         self.max_bytes = max_bytes
         self.session = session or requests.Session()
+        # One session for every resource's downloads: it must keep no cookie one team's token earned for another.
+        self.session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         self._retries: dict[str, tuple[int, float]] = {}  # uid -> (attempts, when to try again)
         self._lock = threading.Lock()
         # One pass of a resource at a time: kopf runs a timer beside the change handlers, and two passes that
@@ -86,6 +93,8 @@ class Publisher:
         # change; for a pinned source there may never be another.
         self._secrets: dict[str, frozenset[tuple[str, str]]] = {}
         self._woken: set[str] = set()
+        self._finished: dict[str, float] = {}  # uid -> when its last pass ended (monotonic)
+        self.on_release: Callable[[list[tuple[str, str]]], None] | None = None  # Secrets no PublishedModel reads
         self.default_secret: tuple[str, str] | None = None
 
     def busy(self, uid: str) -> bool:
@@ -119,8 +128,17 @@ class Publisher:
         with self._lock:
             self._retries.pop(uid, None)
             self._passes.pop(uid, None)
-            self._secrets.pop(uid, None)
+            self._finished.pop(uid, None)
+            dropped = self._secrets.pop(uid, frozenset())
             self._woken.discard(uid)
+        self._release(dropped)
+
+    def _release(self, keys: frozenset[tuple[str, str]]) -> None:
+        """Secrets that no PublishedModel reads any more: the Secret store may drop what it holds of them."""
+        with self._lock:
+            unread = [key for key in keys if not any(key in names for names in self._secrets.values())]
+        if unread and self.on_release is not None:
+            self.on_release(unread)
 
     def references(self, namespace: str, name: str) -> bool:
         """Whether a PublishedModel's last pass read this Secret (the Secret store then holds and watches it)."""
@@ -140,8 +158,10 @@ class Publisher:
         if not (spec.wml and spec.wml.credentials_secret_ref) and self.default_secret:
             names.add(self.default_secret)
         with self._lock:
+            before = self._secrets.get(uid, frozenset())
             self._secrets[uid] = frozenset(names)
             self._woken.discard(uid)
+        self._release(before - frozenset(names))
 
     def _backoff(self, uid: str) -> float:
         with self._lock:
@@ -153,8 +173,33 @@ class Publisher:
     # --- a pass ----------------------------------------------------------------------------------------
 
     def run(self, body: Mapping[str, Any]) -> Pass:
-        with self._pass_lock(body["metadata"]["uid"]):
-            return self._run(body)
+        uid = body["metadata"]["uid"]
+        with self._pass_lock(uid):
+            try:
+                return self._run(body)
+            finally:
+                with self._lock:
+                    self._finished[uid] = time.monotonic()
+
+    def run_if_free(self, body: Mapping[str, Any], quiet: float) -> Pass | None:
+        """The timer's pass: none while another pass runs, or when one ended less than `quiet` seconds ago (kopf
+        may not have written its status yet, so this body may be older than what that pass found)."""
+        uid = body["metadata"]["uid"]
+        lock = self._pass_lock(uid)
+        if not lock.acquire(blocking=False):
+            return None
+        try:
+            with self._lock:
+                ended = self._finished.get(uid)
+            if ended is not None and time.monotonic() - ended < quiet:
+                return None
+            try:
+                return self._run(body)
+            finally:
+                with self._lock:
+                    self._finished[uid] = time.monotonic()
+        finally:
+            lock.release()
 
     def _run(self, body: Mapping[str, Any]) -> Pass:
         meta = body["metadata"]
@@ -172,7 +217,7 @@ class Publisher:
             headers = self._headers(namespace, spec)
             client = self.clients(ep)
             if spec.source.model_id:
-                result = self._adopt(client, spec.source.model_id, ep)
+                result = self._adopt(client, spec.source.model_id, ep, previous)
             else:
                 result = self._publish(uid, namespace, name, spec, previous, ep, client, headers)
         except ValidationError as exc:
@@ -192,6 +237,10 @@ class Publisher:
             if exc.transient or isinstance(exc, E.InvalidResponse):
                 return self._retrying(uid, body, Says("WMLUnavailable", f"WML unavailable: {exc}"), checked)
             result = P.Result(stalled=_refused(exc))
+        except Exception as exc:
+            # The type only: the text of such an error may quote a header value or a Secret's content.
+            log.warning("PublishedModel %s/%s: pass failed: %s", namespace, name, type(exc).__name__)
+            return self._retrying(uid, body, Says("PassFailed", f"the pass failed ({type(exc).__name__})"), checked)
         self.forget(uid)
         return self._done(body, previous, result, checked)
 
@@ -222,25 +271,31 @@ class Publisher:
                                                 "not exist")
         return dict(data)
 
-    def _adopt(self, client: Repository, model_id: str, ep: Endpoint) -> P.Result:
+    def _adopt(self, client: Repository, model_id: str, ep: Endpoint, previous: Mapping[str, Any]) -> P.Result:
         try:
             asset = client.get_model_asset(model_id)
         except E.NotFound:
             return P.Result(stalled=Says("ModelNotFound", f"spec.source.modelId: model {model_id} does not exist "
                                                           f"in WML instance {ep.instance_id}"))
         seen = _seen(client, asset)
+        if seen.version_id is None:
+            raise _Retry(Says("ModelHasNoContent", f"spec.source.modelId: model {model_id} has no version with "
+                                                   "stored content yet"))
+        left = _left_behind(previous, model_id)
         return P.Result(ready=P.published_says(model_id, seen.version_id, seen.digest, adopted=True),
                         fields={"modelId": model_id, "versionId": seen.version_id, "digest": seen.digest,
-                                "endpoint": ep.recorded()})
+                                "endpoint": ep.recorded(), "metaHash": None, "etag": None, "lastModified": None,
+                                "sourceRef": None},
+                        events=[("Warning", "ModelLeftBehind", left)] if left else [])
 
     def _fetch(self, namespace: str, spec: PublishedModelSpec, previous: Mapping[str, Any],
-               headers: Mapping[str, str]) -> Fetched:
+               headers: Mapping[str, str], ep_recorded: Mapping[str, Any]) -> Fetched:
         source = spec.source
         if source.url is not None:
             # A conditional request only asks whether the same URL changed since the content WML has: never for
             # another URL (its file may be as old), nor when the spec pins a digest that WML does not have.
-            same = previous.get("modelId") and previous.get("digest") and source.url.sha256 is None \
-                and previous.get("sourceUrl") == source.url.url
+            same = P.published_here(previous) and previous.get("digest") and source.url.sha256 is None \
+                and previous.get("sourceRef") == P.source_ref(spec, ep_recorded)
             return fetch_url(self.session, source.url.url, headers, self.max_bytes,
                              etag=previous.get("etag") if same else None,
                              last_modified=previous.get("lastModified") if same else None)
@@ -254,15 +309,15 @@ class Publisher:
         recorded = ep.recorded()
         if not P.needs_fetch(spec, previous, recorded):
             return _as_before(previous)
-        fetched = self._fetch(namespace, spec, previous, headers)
+        fetched = self._fetch(namespace, spec, previous, headers, recorded)
         try:
             kept = {"etag": fetched.etag, "lastModified": fetched.last_modified,
-                    "sourceUrl": spec.source.url.url if spec.source.url is not None else None}
+                    "sourceRef": P.source_ref(spec, recorded)}
             if fetched.path is None:  # 304: what WML has is current
                 return P.Result(ready=_as_before(previous).ready, fields=kept)
             assert fetched.digest is not None
             marked = None
-            if not previous.get("modelId") or not P._same_place(previous.get("endpoint"), recorded):
+            if not P.published_here(previous) or not P._same_place(previous.get("endpoint"), recorded):
                 marked = _marked(client, uid)
             decision = P.decide(spec, previous, recorded, fetched.digest, marked)
             if decision.stalled is not None:
@@ -294,10 +349,14 @@ class Publisher:
                                                          f"{fetched.digest}"))
                 version_id, event = seen.version_id, f"Published model {model_id}"
             assert model_id is not None
+            events = [("Normal", "Published", f"{event} (sha256 {fetched.digest[:12]})")]
+            left = _left_behind(previous, model_id)
+            if left:
+                events.append(("Warning", "ModelLeftBehind", left))
             return P.Result(ready=P.published_says(model_id, version_id, fetched.digest, adopted=False),
                             fields={**kept, "modelId": model_id, "versionId": version_id, "digest": fetched.digest,
                                     "metaHash": P.meta_hash(spec), "endpoint": recorded},
-                            events=[("Normal", "Published", f"{event} (sha256 {fetched.digest[:12]})")])
+                            events=events)
         finally:
             fetched.discard()
 
@@ -312,8 +371,18 @@ class Publisher:
         uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
         previous = dict(body.get("status") or {})
         model_id = previous.get("modelId")
-        if _policy(body) is DeletionPolicy.ORPHAN or not model_id:
+        if _policy(body) is DeletionPolicy.ORPHAN:
             return Pass(previous, finalized=True)
+        if not model_id:
+            # Published by a pass whose status never got written (killed, or a failure after the POST)? Its marker
+            # says so. Nothing kept, nothing written: every pass keeps the login before its first write.
+            found = self._marked_for_deletion(uid, namespace, body)
+            if isinstance(found, Pass):
+                return found
+            if found is None:
+                return Pass(previous, finalized=True)
+            model_id, previous["endpoint"] = found.model_id, found.endpoint
+
         held = P.holders(self.kube.streaming_deployments(namespace), name)
         if held:
             says = P.held_says(held)
@@ -341,6 +410,28 @@ class Publisher:
                         retry_after=delay)
         return Pass(previous, [("Normal", "Deleted", f"Deleted model {model_id} from WML")], finalized=True)
 
+    def _marked_for_deletion(self, uid: str, namespace: str, body: Mapping[str, Any]) -> _Found | Pass | None:
+        """The model carrying this resource's marker, on the endpoint of its spec or of the login kept for it."""
+        places: list[Endpoint] = []
+        with contextlib.suppress(SpecProblem, ValidationError):  # the Secrets may be gone: the kept logins then
+            places.append(endpoint(self.secrets, namespace, parse_spec(body.get("spec")).wml, self.defaults))
+        places += [kept for kept in self.logins.kept(uid) if not any(kept.same_place(p.recorded()) for p in places)]
+        for ep in places:
+            try:
+                seen = _marked(self.clients(ep), uid)
+            except E.WMLError as exc:
+                if not exc.transient:
+                    continue
+                delay = self._backoff(uid)
+                says = Says("WMLUnavailable", f"looking for a model published before the status was written: {exc}; "
+                                              f"retrying in {delay:.0f} s")
+                status = P.status_of(dict(body.get("status") or {}), body["metadata"].get("generation"),
+                                     P.Result(reconciling=says), now_rfc3339())
+                return Pass(status, [], retry_after=delay)
+            if seen is not None:
+                return _Found(seen.model_id, ep.recorded())
+        return None
+
     def _deletion_endpoint(self, uid: str, namespace: str, body: Mapping[str, Any],
                            previous: Mapping[str, Any]) -> Endpoint | None:
         recorded = previous.get("endpoint") or {}
@@ -362,6 +453,23 @@ def _policy(body: Mapping[str, Any]) -> DeletionPolicy:
         if raw in ("Delete", "Orphan"):
             return DeletionPolicy(raw)
         return DeletionPolicy.ORPHAN if (spec.get("source") or {}).get("modelId") else DeletionPolicy.DELETE
+
+
+@dataclass(frozen=True)
+class _Found:
+    model_id: str
+    endpoint: Mapping[str, Any]
+
+
+def _left_behind(previous: Mapping[str, Any], now: str) -> str | None:
+    """A model this resource published before, which a change of source or endpoint leaves in WML (deployments
+    may still run from it): said once, in an event, for whoever cleans up."""
+    before = previous.get("modelId")
+    if not P.published_here(previous) or before == now:
+        return None
+    where = (previous.get("endpoint") or {}).get("url", "?")
+    return (f"model {before} published before on {where} stays in WML (the source or endpoint changed); delete "
+            "it there once nothing deploys it")
 
 
 def _says(status: Mapping[str, Any], kind: str) -> str | None:

@@ -12,16 +12,18 @@ import binascii
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
 CHUNK = 1 << 20
 CONNECT_TIMEOUT, READ_TIMEOUT = 5.0, 30.0
+MAX_REDIRECTS = 5
 
 
 class SourceError(Exception):
@@ -64,10 +66,28 @@ def _too_large(field: str, limit: int) -> SourceError:
                                         "(the operator's WML_OPERATOR_MODEL_MAX_BYTES)")
 
 
+PREFIX = "wml-model-"
+
+
+def sweep_leftovers(directory: str | None = None, older_than: float = 600.0) -> int:
+    """Deletes downloads that a killed operator left (a download in progress writes its file all the time);
+    the number deleted."""
+    folder = Path(directory or tempfile.gettempdir())
+    gone = 0
+    for path in folder.glob(PREFIX + "*"):
+        try:
+            if time.time() - path.stat().st_mtime > older_than:
+                path.unlink()
+                gone += 1
+        except OSError:
+            continue  # another process's, or gone already
+    return gone
+
+
 def to_file(chunks: Iterable[bytes], limit: int, field: str, directory: str | None = None) -> tuple[Path, str, int]:
     """Writes `chunks` to a new temporary file (0600) while hashing them: (path, sha256 hex, size). Past `limit`
     bytes: ModelTooLarge, and no file."""
-    fd, name = tempfile.mkstemp(prefix="wml-model-", dir=directory)
+    fd, name = tempfile.mkstemp(prefix=PREFIX, dir=directory)
     path, digest, size = Path(name), hashlib.sha256(), 0
     try:
         with os.fdopen(fd, "wb") as out:
@@ -92,11 +112,7 @@ def fetch_url(session: requests.Session, url: str, headers: Mapping[str, str], l
         request_headers["If-None-Match"] = etag
     elif last_modified:
         request_headers["If-Modified-Since"] = last_modified
-    try:
-        response = session.get(url, headers=request_headers, stream=True, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
-    except requests.RequestException as exc:
-        raise SourceError("SourceUnreachable", f"{field}: cannot get {shown(url)}: {type(exc).__name__}",
-                          transient=True) from None
+    response = _get(session, url, request_headers, set(headers), field)
     with response:
         status = response.status_code
         if status == 304:
@@ -117,6 +133,33 @@ def fetch_url(session: requests.Session, url: str, headers: Mapping[str, str], l
             raise SourceError("SourceUnreachable", f"{field}: reading {shown(url)} failed: {type(exc).__name__}",
                               transient=True) from None
         return Fetched(path, digest, size, response.headers.get("ETag"), response.headers.get("Last-Modified"))
+
+
+def _get(session: requests.Session, url: str, headers: dict[str, str], secret: set[str],
+         field: str) -> requests.Response:
+    """GET, following redirects by hand: the headers from headersSecretRef (`secret`) go to the URL's own origin
+    only (requests would pass on any but Authorization to whatever host a redirect names), and never from https
+    down to http."""
+    origin = urlsplit(url)[:2]
+    for _ in range(MAX_REDIRECTS + 1):
+        try:
+            response = session.get(url, headers=headers, stream=True, allow_redirects=False,
+                                   timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+        except requests.RequestException as exc:
+            raise SourceError("SourceUnreachable", f"{field}: cannot get {shown(url)}: {type(exc).__name__}",
+                              transient=True) from None
+        location = response.headers.get("Location") if response.is_redirect else None
+        if not location:
+            return response
+        response.close()
+        target = urljoin(url, location)
+        if urlsplit(url).scheme == "https" and urlsplit(target).scheme != "https":
+            raise SourceError("SourceRefused", f"{field}: {shown(url)} redirects to {shown(target)}, from https to "
+                                               "plain http")
+        if urlsplit(target)[:2] != origin:
+            headers = {k: v for k, v in headers.items() if k not in secret}
+        url = target
+    raise SourceError("SourceRefused", f"{field}: more than {MAX_REDIRECTS} redirects from {shown(url)}")
 
 
 def from_config_map(config_map: Mapping[str, Any] | None, namespace: str, name: str, key: str, limit: int,
