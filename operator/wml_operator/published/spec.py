@@ -164,8 +164,10 @@ class PublishedModelStatus(BaseModel):
     last_modified: Annotated[str | None, Field(default=None, alias="lastModified",
                                                description="The URL's Last-Modified when the content was last "
                                                            "fetched.")]
-    source_url: Annotated[str | None, Field(default=None, alias="sourceUrl",
-                                            description="The URL that etag and lastModified are of.")]
+    source_ref: Annotated[str | None, Field(default=None, alias="sourceRef",
+                                            description="A hash of the URL, endpoint and metadata that etag and "
+                                                        "lastModified are of (a conditional request is only sent "
+                                                        "while they are the same).")]
     meta_hash: Annotated[str | None, Field(default=None, alias="metaHash",
                                            description="Hash of the metadata the model was published with "
                                                        "(framework, schema, label column and values).")]
