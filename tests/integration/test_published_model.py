@@ -22,6 +22,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from tests.conftest import fresh_namespace
 from tests.integration.test_wml_service_api import client_for
 from wml_api import errors as E
 from wml_api.client import WMLClient
@@ -39,6 +40,7 @@ from wml_localplatform.wmlservice import WMLService, WMLUser
 from wml_operator.login_copies import PREFIX as COPY_PREFIX
 
 pytestmark = pytest.mark.integration
+PREFIX = "wso-pmodel"  # the namespaces of this module's operator
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "wmlstream.dev", "v1alpha1", "publishedmodels"
 Kubectl = Callable[..., Any]
@@ -121,7 +123,7 @@ def model_operator(kube: KubeInfo, kubectl: Kubectl, tmp_path_factory: pytest.Te
     kubeconfig = service_account_kubeconfig(kubectl, Path(kube.kubeconfig),
                                             tmp_path_factory.mktemp("pm-operator") / "operator.kubeconfig")
     proc = WMLOperator(tmp_path_factory.mktemp("pm-operator-run"), kubeconfig,
-                       env={"WML_OPERATOR_NAMESPACES": "wso-test-*", "WML_OPERATOR_LOG_FORMAT": "json"})
+                       env={"WML_OPERATOR_NAMESPACES": f"{PREFIX}-*", "WML_OPERATOR_LOG_FORMAT": "json"})
     proc.start()
     try:
         yield proc
@@ -187,6 +189,13 @@ class Env:
 
     def model_ids(self) -> set[str]:
         return {m.id for m in self.wml.list_model_assets()}
+
+
+@pytest.fixture
+def namespace(k8s_api: k8s.ApiClient, dumps: Path) -> Iterator[str]:
+    """Namespaces of this module's operator only: the e2e suite's operator (session-wide, on wso-test-*) would
+    otherwise reconcile the same PublishedModels beside it, two passes publishing one model twice."""
+    yield from fresh_namespace(k8s_api, dumps, prefix=PREFIX)
 
 
 @pytest.fixture
