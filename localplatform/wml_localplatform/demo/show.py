@@ -97,6 +97,7 @@ def look_around(console: Console, layout: Layout, st: DemoState) -> None:
     console.say(f"""\
 export KUBECONFIG={q(st.kubeconfig)} PATH={q(str(layout.bin))}:$PATH
 kubectl get sdep -A -o wide                    # the resource, as the operator reports it
+kubectl get pmodel -A                          # the data scientist's model, published from its URL
 kubectl describe sdep -n {st.namespace} {st.name}    # conditions and events
 kubectl patch sdep -n {st.namespace} {st.name} --type=merge -p '{{"spec": {{"state": "STOPPED"}}}}'
 kubectl auth can-i --list --as=system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}
