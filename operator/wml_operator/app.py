@@ -189,7 +189,7 @@ class OperatorApp:
     def model_tick(self, body: Mapping[str, Any], patch: kopf.Patch | None = None) -> Pass | None:
         """The timer: a pass when one is due (a backoff over, a source to look at again), else nothing."""
         meta = body["metadata"]
-        if meta.get("deletionTimestamp") or self.models.busy(meta["uid"]) or not self.models.due(body):
+        if meta.get("deletionTimestamp") or not self.models.due(body):
             return None
         outcome = self.models.run_if_free(body, quiet=MODEL_QUIET_SECONDS)
         if outcome is not None:

@@ -97,12 +97,6 @@ class Publisher:
         self.on_release: Callable[[list[tuple[str, str]]], None] | None = None  # Secrets no PublishedModel reads
         self.default_secret: tuple[str, str] | None = None
 
-    def busy(self, uid: str) -> bool:
-        """A pass of this resource is under way (the timer then skips its tick)."""
-        with self._lock:
-            lock = self._passes.get(uid)
-        return lock is not None and lock.locked()
-
     def _pass_lock(self, uid: str) -> threading.Lock:
         with self._lock:
             return self._passes.setdefault(uid, threading.Lock())
