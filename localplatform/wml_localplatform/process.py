@@ -82,6 +82,15 @@ def stop_pid_file(pid_file: Path, timeout: float = 15.0) -> bool:
     return stopped
 
 
+def signal_pid_file(pid_file: Path, signum: signal.Signals) -> bool:
+    """Sends a signal to the process of the PID file (when it is still ours); True when it was sent."""
+    entry = _read_pid_file(pid_file)
+    if entry is None or not _is_ours(*entry):
+        return False
+    _signal(entry[0], signum)
+    return True
+
+
 def kill_pid_file(pid_file: Path) -> bool:
     """kill -9, as in a crash: no shutdown handler runs. True when a process was killed."""
     entry = _read_pid_file(pid_file)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -114,6 +115,14 @@ class WMLOperator:
 
     def stop(self) -> None:
         process.stop_pid_file(self.pid_file, timeout=20.0)
+
+    def stacks(self, wait: float = 1.0) -> str:
+        """Every thread's stack (the operator prints them on SIGUSR1), for a test that failed waiting on it."""
+        before = len(self.text())
+        if not process.signal_pid_file(self.pid_file, signal.SIGUSR1):
+            return "(the operator is not running)"
+        time.sleep(wait)
+        return self.text()[before:]
 
     def kill(self) -> None:
         """kill -9: no handler finishes, no status is written, as in a crash or an OOM kill."""

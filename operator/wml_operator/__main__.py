@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
+import signal
 import sys
 
 import kopf
@@ -37,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     kopf.configure(log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
                    verbose=False)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr (names and lines only, no values): where a pass
+    # that seems stuck is waiting, without stopping it.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     import wml_operator.handlers  # noqa: F401 - registers the handlers
     from wml_operator.app import OperatorApp
 

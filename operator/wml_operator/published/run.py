@@ -329,11 +329,15 @@ class Publisher:
                     # Uploaded by a pass killed before its status write: that version, not a second one.
                     version_id, event = latest.version_id, f"Found version {latest.version_id} of model {model_id}"
                 else:
+                    log.info("PublishedModel %s/%s: uploading a new version of model %s (sha256 %s)", namespace,
+                             name, model_id, fetched.digest[:12])
                     with fetched.path.open("rb") as content:
                         version = client.add_model_version(model_id, content)
                     _check_digest(version, fetched.digest)
                     version_id, event = version.id, f"New version {version.id} of model {model_id}"
             else:
+                log.info("PublishedModel %s/%s: publishing a new model (sha256 %s)", namespace, name,
+                         fetched.digest[:12])
                 with fetched.path.open("rb") as content:
                     asset = client.publish_model(_create(spec, name, uid), content)
                 model_id = asset.id
