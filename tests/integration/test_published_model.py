@@ -378,6 +378,7 @@ def test_the_apiserver_refuses_bad_specs(env: Env, case: str, source: dict[str, 
 def test_the_operator_prints_its_threads_on_sigusr1(model_operator: WMLOperator) -> None:
     """`kill -USR1`: where each thread is (a pass that seems stuck), and the operator goes on."""
     dump = model_operator.stacks()
-    assert "most recent call first" in dump and 'File "' in dump, dump
+    assert "most recent call first" in dump, dump
+    assert 'File "' in dump
     assert "wml_operator/__main__.py" in dump  # the main thread: the event loop kopf runs on
     assert model_operator.running()
