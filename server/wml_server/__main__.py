@@ -5,6 +5,8 @@
   wml-server delete-user USERNAME
   wml-server list-users
   wml-server publish FILE --name NAME ...         publish a model through a running service's API
+  wml-server generate-key --key-file PATH         make the key file that encrypts stored credentials
+  wml-server rotate-key [--drop-old] [settings]   re-encrypt every stored credential under a new key
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import uuid
 
 from wml_server import publish as publish_mod
 from wml_server import settings as settings_mod
+from wml_server.vault import KeyFileError
 
 
 def _serve(s: settings_mod.Settings) -> int:
@@ -43,6 +46,31 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyFileError as exc:  # names the setting and what to run; never a key
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _keys(args: argparse.Namespace, s: settings_mod.Settings) -> int:
+    from wml_server import atrest, vault
+
+    if s.key_file is None:
+        raise KeyFileError(f"{args.command} needs {vault.KEY_FILE_SETTING}")
+    if args.command == "generate-key":
+        vault.write_key_file(s.key_file, [vault.new_key()], replace=False)
+        print(f"wrote a new key to {s.key_file} (0600); keep it apart from the data folder, and back it up: "
+              "without it the stored credentials cannot be read")
+        return 0
+    count = atrest.rotate(s.key_file, s.database, new=not args.keep_file and not args.drop_old,
+                          drop_old=args.drop_old)
+    done = "kept only the first key" if args.drop_old else "the first key now encrypts"
+    print(f"re-encrypted {count} stored credential(s) under the first key of {s.key_file}; {done}")
+    return 0
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="wml-server", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
@@ -61,6 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     publish = sub.add_parser("publish", help="publish a model file through a running service's repository API; "
                                              "prints its id")
     publish_mod.add_arguments(publish)
+    generate = sub.add_parser("generate-key", help="write a new key file (0600; an existing file is refused)")
+    settings_mod.add_arguments(generate)
+    rotate = sub.add_parser("rotate-key", help="add a new first key to the key file and re-encrypt every stored "
+                                               "credential under it; the service may keep running")
+    how = rotate.add_mutually_exclusive_group()
+    how.add_argument("--drop-old", action="store_true",
+                     help="re-encrypt under the first key, then remove every other key from the file")
+    how.add_argument("--keep-file", action="store_true",
+                     help="do not write the key file (a read-only Secret mount: put the new key first in the "
+                          "Secret, wait for the mount to show it), only re-encrypt under its first key")
+    settings_mod.add_arguments(rotate)
 
     args = parser.parse_args(argv if argv is not None else (sys.argv[1:] or ["serve"]))
     if args.command == "publish":
@@ -68,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     s = settings_mod.from_namespace(args)
     if args.command == "serve":
         return _serve(s)
+    if args.command in ("generate-key", "rotate-key"):
+        return _keys(args, s)
 
     from wml_server.auth import hash_password
     from wml_server.db import Database

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from wml_server import errors
 from wml_server.api import deployments, identity, instances, repository
 from wml_server.api.deps import AppState, caller_before_body
+from wml_server.atrest import check_key, secure
 from wml_server.auth import TokenIssuer, load_or_create_signing_key
 from wml_server.db import Database
 from wml_server.models.catalog import ModelCatalog
@@ -27,6 +28,7 @@ from wml_server.service import DeploymentService
 from wml_server.settings import Settings
 from wml_server.spark.supervisor import SparkOptions
 from wml_server.streams import StreamController
+from wml_server.vault import GENERATE_HINT, KEY_FILE_SETTING, KeyFileError, Vault
 
 log = logging.getLogger("wml_server")
 MAX_BODY_BYTES = 1024 * 1024
@@ -34,7 +36,7 @@ MAX_BODY_BYTES = 1024 * 1024
 
 def create_app(settings: Settings, *, models: ModelRegistry | None = None) -> FastAPI:
     metrics = CollectorRegistry()
-    db = Database(settings.database)
+    db = open_database(settings)
     store = ModelStore(db, settings.models_dir)
     options = WorkerOptions(require_sandbox=settings.model_sandbox,
                             memory_limit_bytes=settings.model_memory_limit_mb << 20,
@@ -92,6 +94,26 @@ def create_app(settings: Settings, *, models: ModelRegistry | None = None) -> Fa
         return {"status": "ok"}
 
     return app
+
+
+def open_database(settings: Settings) -> Database:
+    """The database with its credentials readable: raises KeyFileError (before writing anything) when the key
+    is missing or does not open it; migrates a database from before encryption."""
+    if settings.key_file is None:
+        raise KeyFileError(f"no key to encrypt stored credentials: set {KEY_FILE_SETTING}; make a key file with "
+                           f"`{GENERATE_HINT}` and keep it outside the data folder {settings.data_dir}")
+    vault = Vault(settings.key_file)
+    if settings.key_file.resolve().is_relative_to(settings.data_dir.resolve()):
+        log.warning("the key file %s is inside the data folder: a copy of the folder would hand out the key "
+                    "with the credentials it encrypts", settings.key_file)
+    check_key(settings.database, vault)
+    db = Database(settings.database, vault)
+    try:
+        secure(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 class BodyLimit:

@@ -1,7 +1,8 @@
 """SQLite persistence: users, instances and deployments survive a restart of the service.
 
 Deployments keep their create request whole, credentials included, because a RUNNING stream must resume
-after a restart; the database file is therefore created readable by its owner only.
+after a restart; the database file is therefore created readable by its owner only, and the request and the
+Spark credentials are stored encrypted by the service's key (vault.py; migration and rotation in atrest.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from wml_server.vault import Vault
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, created_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users (
@@ -25,7 +28,10 @@ CREATE TABLE IF NOT EXISTS deployments (
     body TEXT NOT NULL, spark TEXT, status TEXT NOT NULL, status_details TEXT, desired TEXT NOT NULL,
     created_at TEXT NOT NULL, modified_at TEXT NOT NULL, position TEXT, model_version TEXT);
 CREATE INDEX IF NOT EXISTS deployments_by_instance ON deployments (instance_id, seq);
+CREATE TABLE IF NOT EXISTS key_check (id INTEGER PRIMARY KEY CHECK (id = 1), token TEXT NOT NULL);
 """
+# The columns that hold credentials: the create request (Kafka connections) and the Spark credentials.
+SECRET_COLUMNS = ("body", "spark")
 
 
 def now_iso() -> str:
@@ -58,7 +64,12 @@ class UserRecord:
 
 
 class Database:
-    def __init__(self, path: Path) -> None:
+    """`vault` encrypts and decrypts the deployments' credentials; the user commands (add-user, ...) open the
+    database without one and never read a deployment."""
+
+    def __init__(self, path: Path, vault: Vault | None = None) -> None:
+        self.path = path
+        self.vault = vault
         path.parent.mkdir(parents=True, exist_ok=True)
         new = not path.exists()
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
@@ -69,6 +80,10 @@ class Database:
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
+            # Freed pages and cells are zeroed, not left holding what a deleted or rewritten row held; temporary
+            # tables (VACUUM's copy) stay in memory, never in a file outside the data folder.
+            self._conn.execute("PRAGMA secure_delete=ON")
+            self._conn.execute("PRAGMA temp_store=MEMORY")
             self._conn.executescript(_SCHEMA)
             columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(deployments)")}
             if "position" not in columns:  # a database of a service from before the position extension
@@ -79,6 +94,33 @@ class Database:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def seal(self, plaintext: str) -> str:
+        if self.vault is None:
+            raise RuntimeError("this database was opened without the service's key")
+        return self.vault.encrypt(plaintext)
+
+    def unseal(self, stored: str) -> str:
+        if self.vault is None:
+            raise RuntimeError("this database was opened without the service's key")
+        return self.vault.decrypt(stored)
+
+    def checkpoint(self) -> None:
+        """Moves the WAL into the database file and truncates it: no page image (a plaintext row before the
+        migration, a row under a dropped key) stays behind in wml.sqlite3-wal. Retried while a reader of the
+        service (a rotation runs beside it) holds an older snapshot."""
+        for _ in range(50):
+            with self._lock:
+                busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            if not busy:
+                return
+            threading.Event().wait(0.1)
+        raise RuntimeError(f"the WAL of {self.path} could not be checkpointed: another connection keeps reading")
+
+    def vacuum(self) -> None:
+        """Rebuilds the file: free space a database from before secure_delete kept (deleted rows) is gone."""
+        with self._lock:
+            self._conn.execute("VACUUM")
 
     def executescript(self, sql: str) -> None:
         """Schema of a part of the service that keeps its own tables (the model repository)."""
@@ -155,8 +197,8 @@ class Database:
         self._exec(
             "INSERT INTO deployments (id, instance_id, model_id, body, spark, status, status_details, desired, "
             "created_at, modified_at, model_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            record.id, record.instance_id, record.model_id, json.dumps(record.body),
-            json.dumps(record.spark) if record.spark is not None else None, record.status,
+            record.id, record.instance_id, record.model_id, self.seal(json.dumps(record.body)),
+            self.seal(json.dumps(record.spark)) if record.spark is not None else None, record.status,
             json.dumps(record.status_details) if record.status_details else None, record.desired,
             record.created_at, record.modified_at, record.model_version)
 
@@ -166,11 +208,11 @@ class Database:
 
     def deployment_by_id(self, deployment_id: str) -> DeploymentRecord | None:
         row = self._one("SELECT * FROM deployments WHERE id = ?", deployment_id)
-        return _record(row) if row else None
+        return self._record(row) if row else None
 
     def deployment(self, instance_id: str, deployment_id: str) -> DeploymentRecord | None:
         row = self._one("SELECT * FROM deployments WHERE instance_id = ? AND id = ?", instance_id, deployment_id)
-        return _record(row) if row else None
+        return self._record(row) if row else None
 
     def deployments(self, instance_id: str, *, model_id: str | None = None, status: str | None = None,
                     start: int = 0, limit: int | None = None) -> list[DeploymentRecord]:
@@ -180,10 +222,10 @@ class Database:
         if status is not None:
             sql, args = sql + " AND status = ?", [*args, status]
         sql += " ORDER BY seq LIMIT ? OFFSET ?"
-        return [_record(r) for r in self._all(sql, *args, -1 if limit is None else limit, start)]
+        return [self._record(r) for r in self._all(sql, *args, -1 if limit is None else limit, start)]
 
     def all_deployments(self) -> list[DeploymentRecord]:
-        return [_record(r) for r in self._all("SELECT * FROM deployments ORDER BY seq")]
+        return [self._record(r) for r in self._all("SELECT * FROM deployments ORDER BY seq")]
 
     def set_status(self, deployment_id: str, status: str, details: dict[str, Any] | None,
                    position: dict[str, Any] | None = None) -> bool:
@@ -204,11 +246,11 @@ class Database:
         return self._exec("DELETE FROM deployments WHERE instance_id = ? AND id = ?", instance_id,
                           deployment_id) > 0
 
-
-def _record(row: sqlite3.Row) -> DeploymentRecord:
-    return DeploymentRecord(
-        id=row["id"], instance_id=row["instance_id"], model_id=row["model_id"], body=json.loads(row["body"]),
-        spark=json.loads(row["spark"]) if row["spark"] else None, status=row["status"],
-        status_details=json.loads(row["status_details"]) if row["status_details"] else None,
-        desired=row["desired"], created_at=row["created_at"], modified_at=row["modified_at"],
-        position=json.loads(row["position"]) if row["position"] else None, model_version=row["model_version"])
+    def _record(self, row: sqlite3.Row) -> DeploymentRecord:
+        return DeploymentRecord(
+            id=row["id"], instance_id=row["instance_id"], model_id=row["model_id"],
+            body=json.loads(self.unseal(row["body"])),
+            spark=json.loads(self.unseal(row["spark"])) if row["spark"] else None, status=row["status"],
+            status_details=json.loads(row["status_details"]) if row["status_details"] else None,
+            desired=row["desired"], created_at=row["created_at"], modified_at=row["modified_at"],
+            position=json.loads(row["position"]) if row["position"] else None, model_version=row["model_version"])

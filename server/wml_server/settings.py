@@ -46,6 +46,10 @@ class Settings(BaseSettings):
                                                         "(8 h as the original)")] = 8 * 3600
     signing_key_file: Annotated[Path | None, Field(
         description="file holding the HS256 key that signs tokens (made on first start when missing)")] = None
+    key_file: Annotated[Path | None, Field(
+        description="file of Fernet keys (one a line; the first encrypts, all decrypt) that encrypt the "
+                    "credentials the service stores; keep it apart from the data folder; required: make one "
+                    "with `wml-server generate-key --key-file PATH`")] = None
     deployment_limit: Annotated[int, Field(ge=0, description="deployments allowed per instance "
                                                              "(the plan limit)")] = 100
     plan: Annotated[str, Field(description="plan name reported by the instance and in plan-limit errors")] = "lite"
@@ -131,7 +135,7 @@ class Settings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("signing_key_file", "tls_cert", "tls_key", "public_url", mode="before")
+    @field_validator("signing_key_file", "key_file", "tls_cert", "tls_key", "public_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `WML_SERVER_TLS_CERT=` in a manifest or a shell means "not set", not a file named "".

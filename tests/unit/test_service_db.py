@@ -5,7 +5,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from wml_server.atrest import secure
 from wml_server.db import Database, DeploymentRecord, now_iso
+from wml_server.vault import Vault, new_key, write_key_file
 
 _OLD_DEPLOYMENTS = """
 CREATE TABLE instances (id TEXT PRIMARY KEY, created_at TEXT NOT NULL);
@@ -20,12 +24,19 @@ INSERT INTO deployments (id, instance_id, model_id, body, status, desired, creat
 """
 
 
-def test_an_old_database_is_migrated_and_keeps_its_deployments(tmp_path: Path) -> None:
+@pytest.fixture
+def vault(tmp_path: Path) -> Vault:
+    write_key_file(tmp_path / "keys" / "wml.key", [new_key()], replace=False)
+    return Vault(tmp_path / "keys" / "wml.key")
+
+
+def test_an_old_database_is_migrated_and_keeps_its_deployments(tmp_path: Path, vault: Vault) -> None:
     path = tmp_path / "wml.sqlite3"
     with sqlite3.connect(path) as old:
         old.executescript(_OLD_DEPLOYMENTS)
-    db = Database(path)
+    db = Database(path, vault)
     try:
+        assert secure(db) == 1  # its plaintext body, encrypted
         record = db.deployment("i", "old")
         assert record is not None
         assert record.position is None
@@ -42,8 +53,8 @@ def test_an_old_database_is_migrated_and_keeps_its_deployments(tmp_path: Path) -
     Database(path).close()  # opening a migrated database again changes nothing
 
 
-def test_a_new_deployment_has_no_position(tmp_path: Path) -> None:
-    db = Database(tmp_path / "wml.sqlite3")
+def test_a_new_deployment_has_no_position(tmp_path: Path, vault: Vault) -> None:
+    db = Database(tmp_path / "wml.sqlite3", vault)
     try:
         db.upsert_user("u", "hash", "i")
         now = now_iso()

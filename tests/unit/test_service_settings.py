@@ -19,6 +19,7 @@ pytestmark = pytest.mark.unit
 VARIABLES = {
     "host": "WML_SERVER_HOST", "port": "WML_SERVER_PORT", "data_dir": "WML_SERVER_DATA_DIR",
     "token_ttl_seconds": "WML_SERVER_TOKEN_TTL", "signing_key_file": "WML_SERVER_SIGNING_KEY_FILE",
+    "key_file": "WML_SERVER_KEY_FILE",
     "deployment_limit": "WML_SERVER_DEPLOYMENT_LIMIT", "plan": "WML_SERVER_PLAN",
     "tls_cert": "WML_SERVER_TLS_CERT", "tls_key": "WML_SERVER_TLS_KEY", "run_streams": "WML_SERVER_RUN_STREAMS",
     "kafka_unreachable_timeout": "WML_SERVER_KAFKA_UNREACHABLE_TIMEOUT", "public_url": "WML_SERVER_PUBLIC_URL",
