@@ -61,6 +61,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 SCANNED_SECRETS: set[str] = set()
+# The credentials tests put in deployments (Kafka passwords, Spark tenant secrets): the service stores them, and
+# must store them encrypted; no file of a WML data folder may hold one in plaintext (issue 21).
+STORED_SECRETS: set[str] = set()
 
 
 class Figures:
@@ -101,7 +104,26 @@ def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory, figures: Figu
         leaks += [f"{path}: {secret[:3]}..." for secret in secrets if secret and secret in text]
     figures.add("security", check="secret scanner over every log, response record and namespace dump",
                 result=f"{len(leaks)} found", detail=f"{len(secrets)} secrets, {scanned / 1e6:.1f} MB scanned")
+    stored, files, read = plaintext_in_data_folders(wmlservice.DATA_DIRS, STORED_SECRETS)
+    figures.add("security", check="secret scanner over every file of every WML service data folder (raw bytes)",
+                result=f"{len(stored)} found",
+                detail=f"{len(STORED_SECRETS)} secrets, {files} files, {read / 1e6:.1f} MB scanned")
     assert not leaks, f"secrets found in logs: {leaks}"
+    assert not stored, f"credentials stored in plaintext in a WML data folder: {stored}"
+
+
+def plaintext_in_data_folders(folders: list[Path], secrets: set[str]) -> tuple[list[str], int, int]:
+    """(where a secret appears in plaintext, files read, bytes read) over every file of the folders: the database,
+    its WAL and journal, the Spark drivers' state, whatever else a service wrote there."""
+    found: list[str] = []
+    files = read = 0
+    wanted = [(secret, secret.encode()) for secret in secrets if secret]
+    for folder in dict.fromkeys(folders):
+        for path in (p for p in folder.rglob("*") if p.is_file()):
+            data = path.read_bytes()
+            files, read = files + 1, read + len(data)
+            found += [f"{path}: {secret[:3]}..." for secret, raw in wanted if raw in data]
+    return found, files, read
 
 
 @pytest.fixture(scope="session")
@@ -157,6 +179,7 @@ def kafka(kafka_broker: KafkaBroker | None, figures: Figures) -> Iterator[KafkaI
         external = KafkaInfo.from_env()
         assert external is not None
         info = external
+    STORED_SECRETS.update(u.password for u in info.users)  # what the tests' deployments connect with
     yield info
     # What the run's deployments left on the broker (issue 14: deleting a deployment deletes its group).
     deadline = time.monotonic() + 30  # a deletion's cleanup runs in the background of the service

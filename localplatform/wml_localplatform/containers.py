@@ -17,10 +17,11 @@ from pathlib import Path
 from wml_localplatform import process
 from wml_localplatform.config import HACK_DIR, read_versions
 from wml_localplatform.wmloperator import WMLOperator
-from wml_localplatform.wmlservice import WMLService
+from wml_localplatform.wmlservice import KEY_FILE_ENV, WMLService, make_key_file
 
 UID = 10001  # the images' user (the Dockerfile's), runAsUser in deploy/
 MOUNTED_KUBECONFIG = "/var/run/wso-kube/config"
+MOUNTED_KEY_DIR = "/var/run/wso-keys"  # the service's key file, read-only, as deploy/ mounts its Secret
 
 
 def image(kind: str) -> str:
@@ -84,12 +85,15 @@ class ContainerWMLService(WMLService):
     """The service image with its data on a volume (/data), as components/wml-server runs it."""
 
     def __init__(self, directory: Path, *, env: dict[str, str] | None = None) -> None:
-        super().__init__(directory, env=env)
+        super().__init__(directory, env={k: v for k, v in (env or {}).items() if k != KEY_FILE_ENV})
         self.image = image("wml-server")
         self.name = f"wso-wml-server-{uuid.uuid4().hex[:8]}"
+        self.env[KEY_FILE_ENV] = f"{MOUNTED_KEY_DIR}/{self.key_file.name}"  # the host's file, mounted
 
     def _volume(self) -> list[str]:
-        return ["--volume", f"{owned_by_image_user(self.dir / 'data')}:/data"]
+        make_key_file(self.key_file)
+        return ["--volume", f"{owned_by_image_user(self.dir / 'data')}:/data",
+                "--volume", f"{owned_by_image_user(self.key_file.parent)}:{MOUNTED_KEY_DIR}:ro"]
 
     def _cli(self, *args: str, stdin: str | None = None) -> str:
         """The image's own CLI (`python -m wml_server ...`) on the same volume."""

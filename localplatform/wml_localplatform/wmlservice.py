@@ -25,19 +25,47 @@ class WMLUser:
 
 # Every password this module made: the test suite's secret scanner looks for them in what the run produced.
 ISSUED_PASSWORDS: list[str] = []
+# Every data folder a service of this module used: the scanner reads each of their files for a plaintext secret.
+DATA_DIRS: list[Path] = []
+KEY_FILE_ENV = "WML_SERVER_KEY_FILE"
+
+
+def make_key_file(path: Path) -> Path:
+    """A key file for the service (one new Fernet key, 0600), unless one is there already: a restarted service
+    must find the key its database was encrypted with."""
+    if not path.exists():
+        from cryptography.fernet import Fernet
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(Fernet.generate_key() + b"\n")
+    return path
 
 
 class WMLService:
     def __init__(self, directory: Path, *, port: int | None = None, env: dict[str, str] | None = None,
                  ca_file: Path | None = None) -> None:
-        """With WML_SERVER_TLS_CERT in env the service serves HTTPS; ca_file is the CA that signed it."""
+        """With WML_SERVER_TLS_CERT in env the service serves HTTPS; ca_file is the CA that signed it. Without
+        WML_SERVER_KEY_FILE in env, the key that encrypts stored credentials is made in directory/keys (beside
+        the data folder, never in it)."""
         self.dir = directory
         self.ca_file = ca_file
         self.port = port or process.free_port()
-        self.env = env or {}
+        self.env = dict(env or {})
+        # A key file the caller names is theirs (a test of a missing one); the default one is made at start.
+        self.own_key = KEY_FILE_ENV not in self.env
+        self.key_file = Path(self.env.get(KEY_FILE_ENV) or directory / "keys" / "wml.key")
+        self.env.setdefault(KEY_FILE_ENV, str(self.key_file))
+        DATA_DIRS.append(self.data_dir)
         self.pid_file = directory / "wml-server.pid"
         self.log = directory / "logs" / "wml-server.log"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
 
     @property
     def url(self) -> str:
@@ -69,6 +97,8 @@ class WMLService:
 
     def start(self, timeout: float = 30.0) -> float:
         self.dir.mkdir(parents=True, exist_ok=True)
+        if self.own_key:
+            make_key_file(self.key_file)
         self.proc = process.start("wml_server", [sys.executable, "-m", "wml_server", "serve",
                                                  "--host", "127.0.0.1", "--port", str(self.port),
                                                  "--data-dir", str(self.dir / "data")],

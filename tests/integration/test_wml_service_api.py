@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.conftest import STORED_SECRETS
 from wml_api import errors as E
 from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
@@ -28,6 +29,7 @@ from wml_localplatform.wmlservice import WMLService, WMLUser
 MODEL = "3b1f3d7e-5c1a-4d8e-9b7a-6f0e2c9d4a11"
 SECRET = "kafka-pass-" + uuid.uuid4().hex
 SPARK_SECRET = "tenant-secret-" + uuid.uuid4().hex
+STORED_SECRETS.update({SECRET, SPARK_SECRET})  # stored by the service: never in plaintext in its data folder
 
 
 def spark() -> SparkServiceInstance:
