@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -159,6 +159,13 @@ def test_the_wml_service_component_parts_point_at_each_other(operator_env: Any) 
     for container in containers(deployment):
         mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
         assert mounts[server_env["WML_SERVER_DATA_DIR"]]["name"] in data, container["name"]
+    # The key that encrypts stored credentials comes from a Secret mounted read-only, apart from the data.
+    key_file = PurePosixPath(server_env["WML_SERVER_KEY_FILE"])
+    server_mounts = {m["mountPath"]: m for m in server["volumeMounts"]}
+    key_mount = server_mounts[str(key_file.parent)]
+    assert key_mount.get("readOnly") is True
+    assert "secret" in volumes[key_mount["name"]]
+    assert not key_file.is_relative_to(server_env["WML_SERVER_DATA_DIR"])
     # A ReadWriteOnce claim cannot be mounted by an old and a new pod at once.
     if "ReadWriteOnce" in pvc["spec"]["accessModes"]:
         assert deployment["spec"]["strategy"]["type"] == "Recreate"
