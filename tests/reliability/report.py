@@ -104,6 +104,22 @@ a record twice after such faults; ours is a transaction per input partition and 
 partition's offset too)."""),
     "security": ("Secrets and access", """\
 What the suite checked about secrets and access in the same run."""),
+    "at_rest": ("Credentials at rest", """\
+What the service stores encrypted (issue 21), with what, and how it was tried
+(`tests/integration/test_wml_service_encryption.py`, `tests/unit/test_service_encryption.py`):
+
+| stored | where | encrypted with |
+|---|---|---|
+| Kafka connections (user, password, api_key): each deployment's whole create request | `deployments.body` \
+| Fernet (AES-128-CBC, HMAC-SHA256; `cryptography`), `enc:v1:` prefix |
+| Spark credentials (`X-Spark-Service-Instance`: tenant secret, ...) | `deployments.spark` | the same |
+| a check value, so a wrong key is refused before any deployment exists | `key_check` | the same |
+| the key itself | `WML_SERVER_KEY_FILE`, outside the data folder (a Secret in a cluster) | not stored by the service |
+
+Not under that key: the token signing key (`signing.key`), users' scrypt password hashes, model contents. A Spark
+driver gets its credentials on stdin (`spark/supervisor.py`), not in a file. After a run, every file of every data
+folder a test's service used is read raw for each Kafka password and Spark secret the tests handed out (a row of
+Secrets and access); rotation was tried with the built-in engine, not with a stream on Spark."""),
 }
 
 
