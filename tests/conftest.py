@@ -91,11 +91,14 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Figures]:
 def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory, figures: Figures) -> Iterator[None]:
     """After the whole run: no log that the run produced (operator, WML service, Kafka, control plane, demo,
     the fault proxy's record of every WML response, the dumps of each test namespace's events and statuses)
-    holds a password the tests handed out. Torn down last, so it sees every log."""
+    holds a password the tests handed out or a key of a WML service's key file; no file of a WML service's data
+    folder holds a stored credential or such a key in plaintext. Torn down last, so it sees every log."""
     yield
     from wml_localplatform import wmlservice
 
-    secrets = SCANNED_SECRETS | set(wmlservice.ISSUED_PASSWORDS)
+    keys = {line.strip() for path in wmlservice.KEY_FILES if path.is_file()
+            for line in path.read_text().splitlines() if line.strip()}
+    secrets = SCANNED_SECRETS | set(wmlservice.ISSUED_PASSWORDS) | keys
     leaks = []
     scanned = 0
     for path in tmp_path_factory.getbasetemp().rglob("*.log"):
@@ -104,10 +107,10 @@ def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory, figures: Figu
         leaks += [f"{path}: {secret[:3]}..." for secret in secrets if secret and secret in text]
     figures.add("security", check="secret scanner over every log, response record and namespace dump",
                 result=f"{len(leaks)} found", detail=f"{len(secrets)} secrets, {scanned / 1e6:.1f} MB scanned")
-    stored, files, read = plaintext_in_data_folders(wmlservice.DATA_DIRS, STORED_SECRETS)
+    stored, files, read = plaintext_in_data_folders(wmlservice.DATA_DIRS, STORED_SECRETS | keys)
     figures.add("security", check="secret scanner over every file of every WML service data folder (raw bytes)",
-                result=f"{len(stored)} found",
-                detail=f"{len(STORED_SECRETS)} secrets, {files} files, {read / 1e6:.1f} MB scanned")
+                result=f"{len(stored)} found", detail=f"{len(STORED_SECRETS)} stored credentials and {len(keys)} "
+                                                     f"keys, {files} files, {read / 1e6:.1f} MB scanned")
     assert not leaks, f"secrets found in logs: {leaks}"
     assert not stored, f"credentials stored in plaintext in a WML data folder: {stored}"
 

@@ -27,6 +27,8 @@ class WMLUser:
 ISSUED_PASSWORDS: list[str] = []
 # Every data folder a service of this module used: the scanner reads each of their files for a plaintext secret.
 DATA_DIRS: list[Path] = []
+# Every key file a service of this module used: its keys must not appear in a log or a data folder either.
+KEY_FILES: list[Path] = []
 KEY_FILE_ENV = "WML_SERVER_KEY_FILE"
 
 
@@ -59,6 +61,7 @@ class WMLService:
         self.key_file = Path(self.env.get(KEY_FILE_ENV) or directory / "keys" / "wml.key")
         self.env.setdefault(KEY_FILE_ENV, str(self.key_file))
         DATA_DIRS.append(self.data_dir)
+        KEY_FILES.append(self.key_file)
         self.pid_file = directory / "wml-server.pid"
         self.log = directory / "logs" / "wml-server.log"
         self.proc: subprocess.Popen[bytes] | None = None
