@@ -98,6 +98,9 @@ def rotate(key_file: Path, database: Path, *, new: bool, drop_old: bool) -> int:
     """`wml-server rotate-key`: with `new`, a new first key is written to the file (the old ones stay, so a
     running service still decrypts); every value is re-encrypted under the first key; with `drop_old`, then
     only the first key is kept. Runs beside a running service. Returns the number of values re-encrypted."""
+    if not database.is_file():  # a wrong --data-dir: never start an empty database there
+        raise KeyFileError(f"no database at {database}: name the service's data folder with --data-dir "
+                           "(WML_SERVER_DATA_DIR); nothing was changed")
     keys = read_key_lines(key_file)
     vault = Vault(key_file)
     check_key(database, vault)  # the file must open this database before anything is written

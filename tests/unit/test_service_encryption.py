@@ -185,3 +185,12 @@ def test_rotation_re_encrypts_under_a_new_key_a_running_service_follows(tmp_path
         open_database(settings(tmp_path, old))
     open_database(settings(tmp_path, key_file)).close()
     assert plaintext_in_data_folders([tmp_path / "data"], {KAFKA_PASSWORD, SPARK_SECRET})[0] == []
+
+
+def test_rotate_key_on_a_folder_without_a_database_changes_nothing(tmp_path: Path, key_file: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    before = key_file.read_bytes()
+    assert main(["rotate-key", "--key-file", str(key_file), "--data-dir", str(tmp_path / "elsewhere")]) == 2
+    assert "--data-dir (WML_SERVER_DATA_DIR)" in capsys.readouterr().err
+    assert key_file.read_bytes() == before
+    assert not (tmp_path / "elsewhere").exists()
