@@ -25,6 +25,7 @@ import requests
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+from tests.conftest import plaintext_in_data_folders
 from tests.integration.test_wml_repository_api import meta, pickled_tar_bytes
 from tests.integration.test_wml_service_api import MODEL, SPARK_SECRET
 from wml_api.client import WMLClient, WMLError
@@ -193,6 +194,14 @@ def test_a_spark_stream_through_kill_restart_stop_and_run_exactly_once(
         assert not _alive(third)
         api.set_deployment_status(MODEL, did, "RUNNING")
         _status(api, did, "RUNNING")
+
+        # Before the delete takes the driver's state (checkpoint, status, log) away: none of its files, nor any
+        # other of the data folder, holds the Kafka password or the Spark secret in plaintext (issue 21).
+        state_files = [p for p in (service.data_dir / "spark" / did).rglob("*") if p.is_file()]
+        assert any(p.parent.name == "offsets" for p in state_files)  # a real checkpoint is there
+        found, _files, _read = plaintext_in_data_folders(
+            [service.data_dir], {SPARK_SECRET, *(u.password for u in kafka.users)})
+        assert found == []
 
         # Delete: the driver ends, its state and consumer group go.
         third = _driver_pid(service, did)

@@ -117,9 +117,11 @@ What the service stores encrypted (issue 21), with what, and how it was tried
 | the key itself | `WML_SERVER_KEY_FILE`, outside the data folder (a Secret in a cluster) | not stored by the service |
 
 Not under that key: the token signing key (`signing.key`), users' scrypt password hashes, model contents. A Spark
-driver gets its credentials on stdin (`spark/supervisor.py`), not in a file. After a run, every file of every data
-folder a test's service used is read raw for each Kafka password and Spark secret the tests handed out (a row of
-Secrets and access); rotation was tried with the built-in engine, not with a stream on Spark."""),
+driver gets its credentials on stdin (`spark/supervisor.py`), not in a file: the Spark test reads every file of
+the data folder (the driver's checkpoint, status and log included) before the delete, and finds none. After a
+run, every file of every data folder a test's service used is read raw for each Kafka password, Spark secret and
+service key the tests handed out (a row of Secrets and access). Rotation was tried with the built-in engine, not
+with a stream on Spark."""),
 }
 
 
