@@ -111,7 +111,9 @@ Your own tweets in, scores out (topics {st.input_topic} -> {st.output_topic}):
 wso-demo send "What a great day" "This is awful"
 wso-demo scores --follow
 
-Logs: {layout.operator_dir}/operator.log, {layout.wml_dir}/logs/wml-server.log, {layout.root}/kafka/logs/""")
+Logs: {layout.operator_dir}/operator.log, {layout.wml_dir}/logs/wml-server.log, {layout.root}/kafka/logs/
+The WML service's stored credentials are encrypted by the key in {layout.wml_dir}/keys/wml.key (README: \
+"Managing the service's key").""")
     if st.spark_master:
         ui = layout.spark.info().master_ui if layout.spark.info_path.is_file() else "?"
         console.say(f"Spark: {st.spark_master} (master UI {ui}); its logs {layout.spark.dir}/logs/, the stream's "
