@@ -194,3 +194,12 @@ def test_rotate_key_on_a_folder_without_a_database_changes_nothing(tmp_path: Pat
     assert "--data-dir (WML_SERVER_DATA_DIR)" in capsys.readouterr().err
     assert key_file.read_bytes() == before
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_key_file_inside_the_data_folder_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    inside = tmp_path / "data" / "wml.key"
+    assert main(["generate-key", "--key-file", str(inside)]) == 0
+    with caplog.at_level("WARNING", logger="wml_server"):
+        open_database(settings(tmp_path, inside)).close()
+    assert "inside the data folder" in caplog.text
+    assert read_key_lines(inside)[0] not in caplog.text
