@@ -203,3 +203,14 @@ def test_a_key_file_inside_the_data_folder_is_warned_about(tmp_path: Path, caplo
         open_database(settings(tmp_path, inside)).close()
     assert "inside the data folder" in caplog.text
     assert read_key_lines(inside)[0] not in caplog.text
+
+
+def test_a_value_under_a_key_not_read_yet_makes_the_vault_read_the_file_again(
+        key_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    running = Vault(key_file)
+    stamp = running._stamp
+    monkeypatch.setattr(running, "_stat", lambda: stamp)  # a change its stat check would not see
+    assert main(["generate-key", "--key-file", str(key_file.with_name("next.key"))]) == 0
+    key_file.write_text(key_file.with_name("next.key").read_text() + key_file.read_text())
+    newer = Vault(key_file).encrypt("written by rotate-key")
+    assert running.decrypt(newer) == "written by rotate-key"
