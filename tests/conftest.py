@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaException
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
 from confluent_kafka.admin import AdminClient
 from hypothesis import settings as hypothesis_settings
 from kubernetes import client as k8s
@@ -190,7 +190,8 @@ def kafka(kafka_broker: KafkaBroker | None, figures: Figures) -> Iterator[KafkaI
         time.sleep(1.0)
     figures.add("leftovers", wml_consumer_groups_left=len(left), groups=", ".join(left[:10]) or "none")
     # On the run's own broker every group is the run's: each deployment the suites made was deleted.
-    assert kafka_broker is None or not left, f"consumer groups of WML deployments left on the broker: {left[:10]}"
+    assert kafka_broker is None or not left, (f"consumer groups of WML deployments left on the broker: "
+                                              f"{describe_groups(info, left[:10])}")
 
 
 @pytest.fixture(scope="session")
@@ -229,6 +230,22 @@ def mllib_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.spark_model import mllib_model_archive
 
     return mllib_model_archive(tmp_path_factory.mktemp("mllib"))
+
+
+def describe_groups(kafka: KafkaInfo, groups: list[str]) -> str:
+    """Each group's state, members and the topics it has offsets in: which test left it (topics carry its name)."""
+    admin = AdminClient(kafka.client_config())
+    lines = []
+    for group in groups:
+        try:
+            described = admin.describe_consumer_groups([group], request_timeout=10)[group].result(15)
+            offsets = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                                        request_timeout=10)[group].result(15)
+            topics = sorted({tp.topic for tp in offsets.topic_partitions or []})
+            lines.append(f"{group} ({described.state}, {len(described.members)} members, offsets in {topics})")
+        except (concurrent.futures.TimeoutError, KafkaException) as exc:
+            lines.append(f"{group} (not described: {exc})")
+    return "; ".join(lines)
 
 
 def wml_groups(kafka: KafkaInfo) -> set[str]:

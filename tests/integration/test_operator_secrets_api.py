@@ -3,15 +3,20 @@ through it), the store of referenced Secrets, and the copies of deletion logins 
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
 
 from wml_api.credentials import WMLCredentials
+from wml_localplatform import KubeInfo
+from wml_localplatform.wmloperator import WMLOperator
 from wml_operator.kube import SecretStore
 from wml_operator.login_copies import PREFIX, LoginNotKept, SecretLogins
 from wml_operator.secret_watch import SecretWatch
@@ -156,3 +161,41 @@ def test_a_copy_that_cannot_be_written_says_why_without_the_login(k8s_api: k8s.A
         logins.keep("uid-1", "team/one", [Endpoint("http://a.test", "i1", WMLCredentials("u", "hunter22"))])
     assert "404" in str(refused.value)
     assert "hunter22" not in str(refused.value)
+
+
+def test_stop_wakes_a_thread_blocked_in_a_long_watch(k8s_api: k8s.ApiClient, namespace: str) -> None:
+    """A stop must not wait for the watch's own timeout: the operator's SIGTERM ran into it and was SIGKILLed."""
+    core = k8s.CoreV1Api(k8s_api)
+    watch = SecretWatch(core, Recorder(SecretStore(core)), [namespace], watch_seconds=280)
+    watch.start()
+    assert watch.synced.wait(20)
+    time.sleep(1.0)  # the thread is inside the watch's blocking read now
+    stopper = threading.Thread(target=watch.stop, kwargs={"timeout": 10.0}, daemon=True)
+    stopper.start()
+    stopper.join(30)
+    assert not stopper.is_alive(), "stop() is still waiting on the watch"
+    assert not any(thread.is_alive() for thread in watch._threads)
+
+
+def test_the_operator_stops_on_sigterm_and_runs_its_cleanup(kube: KubeInfo, tmp_path: Path) -> None:
+    """SIGTERM (a pod's deletion, a roll-out) ends the process by itself, its cleanup activity done: not the
+    SIGKILL at the end of the grace period."""
+    operator = WMLOperator(tmp_path / "operator", Path(kube.kubeconfig),
+                           env={"WML_OPERATOR_NAMESPACES": "wso-stop-*", "WML_OPERATOR_LOG_FORMAT": "json"})
+    operator.start()
+    time.sleep(2.0)  # its Secret watch is reading by now
+    entry = operator.pid_file.read_text().split()
+    pid = int(entry[0])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                break
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    alive = Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    operator.stop()
+    assert not alive, "the operator did not stop on SIGTERM"
+    assert "Activity 'stop_polling' succeeded." in operator.text()

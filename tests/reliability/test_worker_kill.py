@@ -109,6 +109,9 @@ def test_scoring_workers_killed_mid_stream(kafka: KafkaInfo, kafka_topic: Callab
         while [p for p in last if alive(p)] and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not [p for p in last if alive(p)], "scoring workers outlived the service"
+        # Back up, so the teardown's deletion reaches WML: the deployment and its consumer group go, instead of
+        # a finalizer waiting a minute on a dead service and a group left for the topic's deletion to drop.
+        service.start()
     finally:
         watcher.stop()
         scores.close()
