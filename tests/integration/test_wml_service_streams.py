@@ -128,3 +128,4 @@ def test_kill_9_of_the_service_mid_stream_loses_and_repeats_nothing(
     consumer.close()
     assert len(counts) == total, f"{total - len(counts)} records lost"
     assert max(counts.values()) == 1, "a record was scored twice"
+    api.delete_instance_deployment(did)  # and its consumer group, which the session checks is gone
