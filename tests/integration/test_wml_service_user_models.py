@@ -181,6 +181,7 @@ def test_a_user_model_s_stream_resumes_after_a_restart_and_a_kill_9_exactly_once
     out = read(kafka, target, sent, timeout=120)  # each once: read() fails on a record more
     assert set(out) == {f"k{i}" for i in range(sent)}
     assert all(r["prediction"] == "POSITIVE" for r in out.values())
+    api.delete_instance_deployment(did)  # and its consumer group, which the session checks is gone
 
 
 def test_output_records_name_the_pinned_version_and_a_new_version_only_reaches_new_deployments(
