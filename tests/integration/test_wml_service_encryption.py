@@ -65,9 +65,9 @@ def secrets_of(kafka: KafkaInfo) -> set[str]:
     return {user.password for user in kafka.users}
 
 
-def test_rotate_key_under_a_running_stream(make_wml_service: Callable[..., WMLService], kafka: KafkaInfo,
-                                           kafka_topic: Callable[..., str], tmp_path: Path,
-                                           figures: Figures) -> None:
+def scoring_stream(make_wml_service: Callable[..., WMLService], kafka: KafkaInfo, kafka_topic: Callable[..., str]
+                   ) -> tuple[WMLService, WMLClient, str, str, str]:
+    """A service of its own with a RUNNING deployment that has scored records 0-9."""
     service = make_wml_service()
     user = service.add_user()
     api = WMLClient(service.url, WMLCredentials(user.username, user.password), user.instance_id)
@@ -76,6 +76,13 @@ def test_rotate_key_under_a_running_stream(make_wml_service: Callable[..., WMLSe
     _wait_status(api, did, "RUNNING")
     produce(kafka, source, range(0, 10))
     assert len(scored_keys(kafka, target, 10)) == 10
+    return service, api, source, target, did
+
+
+def test_rotate_key_under_a_running_stream(make_wml_service: Callable[..., WMLService], kafka: KafkaInfo,
+                                           kafka_topic: Callable[..., str], tmp_path: Path,
+                                           figures: Figures) -> None:
+    service, api, source, target, did = scoring_stream(make_wml_service, kafka, kafka_topic)
     old_key = read_key_lines(service.key_file)[0]
 
     started = time.monotonic()
@@ -119,14 +126,7 @@ def test_rotate_key_under_a_running_stream(make_wml_service: Callable[..., WMLSe
 def test_a_database_from_before_encryption_is_migrated_and_its_stream_resumes(
         make_wml_service: Callable[..., WMLService], kafka: KafkaInfo, kafka_topic: Callable[..., str],
         figures: Figures) -> None:
-    service = make_wml_service()
-    user = service.add_user()
-    api = WMLClient(service.url, WMLCredentials(user.username, user.password), user.instance_id)
-    source, target = kafka_topic("in"), kafka_topic("out")
-    did = _deploy(api, kafka, source, target)
-    _wait_status(api, did, "RUNNING")
-    produce(kafka, source, range(0, 10))
-    assert len(scored_keys(kafka, target, 10)) == 10
+    service, api, source, target, did = scoring_stream(make_wml_service, kafka, kafka_topic)
     service.stop()
     # The rows as the service wrote them before encryption (plaintext JSON, no key check), freed space kept.
     vault = Vault(service.key_file)
