@@ -62,6 +62,7 @@ def create_app(settings: Settings, *, models: ModelRegistry | None = None) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resumed = service.resume_all()
+        streams.finish_cleanups()
         log.info("WML service ready: %d deployment(s) resumed, streams %s", resumed,
                  "on" if settings.run_streams else "off (accept-only)")
         try:

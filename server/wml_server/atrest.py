@@ -40,9 +40,11 @@ def check_key(database: Path, vault: Vault) -> None:
         values = []
         if "key_check" in tables:
             values += [row[0] for row in conn.execute("SELECT token FROM key_check")]
-        if "deployments" in tables:
-            for column in SECRET_COLUMNS:
-                values += [row[0] for row in conn.execute(f"SELECT {column} FROM deployments")  # noqa: S608
+        for table, columns in SECRET_COLUMNS.items():
+            if table not in tables:
+                continue
+            for column in columns:
+                values += [row[0] for row in conn.execute(f"SELECT {column} FROM {table}")  # noqa: S608
                            if row[0] and is_encrypted(row[0])]
     finally:
         conn.close()
@@ -85,12 +87,13 @@ def reencrypt(db: Database) -> int:
 def _reencrypt_statements(db: Database, *, plaintext_only: bool) -> list[tuple[str, tuple[str, ...]]]:
     assert db.vault is not None
     statements: list[tuple[str, tuple[str, ...]]] = []
-    for column in SECRET_COLUMNS:
-        for row in db.all(f"SELECT id, {column} AS value FROM deployments WHERE {column} IS NOT NULL"):  # noqa: S608
-            if plaintext_only and is_encrypted(row["value"]):
-                continue
-            statements.append((f"UPDATE deployments SET {column} = ? WHERE id = ?",  # noqa: S608
-                               (db.vault.reencrypt(row["value"]), row["id"])))
+    for table, columns in SECRET_COLUMNS.items():
+        for column in columns:
+            for row in db.all(f"SELECT id, {column} AS value FROM {table} WHERE {column} IS NOT NULL"):  # noqa: S608
+                if plaintext_only and is_encrypted(row["value"]):
+                    continue
+                statements.append((f"UPDATE {table} SET {column} = ? WHERE id = ?",  # noqa: S608
+                                   (db.vault.reencrypt(row["value"]), row["id"])))
     return statements
 
 

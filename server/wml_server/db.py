@@ -29,9 +29,13 @@ CREATE TABLE IF NOT EXISTS deployments (
     created_at TEXT NOT NULL, modified_at TEXT NOT NULL, position TEXT, model_version TEXT);
 CREATE INDEX IF NOT EXISTS deployments_by_instance ON deployments (instance_id, seq);
 CREATE TABLE IF NOT EXISTS key_check (id INTEGER PRIMARY KEY CHECK (id = 1), token TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cleanups (
+    id TEXT PRIMARY KEY, instance_id TEXT NOT NULL, model_id TEXT NOT NULL, model_version TEXT,
+    body TEXT NOT NULL, on_spark INTEGER NOT NULL, created_at TEXT NOT NULL);
 """
-# The columns that hold credentials: the create request (Kafka connections) and the Spark credentials.
-SECRET_COLUMNS = ("body", "spark")
+# The columns that hold credentials, by table: a deployment's create request (Kafka connections) and Spark
+# credentials; the create request a deleted deployment's cleanup still needs (cleanups, below).
+SECRET_COLUMNS = {"deployments": ("body", "spark"), "cleanups": ("body",)}
 
 
 def now_iso() -> str:
@@ -54,6 +58,21 @@ class DeploymentRecord:
     position: dict[str, Any] | None = None
     # The version of a user's model it runs (None for the built-in models, which have one version).
     model_version: str | None = None
+
+
+@dataclass(frozen=True)
+class CleanupRecord:
+    """What a deleted deployment left on the brokers (its consumer group, an open transaction) and that is not
+    taken away yet: written in the transaction that deletes the deployment, removed once its cleanup has
+    finished, so a service killed in between finishes it after its restart."""
+
+    id: str
+    instance_id: str
+    model_id: str
+    model_version: str | None
+    body: dict[str, Any]
+    on_spark: bool
+    created_at: str
 
 
 @dataclass(frozen=True)
@@ -242,9 +261,35 @@ class Database:
         self._exec("UPDATE deployments SET desired = ?, modified_at = ? WHERE id = ?", desired, now_iso(),
                    deployment_id)
 
-    def delete_deployment(self, instance_id: str, deployment_id: str) -> bool:
-        return self._exec("DELETE FROM deployments WHERE instance_id = ? AND id = ?", instance_id,
-                          deployment_id) > 0
+    def delete_deployment(self, instance_id: str, deployment_id: str, *, cleanup_on_spark: bool | None = None
+                          ) -> bool:
+        """`cleanup_on_spark` not None: the deployment left something on the brokers; a cleanup row (its create
+        request as stored, still encrypted) takes its place in the same transaction."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                if cleanup_on_spark is not None:
+                    self._conn.execute(
+                        "INSERT OR REPLACE INTO cleanups (id, instance_id, model_id, model_version, body, on_spark, "
+                        "created_at) SELECT id, instance_id, model_id, model_version, body, ?, ? FROM deployments "
+                        "WHERE instance_id = ? AND id = ?", (int(cleanup_on_spark), now_iso(), instance_id,
+                                                             deployment_id))
+                deleted = self._conn.execute("DELETE FROM deployments WHERE instance_id = ? AND id = ?",
+                                             (instance_id, deployment_id)).rowcount > 0
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return deleted
+
+    def cleanups(self) -> list[CleanupRecord]:
+        return [CleanupRecord(id=r["id"], instance_id=r["instance_id"], model_id=r["model_id"],
+                              model_version=r["model_version"], body=json.loads(self.unseal(r["body"])),
+                              on_spark=bool(r["on_spark"]), created_at=r["created_at"])
+                for r in self._all("SELECT * FROM cleanups ORDER BY created_at")]
+
+    def cleanup_done(self, deployment_id: str) -> None:
+        self._exec("DELETE FROM cleanups WHERE id = ?", deployment_id)
 
     def _record(self, row: sqlite3.Row) -> DeploymentRecord:
         return DeploymentRecord(

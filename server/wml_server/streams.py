@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from wml_server.db import Database, DeploymentRecord
+from wml_server.db import CleanupRecord, Database, DeploymentRecord
 from wml_server.engine.cleanup import delete_group, remove_leftovers
 from wml_server.engine.engine import Engine
 from wml_server.engine.failures import StreamFailure
@@ -20,6 +22,7 @@ from wml_server.engine.session import StreamOptions
 from wml_server.engine.spec import KafkaEndpoint, KafkaTopic, StartOptions, StreamSpec
 from wml_server.engine.state import FAILED, KAFKA_UNREACHABLE, STOPPED, StreamState
 from wml_server.errors import APIError
+from wml_server.models.base import Model
 from wml_server.models.catalog import ModelCatalog
 from wml_server.models.published import PublishedUserModel
 from wml_server.repository.frameworks import MLLIB_TAR, SKOPS
@@ -30,6 +33,10 @@ log = logging.getLogger(__name__)
 
 DRY_RUN_KAFKA_TIMEOUT = 5.0  # per connection: a dry run answers within ~10 s
 RETIRED_RUNNER_WAIT = 300.0  # a deleted deployment's runner still committing its last batch
+# A cleanup not done by then is given up: the broker has dropped the offsets of the empty group by itself
+# (offsets.retention.minutes) and forgotten the transactional id (transactional.id.expiration.ms), 7 days each
+# by default.
+CLEANUP_GIVE_UP = timedelta(days=7)
 
 
 def endpoint(connection: dict[str, Any]) -> KafkaEndpoint:
@@ -39,8 +46,10 @@ def endpoint(connection: dict[str, Any]) -> KafkaEndpoint:
                          security_protocol=connection.get("security_protocol", "SASL_SSL"))
 
 
-def spec_of(record: DeploymentRecord, models: ModelCatalog) -> StreamSpec:
-    model = models.get(record.instance_id, record.model_id, record.model_version)
+def spec_of(record: DeploymentRecord, models: ModelCatalog, model: Model | PublishedUserModel | None = None
+            ) -> StreamSpec:
+    """`model`: instead of the record's own (a deleted deployment's cleanup, whose model may be gone)."""
+    model = model or models.get(record.instance_id, record.model_id, record.model_version)
     if model is None:  # a model with deployments cannot be deleted; a built-in one only vanishes with the code
         raise LookupError(f"model {record.model_id} of deployment {record.id} is not available")
     body = record.body
@@ -50,6 +59,27 @@ def spec_of(record: DeploymentRecord, models: ModelCatalog) -> StreamSpec:
         input=KafkaTopic(source["topic"], endpoint(body["input"]["connection"])),
         output=KafkaTopic(target["topic"], endpoint(body["output"]["connection"])),
         start=start_options(source), dead_letter_topic=target.get("dead_letter_topic") or None)
+
+
+class _GoneModel:
+    """The model of a deleted deployment whose model was deleted after it: its cleanup never scores."""
+
+    def __init__(self, model_id: str) -> None:
+        self.id = self.name = model_id
+        self.description = "deleted"
+        self.model_type = self.runtime_environment = "none"
+
+    def predict(self, texts: Sequence[str]) -> tuple[list[str], list[float]]:
+        raise RuntimeError(f"model {self.id} is deleted")
+
+
+def cleanup_spec(cleanup: CleanupRecord, models: ModelCatalog) -> StreamSpec:
+    record = DeploymentRecord(id=cleanup.id, instance_id=cleanup.instance_id, model_id=cleanup.model_id,
+                              body=cleanup.body, spark=None, status=STOPPED, status_details=None, desired=STOPPED,
+                              created_at=cleanup.created_at, modified_at=cleanup.created_at,
+                              model_version=cleanup.model_version)
+    model = models.get(cleanup.instance_id, cleanup.model_id, cleanup.model_version) or _GoneModel(cleanup.model_id)
+    return spec_of(record, models, model)
 
 
 def start_options(source: dict[str, Any]) -> StartOptions:
@@ -165,37 +195,61 @@ class StreamController:
             raise APIError(400, failure.code, failure.message) from None
 
     def remove(self, record: DeploymentRecord) -> None:
-        """Stops and forgets the deployment, then (in the background, once its runner has finished) aborts what
-        its producer left open and deletes its consumer group: nothing of it stays on the brokers."""
+        """Deletes the deployment's row and stops its stream, then (in the background, once its runner has
+        finished) aborts what its producer left open and deletes its consumer group: nothing of it stays on the
+        brokers. Until that is done a cleanup row stands in for the deployment (written in the deleting
+        transaction), so a service killed in between finishes it after its restart."""
         # Created STOPPED and never started: it has no group, and fencing would only create a transactional id.
         ran = self.live(record.id) is not None or record.position is not None or record.status != STOPPED
         on_spark = self.spark.runs(record.id) or (self.spark.state_root / record.id).exists()
+        leaves_traces = self.engine.run_streams and ran  # accept-only: it never had a Kafka client
+        self._db.delete_deployment(record.instance_id, record.id,
+                                   cleanup_on_spark=on_spark if leaves_traces else None)
         self.engine.remove(record.id)
-        if not self.engine.run_streams or not ran:
-            return  # accept-only: it never had a Kafka client
-        spec = spec_of(record, self._models)
+        if leaves_traces:
+            self._clean_up_later(spec_of(record, self._models), on_spark=on_spark, after_runner=True)
+
+    def finish_cleanups(self) -> int:
+        """After a restart: the cleanups that deletions left unfinished (the last process stopped or was killed
+        before their groups were deleted). Returns how many were started."""
+        started = 0
+        for cleanup in self._db.cleanups():
+            if datetime.now(UTC) - datetime.fromisoformat(cleanup.created_at) > CLEANUP_GIVE_UP:
+                log.warning("deployment %s: its cleanup was not done within %s of its deletion; given up (the "
+                            "brokers expire what it left)", cleanup.id, CLEANUP_GIVE_UP)
+                self._db.cleanup_done(cleanup.id)
+                continue
+            log.info("deployment %s: finishing the cleanup its deletion left unfinished", cleanup.id)
+            self._clean_up_later(cleanup_spec(cleanup, self._models), on_spark=cleanup.on_spark, after_runner=False)
+            started += 1
+        return started
+
+    def _clean_up_later(self, spec: StreamSpec, *, on_spark: bool, after_runner: bool) -> None:
         target = self._clean_up_spark if on_spark else self._clean_up
-        thread = threading.Thread(target=target, args=(spec,), name=f"wml-cleanup-{record.id[:8]}", daemon=True)
+        thread = threading.Thread(target=target, args=(spec, after_runner), daemon=True,
+                                  name=f"wml-cleanup-{spec.deployment_id[:8]}")
         with self._lock:
             self._cleanups = [t for t in self._cleanups if t.is_alive()] + [thread]
         thread.start()
 
-    def _clean_up(self, spec: StreamSpec) -> None:
+    def _clean_up(self, spec: StreamSpec, after_runner: bool) -> None:
         try:
-            if not self.engine.join_retired(spec.deployment_id, timeout=RETIRED_RUNNER_WAIT):
+            if after_runner and not self.engine.join_retired(spec.deployment_id, timeout=RETIRED_RUNNER_WAIT):
                 log.warning("deployment %s: its stream did not finish within %g s after the delete; its consumer "
-                            "group %s is left on the brokers", spec.deployment_id, RETIRED_RUNNER_WAIT,
-                            spec.group_id)
+                            "group %s is deleted after the service's next start", spec.deployment_id,
+                            RETIRED_RUNNER_WAIT, spec.group_id)
                 return
-            remove_leftovers(spec)
+            if remove_leftovers(spec):
+                self._db.cleanup_done(spec.deployment_id)
         except Exception as exc:  # a cleanup thread must never take anything else down
             log.warning("deployment %s: cleaning up after the delete failed: %s", spec.deployment_id,
                         type(exc).__name__)
 
-    def _clean_up_spark(self, spec: StreamSpec) -> None:
+    def _clean_up_spark(self, spec: StreamSpec, _after_runner: bool) -> None:
         try:
-            self.spark.remove(spec)
-            delete_group(spec)
+            self.spark.remove(spec)  # after a restart: stops the driver the last process left running
+            if delete_group(spec):
+                self._db.cleanup_done(spec.deployment_id)
         except Exception as exc:  # a cleanup thread must never take anything else down
             log.warning("deployment %s: cleaning up its Spark stream after the delete failed: %s",
                         spec.deployment_id, type(exc).__name__)

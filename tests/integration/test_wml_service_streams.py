@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 import uuid
@@ -12,6 +13,7 @@ from collections.abc import Callable
 import requests
 from confluent_kafka import Consumer, Producer
 
+from tests.conftest import wml_groups
 from tests.integration.test_wml_service_api import MODEL, spark
 from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
@@ -129,3 +131,46 @@ def test_kill_9_of_the_service_mid_stream_loses_and_repeats_nothing(
     assert len(counts) == total, f"{total - len(counts)} records lost"
     assert max(counts.values()) == 1, "a record was scored twice"
     api.delete_instance_deployment(did)  # and its consumer group, which the session checks is gone
+
+
+def _pending_cleanups(service: WMLService) -> set[str]:
+    """The deleted deployments whose cleanup the database still holds (ids only: the rest is encrypted)."""
+    conn = sqlite3.connect(f"file:{service.data_dir / 'wml.sqlite3'}?mode=ro", uri=True)
+    try:
+        return {row[0] for row in conn.execute("SELECT id FROM cleanups")}
+    finally:
+        conn.close()
+
+
+def test_kill_9_right_after_a_delete_still_deletes_the_group(
+        make_wml_service: Callable[..., WMLService], kafka: KafkaInfo, kafka_topic: Callable[..., str]) -> None:
+    """The group is deleted in the background after the 204: a service killed before that deletes it after its
+    restart, from the cleanup row its delete wrote."""
+    service = make_wml_service()
+    user = service.add_user()
+    api = WMLClient(service.url, WMLCredentials(user.username, user.password), user.instance_id)
+    producer = Producer(kafka.client_config())
+    hit = None
+    for _ in range(3):  # the kill must land before the cleanup's end: a fast one is tried again
+        source = kafka_topic("in")
+        did = _deploy(api, kafka, source, kafka_topic("out"))
+        _wait_status(api, did, "RUNNING")
+        for i in range(200):  # records flowing: the runner has a transaction to finish after the delete
+            producer.produce(source, json.dumps({"tweet": f"good {i}"}).encode())
+        producer.flush(10)
+        time.sleep(0.5)
+        assert f"wml-{did}" in wml_groups(kafka)
+        api.delete_instance_deployment(did)
+        service.kill()
+        if did in _pending_cleanups(service):
+            hit = did
+            break
+        assert f"wml-{did}" not in wml_groups(kafka), "the cleanup row went before the group"
+    assert hit is not None, "each kill came after the cleanup: the case was not tried"
+
+    service.start()
+    deadline = time.monotonic() + 60
+    while f"wml-{hit}" in wml_groups(kafka) or hit in _pending_cleanups(service):
+        assert time.monotonic() < deadline, "the restarted service did not finish the deleted deployment's cleanup"
+        time.sleep(0.5)
+    assert hit not in {d.id for d in api.list_instance_deployments()}

@@ -214,3 +214,25 @@ def test_a_value_under_a_key_not_read_yet_makes_the_vault_read_the_file_again(
     key_file.write_text(key_file.with_name("next.key").read_text() + key_file.read_text())
     newer = Vault(key_file).encrypt("written by rotate-key")
     assert running.decrypt(newer) == "written by rotate-key"
+
+
+def test_a_deleted_deployments_cleanup_row_is_encrypted_and_rotated(tmp_path: Path, key_file: Path) -> None:
+    """The create request a pending cleanup keeps (its Kafka login) is under the key like a deployment's."""
+    db = started(tmp_path, key_file)
+    try:
+        db.insert_deployment(record("gone"))
+        db.insert_deployment(record("kept"))
+        assert db.delete_deployment("i", "gone", cleanup_on_spark=False)
+        (cleanup,) = db.cleanups()
+        assert (cleanup.id, cleanup.on_spark) == ("gone", False)
+        assert cleanup.body["input"]["connection"]["password"] == KAFKA_PASSWORD
+        assert {r.id for r in db.all_deployments()} == {"kept"}
+        assert main(["rotate-key", "--key-file", str(key_file), "--data-dir", str(tmp_path / "data")]) == 0
+        new_only = tmp_path / "new-only.key"
+        new_only.write_text(read_key_lines(key_file)[0] + "\n")
+        assert Vault(new_only).decrypt(db.one("SELECT body FROM cleanups")["body"])  # type: ignore[index]
+        db.cleanup_done("gone")
+        assert db.cleanups() == []
+    finally:
+        db.close()
+    assert plaintext_in_data_folders([tmp_path / "data"], {KAFKA_PASSWORD, SPARK_SECRET})[0] == []

@@ -77,8 +77,12 @@ def delete_group(spec: StreamSpec, timeout: float = 30.0) -> bool:
     return False
 
 
-def remove_leftovers(spec: StreamSpec) -> None:
-    """After the deployment's last runner has finished: abort its open transaction, delete its group."""
+def remove_leftovers(spec: StreamSpec) -> bool:
+    """After the deployment's last runner has finished: abort its open transaction, delete its group; True when
+    the group is gone (a transaction left open expires by itself, an undeleted group's offsets would not while
+    retried)."""
     fence(spec)
     if delete_group(spec):
         log.info("deployment %s: consumer group %s deleted", spec.deployment_id, spec.group_id)
+        return True
+    return False
