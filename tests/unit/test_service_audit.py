@@ -1,19 +1,22 @@
 """The audit trail's writer (wml_server.audit): the line format, no field that could carry a secret, a 0600 file,
-whole lines under concurrent writers (threads of one process and another process)."""
+whole lines under concurrent writers (threads of one process and another process), and the CLI's user events."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
 
 from wml_server import audit
+from wml_server.__main__ import main
 from wml_server.audit import AuditLog, line
 from wml_server.settings import Settings
 
@@ -131,3 +134,25 @@ def test_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings(data_dir=tmp_path, audit_log="-").audit_target == "-"
     monkeypatch.setenv("WML_SERVER_AUDIT_LOG", str(tmp_path / "elsewhere.jsonl"))
     assert Settings(data_dir=tmp_path).audit_target == tmp_path / "elsewhere.jsonl"
+
+
+def test_add_user_and_delete_user_are_recorded_without_the_password(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    data, instance, password = tmp_path / "data", str(uuid.uuid4()), "correct horse battery"
+    monkeypatch.delenv("WML_SERVER_AUDIT_LOG", raising=False)
+    for _ in range(2):  # the second add replaces the first: recorded as an update
+        monkeypatch.setattr(sys, "stdin", io.StringIO(password + "\n"))
+        assert main(["add-user", "alice", "--instance-id", instance, "--password-stdin",
+                     "--data-dir", str(data)]) == 0
+    assert main(["delete-user", "alice", "--data-dir", str(data)]) == 0
+    assert main(["delete-user", "alice", "--data-dir", str(data)]) == 1  # no user: no change, no line
+    assert main(["list-users", "--data-dir", str(data)]) == 0
+    text = (data / "audit.jsonl").read_text()
+    assert password not in text
+    records = lines(data / "audit.jsonl")
+    assert [(r["event"], r.get("reason")) for r in records] == \
+        [("user.added", "new"), ("user.added", "updated"), ("user.removed", None)]
+    for record in records:
+        assert (record["username"], record["instance"], record["client"]) == ("alice", instance, "cli")
+        assert record["user"] == audit.os_user()
+        assert TIME.match(record["time"])
