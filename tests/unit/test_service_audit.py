@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from wml_localplatform.wmlservice import AUDIT_FILES, WMLService
 from wml_server import audit
 from wml_server.__main__ import main
 from wml_server.audit import AuditLog, line
@@ -156,3 +157,14 @@ def test_add_user_and_delete_user_are_recorded_without_the_password(tmp_path: Pa
         assert (record["username"], record["instance"], record["client"]) == ("alice", instance, "cli")
         assert record["user"] == audit.os_user()
         assert TIME.match(record["time"])
+
+
+def test_the_local_platform_hands_each_trail_to_the_secret_scanner(tmp_path: Path) -> None:
+    """tests/conftest.py scans every file of AUDIT_FILES for every secret the tests handed out."""
+    default = WMLService(tmp_path / "a")
+    assert default.audit_file == default.data_dir / "audit.jsonl"
+    elsewhere = WMLService(tmp_path / "b", env={"WML_SERVER_AUDIT_LOG": str(tmp_path / "trail.jsonl")})
+    assert elsewhere.audit_file == tmp_path / "trail.jsonl"
+    assert {default.audit_file, elsewhere.audit_file} <= set(AUDIT_FILES)
+    # "-": the trail is in the service's log, which the scanner reads with every other log.
+    assert WMLService(tmp_path / "c", env={"WML_SERVER_AUDIT_LOG": "-"}).audit_file is None
