@@ -114,6 +114,18 @@ def test_a_refused_change_is_not_recorded_and_a_stranger_only_as_refused(
                       ("token.refused", None, "invalid_token_format")]
 
 
+def test_a_rate_limited_token_request_is_recorded_as_refused(make_wml_service: Callable[..., WMLService]) -> None:
+    service = make_wml_service(WML_SERVER_RUN_STREAMS="false", WML_SERVER_RATE_LIMIT="2")
+    user = service.add_user()
+    answers = [token(service, "v2", user.username, user.password).status_code for _ in range(3)]
+    assert answers == [200, 200, 429]
+    assert [(r["event"], r["user"], r.get("reason")) for r in service.audit_records()][1:] == [
+        ("token.issued", user.username, None), ("token.issued", user.username, None),
+        ("token.refused", user.username, "rate_limit_exceeded")]
+    assert service.audit_file is not None
+    assert user.password not in service.audit_file.read_text()
+
+
 def test_dash_sends_the_trail_to_standard_output(make_wml_service: Callable[..., WMLService]) -> None:
     """In a pod, "-" puts the trail in the pod's log; here the service's stdout is its log file."""
     service = make_wml_service(WML_SERVER_RUN_STREAMS="false", WML_SERVER_AUDIT_LOG="-")

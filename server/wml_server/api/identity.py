@@ -6,7 +6,7 @@ import base64
 import binascii
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Request
 
 from wml_api.models import TokenRefreshRequest, TokenResponse
 from wml_api.paths import IDENTITY_V2, IDENTITY_V3
@@ -14,8 +14,27 @@ from wml_server.api.deps import ERRORS, Audit, State, limited_by_address
 from wml_server.auth import Principal
 from wml_server.errors import APIError
 
-router = APIRouter(tags=["identity"], dependencies=[Depends(limited_by_address)], responses=ERRORS)
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="wml"'}
+
+
+def _limited(request: Request, audit: Audit,
+             authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:
+    """The rate limit of token requests; a request it refuses is in the audit trail too, with the name it tried:
+    a client hammering this endpoint is what the trail is for."""
+    try:
+        limited_by_address(request)
+    except APIError as exc:
+        try:
+            tried: str | None = _basic(authorization)[0] if request.method == "GET" else None
+        except APIError:
+            tried = None
+        via = "refresh" if request.method == "PUT" else "v2" if request.url.path == IDENTITY_V2 else "v3"
+        audit.log.record("token.refused", user=tried, client=audit.client, outcome="refused", reason=exc.code,
+                         via=via)
+        raise
+
+
+router = APIRouter(tags=["identity"], dependencies=[Depends(_limited)], responses=ERRORS)
 
 
 def _basic(authorization: str | None) -> tuple[str, str]:
