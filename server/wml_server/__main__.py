@@ -19,7 +19,7 @@ import uuid
 
 from wml_server import publish as publish_mod
 from wml_server import settings as settings_mod
-from wml_server.audit import CLI, AuditLog, os_user
+from wml_server.audit import CLI, AuditLog, AuditTrailError, os_user
 from wml_server.vault import KeyFileError
 
 
@@ -49,7 +49,7 @@ def _read_password(from_stdin: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
-    except KeyFileError as exc:  # names the setting and what to run; never a key
+    except (KeyFileError, AuditTrailError) as exc:  # names the setting (and what to run); never a key
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

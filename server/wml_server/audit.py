@@ -36,6 +36,10 @@ MAX_VALUE = 200
 CLI = "cli"
 
 
+class AuditTrailError(Exception):
+    """The trail cannot be opened: the service does not start, a user command changes nothing."""
+
+
 def now() -> str:
     """UTC, ISO 8601 with milliseconds and a Z: sorts as text, and reads the same in every time zone."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -71,8 +75,12 @@ class AuditLog:
             self._owned = False
         else:
             path = Path(target)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise AuditTrailError(f"cannot open the audit trail {path} (WML_SERVER_AUDIT_LOG, --audit-log): "
+                                      f"{exc.strerror}") from None
             self._owned = True
             try:
                 # O_CREAT's mode applies only to a new file (and through the umask): an older, wider one is narrowed.

@@ -168,3 +168,16 @@ def test_the_local_platform_hands_each_trail_to_the_secret_scanner(tmp_path: Pat
     assert {default.audit_file, elsewhere.audit_file} <= set(AUDIT_FILES)
     # "-": the trail is in the service's log, which the scanner reads with every other log.
     assert WMLService(tmp_path / "c", env={"WML_SERVER_AUDIT_LOG": "-"}).audit_file is None
+
+
+def test_a_trail_that_cannot_be_opened_stops_the_command_before_any_change(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    data, blocker = tmp_path / "data", tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("correct horse battery\n"))
+    assert main(["add-user", "alice", "--instance-id", str(uuid.uuid4()), "--password-stdin",
+                 "--data-dir", str(data), "--audit-log", str(blocker / "audit.jsonl")]) == 2
+    assert "error: cannot open the audit trail" in capsys.readouterr().err
+    assert main(["list-users", "--data-dir", str(data)]) == 0
+    assert "alice" not in capsys.readouterr().out
