@@ -21,7 +21,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -111,22 +111,30 @@ def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory, figures: Figu
     figures.add("security", check="secret scanner over every file of every WML service data folder (raw bytes)",
                 result=f"{len(stored)} found", detail=f"{len(STORED_SECRETS)} stored credentials and {len(keys)} "
                                                      f"keys, {files} files, {read / 1e6:.1f} MB scanned")
+    trails, trail_files, trail_bytes = plaintext_in_data_folders([], secrets | STORED_SECRETS,
+                                                                 files=wmlservice.AUDIT_FILES)
+    figures.add("security", check="secret scanner over every WML service's audit trail (raw bytes)",
+                result=f"{len(trails)} found", detail=f"{len(secrets | STORED_SECRETS)} secrets, {trail_files} "
+                                                     f"trails, {trail_bytes / 1e6:.1f} MB scanned")
     assert not leaks, f"secrets found in logs: {leaks}"
     assert not stored, f"credentials stored in plaintext in a WML data folder: {stored}"
+    assert not trails, f"secrets found in a WML service's audit trail: {trails}"
 
 
-def plaintext_in_data_folders(folders: list[Path], secrets: set[str]) -> tuple[list[str], int, int]:
-    """(where a secret appears in plaintext, files read, bytes read) over every file of the folders: the database,
-    its WAL and journal, the Spark drivers' state, whatever else a service wrote there."""
+def plaintext_in_data_folders(folders: list[Path], secrets: set[str],
+                              files: Sequence[Path] = ()) -> tuple[list[str], int, int]:
+    """(where a secret appears in plaintext, files read, bytes read) over every file of the folders (the database,
+    its WAL and journal, the Spark drivers' state, the audit trail, whatever else a service wrote there) and the
+    files named."""
     found: list[str] = []
-    files = read = 0
+    count = read = 0
     wanted = [(secret, secret.encode()) for secret in secrets if secret]
-    for folder in dict.fromkeys(folders):
-        for path in (p for p in folder.rglob("*") if p.is_file()):
-            data = path.read_bytes()
-            files, read = files + 1, read + len(data)
-            found += [f"{path}: {secret[:3]}..." for secret, raw in wanted if raw in data]
-    return found, files, read
+    named = [p for p in dict.fromkeys(files) if p.is_file()]
+    for path in named + [p for folder in dict.fromkeys(folders) for p in folder.rglob("*") if p.is_file()]:
+        data = path.read_bytes()
+        count, read = count + 1, read + len(data)
+        found += [f"{path}: {secret[:3]}..." for secret, raw in wanted if raw in data]
+    return found, count, read
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,10 @@ DATA_DIRS: list[Path] = []
 # Every key file a service of this module used: its keys must not appear in a log or a data folder either.
 KEY_FILES: list[Path] = []
 KEY_FILE_ENV = "WML_SERVER_KEY_FILE"
+# Every audit trail a service of this module wrote to a file: the scanner looks in them for every secret a test
+# handed out (passwords included), not only the stored credentials it looks for in a data folder.
+AUDIT_FILES: list[Path] = []
+AUDIT_LOG_ENV = "WML_SERVER_AUDIT_LOG"
 
 
 def make_key_file(path: Path) -> Path:
@@ -62,6 +66,8 @@ class WMLService:
         self.env.setdefault(KEY_FILE_ENV, str(self.key_file))
         DATA_DIRS.append(self.data_dir)
         KEY_FILES.append(self.key_file)
+        if self.audit_file is not None:
+            AUDIT_FILES.append(self.audit_file)
         self.pid_file = directory / "wml-server.pid"
         self.log = directory / "logs" / "wml-server.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -69,6 +75,19 @@ class WMLService:
     @property
     def data_dir(self) -> Path:
         return self.dir / "data"
+
+    @property
+    def audit_file(self) -> Path | None:
+        """The service's audit trail (WML_SERVER_AUDIT_LOG), or None when it goes to standard output: its log."""
+        target = self.env.get(AUDIT_LOG_ENV) or str(self.data_dir / "audit.jsonl")
+        return None if target == "-" else Path(target)
+
+    def audit_records(self) -> list[dict[str, str]]:
+        """The audit trail's lines, oldest first (none before the first change)."""
+        path = self.audit_file
+        if path is None or not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
 
     @property
     def url(self) -> str:

@@ -19,6 +19,7 @@ import uuid
 
 from wml_server import publish as publish_mod
 from wml_server import settings as settings_mod
+from wml_server.audit import CLI, AuditLog, AuditTrailError, os_user
 from wml_server.vault import KeyFileError
 
 
@@ -48,7 +49,7 @@ def _read_password(from_stdin: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
-    except KeyFileError as exc:  # names the setting and what to run; never a key
+    except (KeyFileError, AuditTrailError) as exc:  # names the setting (and what to run); never a key
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -110,28 +111,49 @@ def _main(argv: list[str] | None) -> int:
     if args.command in ("generate-key", "rotate-key"):
         return _keys(args, s)
 
+    return _users(args, s)
+
+
+def _users(args: argparse.Namespace, s: settings_mod.Settings) -> int:
     from wml_server.auth import hash_password
     from wml_server.db import Database
 
     db = Database(s.database)
+    # Only the commands that change something open the trail: list-users needs no write access to it.
+    audit = AuditLog(s.audit_target) if args.command in ("add-user", "delete-user") else None
     try:
         if args.command == "add-user":
             try:
                 instance = str(uuid.UUID(args.instance_id))
             except ValueError:
                 raise SystemExit(f"error: --instance-id must be a UUID, got {args.instance_id!r}") from None
+            replaced = db.user(args.username)
             db.upsert_user(args.username, hash_password(_read_password(args.password_stdin)), instance)
+            # An existing user's new password or instance is a change of its own for whoever audits.
+            _audit(audit, "user.added", args.username, instance, "updated" if replaced else "new")
             print(f"user {args.username} can now get tokens for instance {instance}")
         elif args.command == "delete-user":
-            if not db.delete_user(args.username):
+            gone = db.user(args.username)
+            if gone is None or not db.delete_user(args.username):
                 print(f"error: no user {args.username}", file=sys.stderr)
                 return 1
+            _audit(audit, "user.removed", args.username, gone.instance_id, None)
         else:
             for user in db.users():
                 print(f"{user.username}\t{user.instance_id}")
     finally:
         db.close()
+        if audit is not None:
+            audit.close()
     return 0
+
+
+def _audit(audit: AuditLog | None, event: str, username: str, instance: str, reason: str | None) -> None:
+    """`user` is who ran the command (the local account: whoever can write the data folder), `username` the
+    account added or removed."""
+    if audit is not None:
+        audit.record(event, user=os_user(), username=username, instance=instance, client=CLI, outcome="ok",
+                     reason=reason)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from wml_server import errors
 from wml_server.api import deployments, identity, instances, repository
 from wml_server.api.deps import AppState, caller_before_body
 from wml_server.atrest import check_key, secure
+from wml_server.audit import AuditLog
 from wml_server.auth import TokenIssuer, load_or_create_signing_key
 from wml_server.db import Database
 from wml_server.models.catalog import ModelCatalog
@@ -58,6 +59,7 @@ def create_app(settings: Settings, *, models: ModelRegistry | None = None) -> Fa
         db, store, RepositoryRules(allow_pickled=settings.pickled_models, max_content_bytes=settings.model_max_bytes),
         load_check(options))
     issuer = TokenIssuer(db, load_or_create_signing_key(settings.signing_key_path), settings.token_ttl_seconds)
+    audit = AuditLog(settings.audit_target)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,12 +72,13 @@ def create_app(settings: Settings, *, models: ModelRegistry | None = None) -> Fa
         finally:
             streams.shutdown()
             db.close()
+            audit.close()
 
     app = FastAPI(title="WML v3 stream deployments (self-hosted)", version="0.1.0", lifespan=lifespan,
                   description="A service speaking the Watson Machine Learning v3 REST API for stream "
                               "deployments, running them on Kafka. Credentials are masked in responses.")
     app.state.wml = AppState(settings=settings, db=db, issuer=issuer, service=service, repository=repository_service,
-                             limiter=RateLimiter(settings.rate_limit) if settings.rate_limit > 0 else None)
+                             audit=audit, limiter=RateLimiter(settings.rate_limit) if settings.rate_limit > 0 else None)
     errors.install(app, before_invalid=caller_before_body)
 
     # Model contents stream to disk within a limit of their own (WML_SERVER_MODEL_MAX_BYTES).

@@ -105,10 +105,15 @@ class TokenIssuer:
         return Principal(user.username, user.instance_id)
 
     def refresh(self, token: str) -> str:
+        return self.issue(self.renewable(token))
+
+    def renewable(self, token: str) -> Principal:
+        """Whose token this is, if a refresh may renew it: validly signed, expired at most the grace ago, its user
+        still there on the same instance."""
         claims = self._decode(token, verify_exp=False)
         if int(claims["exp"]) + REFRESH_GRACE_SECONDS < time.time():
             raise APIError(401, "expired_authorization_token", "The token expired too long ago to be refreshed.")
         user = self._db.user(str(claims["userId"]))
         if not user or user.instance_id != claims["instanceId"]:
             raise APIError(401, "invalid_authorization_token", "The credentials behind this token are gone.")
-        return self.issue(Principal(user.username, user.instance_id))
+        return Principal(user.username, user.instance_id)

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from wml_server import audit
+
 ENV_PREFIX = "WML_SERVER_"
 CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
@@ -90,6 +92,11 @@ class Settings(BaseSettings):
                           "requests), in bursts of up to that many; more get 429 rate_limit_exceeded with "
                           "Retry-After; 0: no limit")] = 0
 
+    audit_log: Annotated[str, Field(
+        description="where the audit trail goes, one JSON line per change (tokens issued and refused, "
+                    "deployments, models, users): a file (0600, appended), or - for standard output; default: "
+                    "audit.jsonl in the data folder")] = ""
+
     pickled_models: Annotated[bool, Field(
         description="true: take pickled scikit-learn models (as the v3 clients uploaded them; loaded only in "
                     "sandboxed worker processes); false: refuse them, skops's format only")] = True
@@ -159,6 +166,13 @@ class Settings(BaseSettings):
     def signing_key_path(self) -> Path:
         return self.signing_key_file or self.data_dir / "signing.key"
 
+    @property
+    def audit_target(self) -> Path | str:
+        """The audit trail's file, or "-" (standard output)."""
+        if self.audit_log == audit.STDOUT:
+            return audit.STDOUT
+        return Path(self.audit_log) if self.audit_log else self.data_dir / audit.DEFAULT_NAME
+
 
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
@@ -176,6 +190,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (each flag's variable is its default)")
     for name, field in Settings.model_fields.items():
         shown = "DATA_DIR/signing.key" if name == "signing_key_file" else \
+            "DATA_DIR/audit.jsonl" if name == "audit_log" else \
             "unset" if field.default is None else field.default
         metavar = "true|false" if field.annotation is bool else None
         group.add_argument(flag(name), dest=name, default=argparse.SUPPRESS, metavar=metavar,

@@ -3,7 +3,9 @@ Kafka. Each test gets its own namespace, topics and WML instance."""
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -115,6 +117,29 @@ def stream_env(namespace: str, k8s_api: k8s.ApiClient, kafka: KafkaInfo, kafka_t
     user = wml_service.add_user()
     create_secrets(k8s_api, namespace, wml_service.url, user, kafka)
     return StreamEnv(namespace, kafka_topic("tweets"), kafka_topic("sentiment"), user, wml_service, kafka)
+
+
+AUDIT_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def audit_trail(env: StreamEnv, k8s_api: k8s.ApiClient) -> list[dict[str, str]]:
+    """The WML service's audit lines about env's instance (the service is shared; the instance is the test's),
+    each with its time, user and client; none holds a password or secret of the namespace's Secrets, or a token
+    (every JWT starts with eyJ)."""
+    core = k8s.CoreV1Api(k8s_api)
+    data = {name: {k: base64.b64decode(v).decode() for k, v in (core.read_namespaced_secret(
+        name, env.namespace).data or {}).items()} for name in ("wml", "kafka", "spark")}
+    secrets = {data["wml"]["password"], data["kafka"]["password"],
+               json.loads(data["spark"]["credentials.json"])["tenant_secret"]}
+    records = [r for r in env.service.audit_records() if r.get("instance") == env.user.instance_id]
+    text = json.dumps(records)
+    assert not [s[:3] for s in secrets if s in text], "a secret of the namespace is in the audit trail"
+    assert "eyJ" not in text, "a token is in the audit trail"
+    for record in records:
+        assert AUDIT_TIME.match(record["time"]), record
+        assert record["user"], record
+        assert record["client"] == ("cli" if record["event"].startswith("user.") else "127.0.0.1"), record
+    return records
 
 
 def wait_for(what: str, check: Callable[[], object], timeout: float = 90.0, interval: float = 0.5) -> object:

@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client as k8s
 
 from tests.conftest import wml_groups
-from tests.e2e.conftest import StreamEnv, wait_for
+from tests.e2e.conftest import StreamEnv, audit_trail, wait_for
 from tests.e2e.test_behaviours import ready, wml
 from tests.e2e.test_lifecycle import Output, condition, produce, sdep
 from wml_localplatform.wmloperator import WMLOperator
@@ -87,6 +87,14 @@ def test_a_credentials_rotation_scores_each_record_once(stream_env: StreamEnv, o
     kubectl("delete", "sdep", "tweets", "-n", ns, "--timeout=60s")
     wait_for("no consumer group of the resource left",
              lambda: not {f"wml-{old}", f"wml-{new}"} & wml_groups(env.kafka), timeout=30)
+    # The audit trail read back: each of the two deployments created once and deleted once, by the user of
+    # the Secret the rotation changed (what a stop or start between was is the hand-over's business).
+    trail = audit_trail(env, k8s_api)
+    for deployment in (old, new):
+        changes = [r["event"] for r in trail if r.get("deployment_id") == deployment]
+        assert (changes[0], changes[-1]) == ("deployment.created", "deployment.deleted"), changes
+        assert changes.count("deployment.created") == changes.count("deployment.deleted") == 1, changes
+    assert all(r["user"] == env.user.username for r in trail if r["event"].startswith("deployment."))
 
 
 def test_created_stopped_consumes_nothing_until_running(stream_env: StreamEnv, operator: WMLOperator,

@@ -11,7 +11,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 from kubernetes import client as k8s
 
-from tests.e2e.conftest import OperatorProcess, StreamEnv, wait_for
+from tests.e2e.conftest import OperatorProcess, StreamEnv, audit_trail, wait_for
 from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
 
@@ -116,6 +116,19 @@ def test_seed_scenario(stream_env: StreamEnv, operator: OperatorProcess, kubectl
     assert api.list_instance_deployments() == []
     events = kubectl("get", "events", "-n", ns, "-o", "json").stdout
     assert env.user.password not in events
+
+    # The WML service's audit trail, read back (issue 21): the user added, the operator's tokens, and the
+    # deployment created, stopped, started and deleted by the operator, once each, in that order.
+    trail = audit_trail(env, k8s_api)
+    assert ("user.added", env.user.username) in [(r["event"], r.get("username")) for r in trail]
+    assert any(r["event"] == "token.issued" and r["user"] == env.user.username for r in trail)
+    changes = [(r["event"], r.get("state")) for r in trail if r.get("deployment_id") == deployment_id]
+    assert changes[0] == ("deployment.created", "RUNNING"), changes
+    assert changes[-1] == ("deployment.deleted", None), changes
+    assert [c for c in changes if c[0] == "deployment.patched"] == [("deployment.patched", "STOPPED"),
+                                                                    ("deployment.patched", "RUNNING")], changes
+    assert len(changes) == 4, changes
+    assert all(r["user"] == env.user.username for r in trail if r["event"].startswith("deployment."))
 
 
 def test_operator_logs_are_json_lines_without_secrets(stream_env: StreamEnv, operator: OperatorProcess,

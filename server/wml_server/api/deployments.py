@@ -17,7 +17,7 @@ from wml_api.models import (
     PatchOperation,
 )
 from wml_api.paths import INSTANCE_DEPLOYMENT, INSTANCE_DEPLOYMENTS, MODEL_DEPLOYMENT, MODEL_DEPLOYMENTS, fill
-from wml_server.api.deps import ERRORS, BaseURL, Caller, State
+from wml_server.api.deps import ERRORS, Audit, BaseURL, Caller, State
 from wml_server.api.paging import MAX_START, page
 from wml_server.db import DeploymentRecord
 from wml_server.views import deployment_url, render_deployment
@@ -49,13 +49,14 @@ _DRY_RUN_ANSWERS: dict[int | str, dict[str, Any]] = {
 
 @router.post(MODEL_DEPLOYMENTS, status_code=201, response_model=Deployment, response_model_exclude_none=True,
              summary="Create a stream deployment (or, with dry_run=true, check one)", responses=_DRY_RUN_ANSWERS)
-def create_deployment(instance_id: str, model_id: str, app: State, base: BaseURL, who: Caller,
+def create_deployment(instance_id: str, model_id: str, app: State, base: BaseURL, who: Caller, audit: Audit,
                       response: Response, body: DeploymentCreate, spark: SparkHeader = None,
                       dry_run: DryRun = False) -> Deployment | JSONResponse:
     if dry_run:
         checked = app.service.check(instance_id, model_id, body, spark)
         return JSONResponse(DryRunReport(checked=checked).model_dump(mode="json"), status_code=200)
     record = app.service.create(instance_id, model_id, body, spark)
+    audit.record("deployment.created", who, deployment_id=record.id, model_id=model_id, state=record.desired)
     response.headers["Location"] = deployment_url(base, record)
     return _render(app, base, record)
 
@@ -77,15 +78,19 @@ def get_model_deployment(instance_id: str, model_id: str, deployment_id: str, ap
 
 @router.patch(MODEL_DEPLOYMENT, status_code=204, response_class=Response, summary="Start or stop a stream",
               openapi_extra=_PATCH_BODY)
-def patch_deployment(instance_id: str, model_id: str, deployment_id: str, app: State, who: Caller,
+def patch_deployment(instance_id: str, model_id: str, deployment_id: str, app: State, who: Caller, audit: Audit,
                      body: Annotated[Any, Body()] = None, spark: SparkHeader = None) -> None:
     app.service.patch(instance_id, model_id, deployment_id, body, spark)
+    # The patch passed the service's checks: its value is RUNNING or STOPPED, nothing else of the body is kept.
+    audit.record("deployment.patched", who, deployment_id=deployment_id, model_id=model_id,
+                 state=str(body[0]["value"]))
 
 
 @router.delete(MODEL_DEPLOYMENT, status_code=204, response_class=Response, summary="Delete a deployment")
 def delete_model_deployment(instance_id: str, model_id: str, deployment_id: str, app: State,
-                            who: Caller) -> None:
+                            who: Caller, audit: Audit) -> None:
     app.service.delete(instance_id, deployment_id, model_id)
+    audit.record("deployment.deleted", who, deployment_id=deployment_id, model_id=model_id)
 
 
 @router.get(INSTANCE_DEPLOYMENTS, response_model_exclude_none=True, summary="List every deployment of the instance")
@@ -108,5 +113,7 @@ def get_instance_deployment(instance_id: str, deployment_id: str, app: State, ba
 
 @router.delete(INSTANCE_DEPLOYMENT, status_code=204, response_class=Response,
                summary="Delete a deployment by its instance path")
-def delete_instance_deployment(instance_id: str, deployment_id: str, app: State, who: Caller) -> None:
+def delete_instance_deployment(instance_id: str, deployment_id: str, app: State, who: Caller,
+                               audit: Audit) -> None:
     app.service.delete(instance_id, deployment_id)
+    audit.record("deployment.deleted", who, deployment_id=deployment_id)

@@ -10,6 +10,7 @@ from fastapi import Depends, Header, Request
 from fastapi.dependencies.models import Dependant
 
 from wml_api.models import ErrorBody
+from wml_server.audit import AuditLog
 from wml_server.auth import Principal, TokenIssuer
 from wml_server.db import Database
 from wml_server.errors import APIError
@@ -34,6 +35,7 @@ class AppState:
     issuer: TokenIssuer
     service: DeploymentService
     repository: RepositoryService
+    audit: AuditLog  # WML_SERVER_AUDIT_LOG
     limiter: RateLimiter | None = None  # WML_SERVER_RATE_LIMIT
 
 
@@ -60,10 +62,31 @@ def principal(request: Request,
     return who
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
 def limited_by_address(request: Request) -> None:
     """Token requests, which have no token to count by, count by the client's address."""
     if (limiter := state(request).limiter) is not None:
-        limiter.check(f"address {request.client.host if request.client else '?'}")
+        limiter.check(f"address {client_address(request)}")
+
+
+@dataclass(frozen=True)
+class Auditor:
+    """The audit trail as a route sees it: the client's address filled in, the caller's user and instance from
+    its token. Routes record a change once it is done, so a line means it happened."""
+
+    log: AuditLog
+    client: str
+
+    def record(self, event: str, who: Principal, **ids: str | None) -> None:
+        self.log.record(event, user=who.username, instance=who.instance_id, client=self.client, outcome="ok",
+                        **ids)
+
+
+def auditor(request: Request) -> Auditor:
+    return Auditor(state(request).audit, client_address(request))
 
 
 def instance_principal(instance_id: str, who: Annotated[Principal, Depends(principal)]) -> Principal:
@@ -77,6 +100,7 @@ def instance_principal(instance_id: str, who: Annotated[Principal, Depends(princ
 State = Annotated[AppState, Depends(state)]
 BaseURL = Annotated[str, Depends(base_url)]
 Caller = Annotated[Principal, Depends(instance_principal)]
+Audit = Annotated[Auditor, Depends(auditor)]
 
 
 def _depends_on(dependant: Dependant, call: Callable[..., Any]) -> bool:

@@ -24,7 +24,7 @@ from wml_api.repository import (
     ModelVersion,
     ModelVersionList,
 )
-from wml_server.api.deps import ERRORS, BaseURL, State, principal
+from wml_server.api.deps import ERRORS, Audit, BaseURL, State, principal
 from wml_server.api.paging import MAX_START, page
 from wml_server.auth import Principal
 from wml_server.errors import APIError
@@ -39,8 +39,10 @@ _CONTENT_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
 
 @router.post(ML_ASSETS_MODELS, status_code=201, response_model=ModelAsset, response_model_exclude_none=True,
              summary="Create a model (its content comes with a version)")
-def create_model(body: ModelAssetCreate, app: State, base: BaseURL, who: Who, response: Response) -> ModelAsset:
+def create_model(body: ModelAssetCreate, app: State, base: BaseURL, who: Who, audit: Audit,
+                 response: Response) -> ModelAsset:
     record = app.repository.create(who.instance_id, body)
+    audit.record("model.created", who, model_id=record.id)
     response.headers["Location"] = asset_url(base, record.id)
     return render_asset(base, record, app.repository.store.first_pending(record.id))
 
@@ -63,8 +65,9 @@ def get_model(model_id: str, app: State, base: BaseURL, who: Who) -> ModelAsset:
 
 
 @router.delete(ML_ASSETS_MODEL, status_code=204, summary="Delete a model, its versions and their content")
-def delete_model(model_id: str, app: State, who: Who) -> Response:
+def delete_model(model_id: str, app: State, who: Who, audit: Audit) -> Response:
     app.repository.delete(who.instance_id, model_id)
+    audit.record("model.deleted", who, model_id=model_id)
     return Response(status_code=204)
 
 
@@ -113,17 +116,20 @@ def get_version(model_id: str, version_id: str, app: State, base: BaseURL, who: 
 
 @router.delete(ML_ASSETS_VERSION, status_code=204,
                summary="Delete a version still waiting for its content (extension: a refused upload's version)")
-def delete_version(model_id: str, version_id: str, app: State, who: Who) -> Response:
+def delete_version(model_id: str, version_id: str, app: State, who: Who, audit: Audit) -> Response:
     app.repository.delete_pending_version(who.instance_id, model_id, version_id)
+    audit.record("model.version.deleted", who, model_id=model_id, version_id=version_id)
     return Response(status_code=204)
 
 
 @router.put(ML_ASSETS_VERSION_CONTENT, response_model=ModelVersion, response_model_exclude_none=True,
             summary="Upload a version's content (streamed; checked before it is stored)", openapi_extra=_CONTENT_BODY)
 async def upload_content(model_id: str, version_id: str, request: Request, app: State, base: BaseURL, who: Who,
-                         content_length: Annotated[int | None, Header(include_in_schema=False)] = None
+                         audit: Audit, content_length: Annotated[int | None, Header(include_in_schema=False)] = None
                          ) -> ModelVersion:
     version = await app.repository.upload(who.instance_id, model_id, version_id, request.stream(), content_length)
+    # Content checked and stored: from now on the version can be deployed.
+    audit.record("model.published", who, model_id=model_id, version_id=version.id)
     return render_version(base, version)
 
 
