@@ -8,7 +8,7 @@ PYTEST := $(PY) -m pytest
 PYTEST_ARGS ?=
 
 .PHONY: help venv platform-build platform-up platform-down platform-env platform-status \
-        images lint test test-unit test-integration test-e2e test-reliability reliability demo demo-down bench clean
+        images node lint test test-unit test-integration test-e2e test-reliability reliability demo demo-down bench clean
 
 help:
 	@echo "make demo            the whole scenario on the local platform (make demo-down stops it)"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-unit | test-integration | test-e2e | test-reliability | lint | bench"
 	@echo "make platform-up | platform-down | platform-env | platform-status"
 	@echo "make images          both images of the Dockerfile, built with buildah (no Docker engine needed)"
+	@echo "make node            what the local node needs: containerd, runc, CNI plugins, its pause image"
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed: set PYTHON=python3.11")'
@@ -35,6 +36,12 @@ platform-build: venv
 # about 2 minutes cold, 20 s cached). tests/e2e/test_images.py runs it again (cached) before it runs them.
 images:
 	@hack/build-images.sh
+
+# The local node's own prerequisites (hack/setup-node.sh; the kubelet, kube-scheduler and kube-proxy come with
+# platform-build): containerd, runc and the CNI plugins from Debian, the pause image built from hack/node/pause.c.
+# tests/e2e/test_in_cluster.py starts the node itself (localplatform/wml_localplatform/node.py).
+node: platform-build images
+	@hack/setup-node.sh
 
 platform-up: venv platform-build
 	@$(PY) -m wml_localplatform up
@@ -55,7 +62,7 @@ lint: venv
 
 # One pytest session for every suite, so the platform starts once. pytest's exit code 5 (nothing
 # collected) fails the target like any other failure.
-test: venv platform-build images lint
+test: venv platform-build images node lint
 	$(PYTEST) tests $(PYTEST_ARGS)
 
 test-unit: venv
@@ -64,7 +71,7 @@ test-unit: venv
 test-integration: venv platform-build
 	$(PYTEST) tests/integration $(PYTEST_ARGS)
 
-test-e2e: venv platform-build images
+test-e2e: venv platform-build images node
 	$(PYTEST) tests/e2e $(PYTEST_ARGS)
 
 test-reliability: venv platform-build

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager and kubectl of $K8S_VERSION from Go modules (hack/k8s)
+# Builds kube-apiserver, kube-controller-manager and kubectl of $K8S_VERSION, and the node's kubelet,
+# kube-scheduler and kube-proxy, from Go modules (hack/k8s)
 # into the cache. Cached binaries are kept by version: a second run builds nothing.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 need go "install Go (https://go.dev/doc/install or Debian's golang-go) to build the local Kubernetes API server"
 
-commands=(kube-apiserver kube-controller-manager kubectl)
+commands=(kube-apiserver kube-controller-manager kubectl kubelet kube-scheduler kube-proxy)
 missing=()
 for c in "${commands[@]}"; do
   [ -x "$WSO_BIN/$c-$K8S_VERSION" ] || missing+=("$c")

@@ -32,8 +32,16 @@ class Pair:
 
 
 class CertificateAuthority:
-    def __init__(self, directory: Path, name: str = "wml-stream-operator local CA") -> None:
+    """Its key is kept beside its certificate (0600, in the control plane's 0700 pki folder): the local node,
+    started later and maybe by another process, gets its kubelet's certificate from it (load)."""
+
+    def __init__(self, directory: Path, name: str = "wml-stream-operator local CA",
+                 _loaded: tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None = None) -> None:
         self.directory = directory
+        self.cert_path = directory / "ca.crt"
+        if _loaded is not None:
+            self._key, self._cert = _loaded
+            return
         directory.mkdir(parents=True, exist_ok=True)
         self._key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
@@ -49,15 +57,23 @@ class CertificateAuthority:
                                          encipher_only=False, decipher_only=False), critical=True)
             .sign(self._key, hashes.SHA256())
         )
-        self.cert_path = directory / "ca.crt"
+        _write_private(directory / "ca.key", _pem_key(self._key))
         self.cert_path.write_bytes(self.cert_pem)
+
+    @classmethod
+    def load(cls, directory: Path) -> CertificateAuthority:
+        key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
+        return cls(directory, _loaded=(key, cert))
 
     @property
     def cert_pem(self) -> bytes:
         return self._cert.public_bytes(serialization.Encoding.PEM)
 
     def issue(self, stem: str, common_name: str, *, organization: str | None = None,
-              server: bool = False, client: bool = False) -> Pair:
+              server: bool = False, client: bool = False, ips: tuple[str, ...] = ()) -> Pair:
+        """`ips`: more IP addresses the server certificate names (beside 127.0.0.1)."""
         key = ec.generate_private_key(ec.SECP256R1())
         attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
         if organization:
@@ -76,6 +92,7 @@ class CertificateAuthority:
             builder = builder.add_extension(x509.SubjectAlternativeName([
                 x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                 x509.DNSName("kubernetes.default.svc"),
+                *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips),
             ]), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
         pair = Pair(self.directory / f"{stem}.crt", self.directory / f"{stem}.key")

@@ -80,6 +80,11 @@ class PlatformConfig:
             raise MissingPrerequisite(f"{path} is missing: run `make platform-build` (hack/fetch-spark-jars.sh)")
         return path / "libs"
 
+    @property
+    def pause_image(self) -> str:
+        """The local node's pod sandbox image (hack/setup-node.sh builds it)."""
+        return read_versions()["PAUSE_IMAGE"]
+
     def java(self) -> Path:
         home = os.environ.get("JAVA_HOME")
         found = str(Path(home) / "bin" / "java") if home else shutil.which("java")

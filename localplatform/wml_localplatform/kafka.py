@@ -55,6 +55,8 @@ class KafkaInfo:
     ready_seconds: float
     security_protocol: str = "SASL_PLAINTEXT"
     sasl_mechanism: str = "PLAIN"
+    # With a local node (node.py): the listener its pods reach, on the node's address (None: none).
+    pods_bootstrap: str | None = None
 
     def user(self, name: str) -> KafkaUser:
         return next(u for u in self.users if u.name == name)
@@ -96,7 +98,9 @@ def _jaas(users: list[KafkaUser]) -> str:
             f'username="{admin.name}" password="{admin.password}" {entries};')
 
 
-def server_properties(data_dir: Path, port: int, controller_port: int, users: list[KafkaUser]) -> str:
+def server_properties(data_dir: Path, port: int, controller_port: int, users: list[KafkaUser],
+                      pods: str | None = None) -> str:
+    """`pods`: host:port of a second listener for the local node's pods, whose 127.0.0.1 is their own."""
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -122,13 +126,21 @@ def server_properties(data_dir: Path, port: int, controller_port: int, users: li
         "log.dirs": str(data_dir),
         "log.retention.hours": "24",
     }
+    if pods:
+        props["listeners"] += f",PODS://{pods}"
+        props["advertised.listeners"] += f",PODS://{pods}"
+        props["listener.security.protocol.map"] += ",PODS:SASL_PLAINTEXT"
+        props["listener.name.pods.plain.sasl.jaas.config"] = _jaas(users)
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
 class KafkaBroker:
-    def __init__(self, config: PlatformConfig, directory: Path) -> None:
+    """`pods_host`: also listen there for the local node's pods (node.NODE_IP; the node must be up)."""
+
+    def __init__(self, config: PlatformConfig, directory: Path, *, pods_host: str | None = None) -> None:
         self.config = config
         self.dir = directory
+        self.pods_host = pods_host
         self.pid_file = directory / "kafka.pid"
         self.info_path = directory / "info.json"
         self.log = directory / "logs" / "kafka.log"
@@ -151,7 +163,8 @@ class KafkaBroker:
         users = [KafkaUser(name, secrets.token_urlsafe(18)) for name in USER_NAMES]
         port, controller_port = process.free_port(), process.free_port()
         props = self.dir / "server.properties"
-        props.write_text(server_properties(self.dir / "data", port, controller_port, users))
+        pods = f"{self.pods_host}:{process.free_port()}" if self.pods_host else None
+        props.write_text(server_properties(self.dir / "data", port, controller_port, users, pods))
         props.chmod(0o600)
         log4j = self.dir / "log4j2.yaml"
         log4j.write_text(_LOG4J2)
@@ -179,7 +192,7 @@ class KafkaBroker:
                          ready_seconds=0.0)
         process.wait_ready("Kafka broker", lambda: _metadata_ok(info), broker, self.log, timeout)
         info = KafkaInfo(bootstrap=info.bootstrap, users=users, version=info.version,
-                         ready_seconds=round(time.monotonic() - started, 2))
+                         ready_seconds=round(time.monotonic() - started, 2), pods_bootstrap=pods)
         self.info_path.write_text(info.to_json())
         self.info_path.chmod(0o600)
         return info

@@ -25,7 +25,11 @@ from wml_localplatform.certs import CertificateAuthority, service_account_keys
 from wml_localplatform.config import PlatformConfig
 
 CONTROLLERS = "namespace-controller,garbage-collector-controller,serviceaccount-controller"
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"  # a setting the apiserver requires; nothing routes to it
+# With a node (node.py): what a Deployment with a PersistentVolumeClaim and a ServiceAccount token needs.
+NODE_CONTROLLERS = ("deployment-controller,replicaset-controller,root-ca-certificate-publisher-controller,"
+                    "persistentvolume-binder-controller,node-lifecycle-controller,endpointslice-controller")
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"  # nothing routes to it but what node.py adds for 10.0.0.1
+KUBERNETES_SERVICE_IP = "10.0.0.1"  # the `kubernetes` Service: what pods' KUBERNETES_SERVICE_HOST names
 
 
 @dataclass(frozen=True)
@@ -62,9 +66,12 @@ def kubeconfig_yaml(server: str, ca_pem: bytes, user: str, *, cert_pem: bytes | 
 
 
 class KubeControlPlane:
-    def __init__(self, config: PlatformConfig, directory: Path) -> None:
+    """`for_nodes`: also the controllers a node's workloads need (node.py)."""
+
+    def __init__(self, config: PlatformConfig, directory: Path, *, for_nodes: bool = False) -> None:
         self.config = config
         self.dir = directory
+        self.for_nodes = for_nodes
         self.pki = directory / "pki"
         self.logs = directory / "logs"
         self.info_path = directory / "info.json"
@@ -92,7 +99,9 @@ class KubeControlPlane:
         ca = CertificateAuthority(self.pki)
         etcd_server = ca.issue("etcd-server", "etcd", server=True)
         etcd_client = ca.issue("etcd-client", "kube-apiserver-etcd-client", client=True)
-        serving = ca.issue("apiserver", "kube-apiserver", server=True)
+        serving = ca.issue("apiserver", "kube-apiserver", server=True, ips=(KUBERNETES_SERVICE_IP,))
+        kubelet_client = ca.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client",
+                                  organization="system:masters", client=True)
         admin = ca.issue("admin", "wso-admin", organization="system:masters", client=True)
         sa = service_account_keys(self.pki)
 
@@ -127,6 +136,9 @@ class KubeControlPlane:
             f"--service-account-key-file={sa.cert}", f"--service-account-signing-key-file={sa.key}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             "--authorization-mode=RBAC", "--endpoint-reconciler-type=none", "--profiling=false",
+            # kubectl logs/exec on a node's pods (node.py): the kubelet is reached at its node's address.
+            f"--kubelet-client-certificate={kubelet_client.cert}", f"--kubelet-client-key={kubelet_client.key}",
+            "--kubelet-preferred-address-types=InternalIP",
         ]
         ctx = ssl.create_default_context(cafile=str(ca.cert_path))
         ctx.load_cert_chain(str(admin.cert), str(admin.key))
@@ -141,7 +153,9 @@ class KubeControlPlane:
         kubeconfig.chmod(0o600)
         kcm_log = self.logs / "kube-controller-manager.log"
         process.start("kube-controller-manager", [
-            kcm_bin, f"--kubeconfig={kubeconfig}", f"--controllers={CONTROLLERS}",
+            kcm_bin, f"--kubeconfig={kubeconfig}",
+            f"--controllers={CONTROLLERS},{NODE_CONTROLLERS}" if self.for_nodes else f"--controllers={CONTROLLERS}",
+            f"--root-ca-file={ca.cert_path}",
             "--leader-elect=false", "--use-service-account-credentials=false",
             "--bind-address=127.0.0.1", f"--secure-port={kcm_port}", f"--cert-dir={self.pki / 'kcm'}",
         ], kcm_log, self._pid("kube-controller-manager"))

@@ -1,0 +1,91 @@
+"""The operator and the WML service as pods on the local node: `kubectl apply -k` of deploy/ with
+components/wml-server, through an overlay that changes only what this machine needs.
+
+The overlay, and why each change:
+- the images built here (hack/build-images.sh), already in the node's containerd;
+- a PersistentVolume for the service's claim: no provisioner runs here, so a hostPath volume is bound to it;
+- the service's Service on a fixed cluster IP, and the operator's default endpoint at that IP: no cluster DNS
+  runs here to resolve wml-server.wml-stream-operator.svc (kube-proxy routes the IP as in any cluster).
+Everything else (RBAC, ServiceAccount token, probes, security contexts, Recreate, the namespace's restricted
+Pod Security) is the manifests' own.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+NAMESPACE = "wml-stream-operator"
+SERVICE_PORT = 9443
+SERVICE_IP = "10.0.0.80"  # in SERVICE_CLUSTER_IP_RANGE (kube.py)
+
+
+@dataclass(frozen=True)
+class InClusterLogin:
+    """The service's first user, which the Secret wml-credentials holds (and the operator's default login)."""
+
+    username: str
+    password: str
+    instance_id: str
+
+
+def write_overlay(folder: Path, volume: Path, operator_image: str, server_image: str) -> Path:
+    """The overlay's kustomization folder; `volume`: the host folder behind the service's data volume."""
+    folder.mkdir(parents=True, exist_ok=True)
+    volume.mkdir(parents=True, exist_ok=True)
+    os.chown(volume, 10001, 10001)  # the service's uid: a hostPath volume ignores fsGroup
+    volume.chmod(0o700)
+    deploy = Path(os.path.relpath(REPO / "deploy", folder))
+
+    def image(name: str, built: str) -> dict[str, str]:
+        new_name, new_tag = built.rsplit(":", 1)
+        return {"name": name, "newName": new_name, "newTag": new_tag}
+
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [str(deploy), "volume.yaml"],
+        "components": [str(deploy / "components" / "wml-server")],
+        "images": [image("ghcr.io/wmlstream/wml-stream-operator", operator_image),
+                   image("ghcr.io/wmlstream/wml-server", server_image)],
+        "patches": [{"path": "service-ip.yaml"}, {"path": "operator-endpoint.yaml"}],
+    }, sort_keys=False))
+    (folder / "volume.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "wso-wml-server-data"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                 "claimRef": {"namespace": NAMESPACE, "name": "wml-server-data"},
+                 "hostPath": {"path": str(volume), "type": "Directory"}},
+    }, sort_keys=False))
+    (folder / "service-ip.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "wml-server", "namespace": NAMESPACE},
+        "spec": {"clusterIP": SERVICE_IP},
+    }, sort_keys=False))
+    (folder / "operator-endpoint.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "wml-stream-operator", "namespace": NAMESPACE},
+        "spec": {"template": {"spec": {"containers": [{"name": "operator", "env": [
+            {"name": "WML_OPERATOR_WML_URL", "value": f"http://{SERVICE_IP}:{SERVICE_PORT}"}]}]}}},
+    }, sort_keys=False))
+    return folder
+
+
+def new_login() -> InClusterLogin:
+    return InClusterLogin(f"admin-{secrets.token_hex(3)}", secrets.token_urlsafe(18), str(uuid.uuid4()))
+
+
+def bootstrap_secrets(login: InClusterLogin) -> list[dict[str, object]]:
+    """The Secrets deploy/README.md has a user create before the first apply: the service's first user and
+    the key that encrypts what the service stores."""
+    key = secrets.token_urlsafe(32)  # 32 random bytes, urlsafe base64: a Fernet key
+    return [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wml-credentials", "namespace": NAMESPACE},
+         "stringData": {"username": login.username, "password": login.password, "instance_id": login.instance_id}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wml-server-key", "namespace": NAMESPACE},
+         "stringData": {"wml.key": key + "=" * (-len(key) % 4)}},
+    ]
