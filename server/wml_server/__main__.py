@@ -24,11 +24,18 @@ from wml_server.vault import KeyFileError
 
 
 def _serve(s: settings_mod.Settings) -> int:
+    problem = s.exposure_problem()
+    if problem:
+        raise SystemExit(f"error: {problem}")
     import uvicorn
 
     from wml_server.app import create_app
 
     logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if s.tls_cert is None and not settings_mod.is_loopback(s.host):
+        logging.getLogger("wml_server").warning(
+            "serving plain HTTP on %s (%s=true): logins and tokens cross the network unencrypted", s.host,
+            settings_mod.env_var("plain_http"))
     app = create_app(s)
     uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level,
                 ssl_certfile=str(s.tls_cert) if s.tls_cert else None,
