@@ -20,6 +20,7 @@ import uuid
 from wml_server import publish as publish_mod
 from wml_server import settings as settings_mod
 from wml_server.audit import CLI, AuditLog, AuditTrailError, os_user
+from wml_server.tls import CertReloader
 from wml_server.vault import KeyFileError
 
 
@@ -37,9 +38,17 @@ def _serve(s: settings_mod.Settings) -> int:
             "serving plain HTTP on %s (%s=true): logins and tokens cross the network unencrypted", s.host,
             settings_mod.env_var("plain_http"))
     app = create_app(s)
-    uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level,
-                ssl_certfile=str(s.tls_cert) if s.tls_cert else None,
-                ssl_keyfile=str(s.tls_key) if s.tls_key else None)
+    config = uvicorn.Config(app, host=s.host, port=s.port, log_level=s.log_level,
+                            ssl_certfile=str(s.tls_cert) if s.tls_cert else None,
+                            ssl_keyfile=str(s.tls_key) if s.tls_key else None)
+    config.load()  # makes the SSLContext now, so a renewed certificate can be loaded into it (wml_server.tls)
+    reloader = CertReloader(config.ssl, s.tls_cert, s.tls_key, s.tls_reload_seconds).start() \
+        if config.ssl and s.tls_cert and s.tls_key else None
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if reloader:
+            reloader.stop()
     return 0
 
 

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     plan: Annotated[str, Field(description="plan name reported by the instance and in plan-limit errors")] = "lite"
     tls_cert: Annotated[Path | None, Field(description="PEM certificate: serve HTTPS (with --tls-key)")] = None
     tls_key: Annotated[Path | None, Field(description="PEM private key for --tls-cert")] = None
+    tls_reload_seconds: Annotated[float, Field(
+        gt=0, description="how often --tls-cert and --tls-key are checked for a renewed pair, which is then "
+                          "served without a restart (a Secret volume's files change when cert-manager renews)")] = 30.0
     plain_http: Annotated[bool, Field(
         description="true: serve plain HTTP on a non-loopback --host (credentials and tokens then cross the "
                     "network unencrypted); without it the service refuses to serve a non-loopback address "

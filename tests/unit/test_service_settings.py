@@ -24,6 +24,7 @@ VARIABLES = {
     "key_file": "WML_SERVER_KEY_FILE",
     "deployment_limit": "WML_SERVER_DEPLOYMENT_LIMIT", "plan": "WML_SERVER_PLAN",
     "tls_cert": "WML_SERVER_TLS_CERT", "tls_key": "WML_SERVER_TLS_KEY", "plain_http": "WML_SERVER_PLAIN_HTTP",
+    "tls_reload_seconds": "WML_SERVER_TLS_RELOAD_SECONDS",
     "run_streams": "WML_SERVER_RUN_STREAMS",
     "kafka_unreachable_timeout": "WML_SERVER_KAFKA_UNREACHABLE_TIMEOUT", "public_url": "WML_SERVER_PUBLIC_URL",
     "log_level": "WML_SERVER_LOG_LEVEL", "rate_limit": "WML_SERVER_RATE_LIMIT",
