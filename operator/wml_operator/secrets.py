@@ -232,8 +232,8 @@ def recorded_endpoint(reader: SecretReader, namespace: str, recorded: Mapping[st
                       kept: Sequence[Endpoint] = (), defaults: Defaults | None = None) -> Endpoint:
     """The endpoint a status recorded (where the deployment lives), opened with the Secrets it names while they
     still hold a login, else with the login kept for it (wml_operator.login_copies), else with the spec's own (a
-    migration keeps one user on both endpoints). Its CA: the Secret the status names, else the kept copy's,
-    else the default CA when it is the default endpoint, else the spec's."""
+    migration keeps one user on both endpoints). Its CA: the Secret the status names, else the default CA when
+    it is the default endpoint, else the kept copy's, else the spec's."""
     copy = next((ep for ep in kept if ep.same_place(recorded)), None)
     credentials, creds_name = (copy.credentials, copy.credentials_secret) if copy else \
         (now.credentials, now.credentials_secret)
@@ -243,7 +243,8 @@ def recorded_endpoint(reader: SecretReader, namespace: str, recorded: Mapping[st
         with contextlib.suppress(ValueError):
             credentials, creds_name = WMLCredentials(data["username"], data["password"]), f"{creds_ns}/{name}"
     ca_pem, ca_name = (copy.ca_pem, copy.ca_secret) if copy else (now.ca_pem, now.ca_secret)
-    if copy is None and defaults is not None and not recorded.get("caSecret"):
+    if defaults is not None and not recorded.get("caSecret"):
+        # The live default CA before the copy's, as for the login: a copy may predate a CA rotation.
         with contextlib.suppress(SpecProblem):  # best effort: the call there says what is wrong
             ca_pem = default_ca(reader, defaults, str(recorded.get("url"))) or ca_pem
     ca_ref, _, ca_key = str(recorded.get("caSecret") or "").partition("/")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -106,6 +107,12 @@ def test_a_recorded_default_endpoint_is_opened_with_the_default_ca() -> None:
     recorded = {"url": DEFAULT_URL, "instanceId": "iid", "credentialsSecret": f"{OPS}/wml-credentials"}
     old = recorded_endpoint(secrets(), TEAM, recorded, now, (), DEFAULTS)
     assert (old.url, old.ca_pem) == (DEFAULT_URL, DEFAULT_CA)
+    # A login kept before the CA was rotated: the live default CA wins over the copy's, as the live login does.
+    kept = replace(endpoint(secrets(), TEAM, None, DEFAULTS), ca_pem=OWN_CA)
+    assert recorded_endpoint(secrets(), TEAM, recorded, now, (kept,), DEFAULTS).ca_pem == DEFAULT_CA
+    # The Secret gone (a namespace being deleted): the copy's CA, never none.
+    gone = recorded_endpoint(secrets(wml_server_tls=None), TEAM, recorded, now, (kept,), DEFAULTS)
+    assert gone.ca_pem == OWN_CA
 
 
 @pytest.mark.parametrize(("value", "ok"), [("ns/name", True), ("ns/name/key.pem", True), ("name", False),
