@@ -23,6 +23,8 @@ from wml_server.audit import CLI, AuditLog, AuditTrailError, os_user
 from wml_server.tls import CertReloader
 from wml_server.vault import KeyFileError
 
+STARTUP_FAILURE = 3  # uvicorn.run's exit code when the server did not start
+
 
 def _serve(s: settings_mod.Settings) -> int:
     problem = s.exposure_problem()
@@ -44,12 +46,16 @@ def _serve(s: settings_mod.Settings) -> int:
     config.load()  # makes the SSLContext now, so a renewed certificate can be loaded into it (wml_server.tls)
     reloader = CertReloader(config.ssl, s.tls_cert, s.tls_key, s.tls_reload_seconds).start() \
         if config.ssl and s.tls_cert and s.tls_key else None
+    server = uvicorn.Server(config)
     try:
-        uvicorn.Server(config).run()
+        server.run()
+    except KeyboardInterrupt:
+        pass
     finally:
         if reloader:
             reloader.stop()
-    return 0
+    # As uvicorn.run: a server that never started (the port taken) is a failed start, exit code 3.
+    return 0 if server.started else STARTUP_FAILURE
 
 
 def _read_password(from_stdin: bool) -> str:

@@ -13,6 +13,8 @@ import json
 import os
 import socket
 import ssl
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -22,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.unit.test_bootstrap_tls import NAMES, bootstrap
-from wml_localplatform.wmlservice import WMLService, WMLUser
+from wml_localplatform.wmlservice import WMLService, WMLUser, make_key_file
 from wml_operator.reconcile import Reconciler
 from wml_operator.resources import Resources
 from wml_operator.secrets import Defaults
@@ -175,3 +177,19 @@ def test_a_renewal_is_served_without_a_restart_and_a_rotated_ca_used_at_once(
     secrets.data[(OPS, "wml-server-tls")]["ca.crt"] = (volume / "ca.crt").read_text() + old_ca
     outcome = reconciler.run(body())
     assert outcome.status.get("deploymentId"), outcome.status
+
+
+def test_a_taken_port_is_a_failed_start(volume: Path, tmp_path: Path) -> None:
+    """serve builds uvicorn's server itself (to reload the certificate): a bind that fails still exits 3, as
+    uvicorn.run did, not 0 for a service that never served."""
+    key_file = make_key_file(tmp_path / "keys" / "wml.key")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "wml_server", "serve", "--port", str(taken.getsockname()[1]),
+             "--data-dir", str(tmp_path / "data"), "--key-file", str(key_file), "--run-streams", "false",
+             "--scoring-workers", "0", "--tls-cert", str(volume / "tls.crt"), "--tls-key", str(volume / "tls.key")],
+            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 3, result.stderr
+    assert "address already in use" in result.stderr
