@@ -61,6 +61,8 @@ LABEL org.opencontainers.image.title="wml-server" \
       org.opencontainers.image.description="Self-hosted WML v3 service that runs stream deployments (Kafka in, model, Kafka out)"
 COPY --from=builder-server /opt/venv /opt/venv
 # Bind to all interfaces inside the container (the default is loopback); keep data on the mounted volume.
+# Off loopback `serve` needs WML_SERVER_TLS_CERT/KEY (deploy/ mounts them) or an explicit
+# WML_SERVER_PLAIN_HTTP=true: the image does not choose plain HTTP for its users.
 ENV WML_SERVER_HOST=0.0.0.0 \
     WML_SERVER_PORT=9443 \
     WML_SERVER_DATA_DIR=/data

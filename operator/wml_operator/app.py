@@ -68,10 +68,10 @@ class OperatorApp:
         metrics = Metrics()
         store = SecretStore(on_read=metrics.secret_reads.inc, on_event=metrics.secret_events.inc)
         metrics.secrets_held.set_function(store.held)
-        creds_ns, _, creds_name = (settings.wml_credentials_secret or "").partition("/")
+        default_creds, default_ca = settings.default_secrets
         resources = Resources(settings.poll_fast_seconds, settings.poll_slow_seconds,
                               on_status=metrics.status_changed, on_release=store.release,
-                              default_secret=(creds_ns, creds_name) if creds_name else None)
+                              default_secret=default_creds, default_ca=default_ca)
 
         def wake(namespace: str, name: str) -> None:
             resources.mark_dirty_users(namespace, name)
@@ -88,7 +88,7 @@ class OperatorApp:
         pool = wml.pool if isinstance(wml, Instances) else ClientPool(timeout=settings.wml_timeout_seconds)
         models = Publisher(secrets or store, pool.client, kube_reads, settings.defaults, logins,
                            settings.model_max_bytes)
-        models.default_secret = (creds_ns, creds_name) if creds_name else None
+        models.default_secret, models.default_ca = default_creds, default_ca
         models.on_release = lambda keys: store.release([k for k in keys if not resources.referenced(*k)])
         return cls(settings, metrics, resources, store, wml, reconciler, status, post_event, logins, models,
                    kube_reads)
@@ -115,9 +115,9 @@ class OperatorApp:
                 # says so on its resource (Reconciling/LoginNotKept).
                 log.error("cannot list the copies of deletion logins in namespace %s: %s %s", self.logins.namespace,
                           exc.status, exc.reason)
-        creds_ns = (self.settings.wml_credentials_secret or "").partition("/")[0]
-        self.secret_watch = SecretWatch(core, self.secrets,
-                                        scopes(self.settings.namespaces, [creds_ns] if creds_ns else []))
+        # The default Secrets' namespaces are watched too, also when they are not among the watched namespaces.
+        own = sorted({key[0] for key in self.settings.default_secrets if key is not None})
+        self.secret_watch = SecretWatch(core, self.secrets, scopes(self.settings.namespaces, own))
         self.secrets.watching = self.secret_watch.healthy
         self.secret_watch.start()
 

@@ -190,7 +190,7 @@ class Reconciler:
         endpoints = [now]
         if last.deployment_id and recorded and not now.same_place(recorded):
             endpoints.append(recorded_endpoint(self.secrets, meta["namespace"], recorded, now,
-                                               self.logins.kept(meta["uid"])))
+                                               self.logins.kept(meta["uid"]), self.defaults))
         self.logins.keep(meta["uid"], f"{meta['namespace']}/{meta['name']}", endpoints)
 
     def _unresolved(self, body: Mapping[str, Any], deleting: bool, last: Last, reason: str,
@@ -227,7 +227,7 @@ class Reconciler:
             # The status names a deployment on the endpoint the spec no longer does: it is stopped and deleted
             # there (its absence is checked there too, before anyone calls it deleted).
             old = recorded_endpoint(self.secrets, namespace, recorded or {}, resolved.endpoint,
-                                    self.logins.kept(uid))
+                                    self.logins.kept(uid), self.defaults)
             there = Elsewhere(self.wml.instance(old), f"the old endpoint {old.url} (deployment {last.deployment_id})")
             gone = there.listing(self.resources.poll_interval(body)).by_id.get(str(last.deployment_id))
             looked = replace(looked, previous=gone or looked.previous)

@@ -57,9 +57,11 @@ def trimmed(body: Mapping[str, Any]) -> dict[str, Any]:
             "spec": body.get("spec"), "status": body.get("status")}
 
 
-def _secret_keys(body: Mapping[str, Any], default: SecretKey | None = None) -> frozenset[SecretKey]:
-    """The Secrets a resource reads: those its spec names, and the operator's default WML credentials
-    (`default`) when it names none of its own."""
+def _secret_keys(body: Mapping[str, Any], default: SecretKey | None = None,
+                 default_ca: SecretKey | None = None) -> frozenset[SecretKey]:
+    """The Secrets a resource reads: those its spec names, the operator's default WML credentials (`default`)
+    when it names none of its own, and the default CA (`default_ca`) when it names no caSecretRef (it may be
+    on the default endpoint: a rotated CA must wake it)."""
     namespace = (body.get("metadata") or {}).get("namespace") or ""
     try:
         spec = parse_spec(body.get("spec"))
@@ -68,6 +70,8 @@ def _secret_keys(body: Mapping[str, Any], default: SecretKey | None = None) -> f
     keys = {(namespace, name) for name in referenced_secrets(spec)}
     if default is not None and not (spec.wml and spec.wml.credentials_secret_ref):
         keys.add(default)
+    if default_ca is not None and not (spec.wml and spec.wml.ca_secret_ref):
+        keys.add(default_ca)
     return frozenset(keys)
 
 
@@ -78,7 +82,7 @@ class Resources:
     def __init__(self, poll_fast: float, poll_slow: float,
                  on_status: Callable[[str | None, str | None], None] | None = None,
                  on_release: Callable[[list[SecretKey]], None] | None = None,
-                 default_secret: SecretKey | None = None) -> None:
+                 default_secret: SecretKey | None = None, default_ca: SecretKey | None = None) -> None:
         self.poll_fast = poll_fast
         self.poll_slow = poll_slow
         # How often the poller looks for due resources: a pass starts at most this late.
@@ -86,6 +90,7 @@ class Resources:
         self._on_status = on_status  # (old, new) WML status of one resource, for the metrics' counts
         self._on_release = on_release  # Secrets no resource references any more (kube.SecretStore.release)
         self._default_secret = default_secret  # the operator's default WML credentials, (namespace, name)
+        self._default_ca = default_ca  # the Secret of the default endpoint's CA, (namespace, name)
         self._states: dict[str, ResourceState] = {}
         self._users: dict[SecretKey, set[str]] = {}  # which resources read a Secret
         self._lock = threading.Lock()
@@ -105,7 +110,7 @@ class Resources:
         with self._lock:
             state = self._states.setdefault(uid, ResourceState())
             if state.body is None or state.secrets_generation != generation:  # new, or the spec changed
-                released = self._refer(uid, state, _secret_keys(body, self._default_secret))
+                released = self._refer(uid, state, _secret_keys(body, self._default_secret, self._default_ca))
                 state.secrets_generation = generation
             state.body = trimmed(body)
         self._released(released)

@@ -44,6 +44,20 @@ class Defaults:
     url: str | None = None
     instance_id: str | None = None
     credentials_secret: str | None = None  # "namespace/name"
+    # The CA bundle that verifies the default URL's certificate: "namespace/name[/key]", key ca.crt by default
+    # (where cert-manager and deploy/bootstrap-tls.sh put it in a kubernetes.io/tls Secret).
+    ca_secret: str | None = None
+
+    def ca_key(self) -> tuple[str, str, str] | None:
+        """(namespace, name, key) of the default CA's Secret, when one is set."""
+        if not self.ca_secret:
+            return None
+        namespace, name, key = ([*self.ca_secret.split("/", 2), DEFAULT_CA_KEY])[:3]
+        return namespace, name, key
+
+
+DEFAULT_CA_KEY = "ca.crt"
+DEFAULT_CA_SETTING = "the operator's default WML CA (WML_OPERATOR_WML_CA_SECRET)"
 
 
 @dataclass(frozen=True)
@@ -144,6 +158,33 @@ def spark(reader: SecretReader, namespace: str, spec: StreamingDeploymentSpec) -
                                            f"{describe_validation_error(exc)}") from None
 
 
+def _pem(value: str, where: str) -> str:
+    if "-----BEGIN CERTIFICATE-----" not in value:
+        raise SpecProblem("InvalidSecret", f"{where} is not a PEM certificate")
+    return value
+
+
+def default_ca(reader: SecretReader, defaults: Defaults, url: str) -> str | None:
+    """The default CA bundle when `url` is the operator's default endpoint and a default CA is set; else None.
+    The CA belongs to the default endpoint, not to every resource that leaves caSecretRef out: a resource that
+    names another URL keeps the system's trust store. A missing or invalid Secret is a SpecProblem (Stalled,
+    named), never a fall-back to another trust store."""
+    key = defaults.ca_key()
+    if key is None or not defaults.url or url != _normalized(defaults.url):
+        return None
+    ca_ns, ca_name, ca_key = key
+    data = _secret(reader, ca_ns, ca_name, DEFAULT_CA_SETTING)
+    return _pem(_key(data, ca_ns, ca_name, ca_key, DEFAULT_CA_SETTING),
+                f"{DEFAULT_CA_SETTING}: Secret {ca_ns}/{ca_name} key {ca_key!r}")
+
+
+def _normalized(url: str) -> str:
+    try:
+        return normalize_base_url(url)
+    except ValueError:
+        return url
+
+
 def endpoint(reader: SecretReader, namespace: str, wml: WMLEndpoint | None, defaults: Defaults) -> Endpoint:
     """The `spec.wml` block of any of the operator's resources, resolved with its Secrets and the defaults."""
     if wml and wml.credentials_secret_ref:
@@ -169,10 +210,8 @@ def endpoint(reader: SecretReader, namespace: str, wml: WMLEndpoint | None, defa
     if wml and wml.ca_secret_ref:
         ref = wml.ca_secret_ref
         ca_data = _secret(reader, namespace, ref.name, "spec.wml.caSecretRef")
-        ca_pem = _key(ca_data, namespace, ref.name, ref.key, "spec.wml.caSecretRef")
-        if "-----BEGIN CERTIFICATE-----" not in ca_pem:
-            raise SpecProblem("InvalidSecret", f"spec.wml.caSecretRef: Secret {namespace}/{ref.name} key "
-                                               f"{ref.key!r} is not a PEM certificate")
+        ca_pem = _pem(_key(ca_data, namespace, ref.name, ref.key, "spec.wml.caSecretRef"),
+                      f"spec.wml.caSecretRef: Secret {namespace}/{ref.name} key {ref.key!r}")
     try:
         credentials = WMLCredentials(username, password)
     except ValueError as exc:
@@ -182,16 +221,19 @@ def endpoint(reader: SecretReader, namespace: str, wml: WMLEndpoint | None, defa
     except ValueError as exc:
         where = "spec.wml.url" if wml and wml.url else f"{path}: Secret {creds_ns}/{creds_name} key 'url'"
         raise SpecProblem("InvalidSecret" if "Secret" in where else "InvalidSpec", f"{where}: {exc}") from None
+    if ca_pem is None:  # the resource's own caSecretRef wins; else the default endpoint's CA, if this is it
+        ca_pem = default_ca(reader, defaults, url)
     return Endpoint(url, instance, credentials, ca_pem, credentials_secret=f"{creds_ns}/{creds_name}",
                     ca_secret=f"{wml.ca_secret_ref.name}/{wml.ca_secret_ref.key}" if wml and wml.ca_secret_ref
                     else None)
 
 
 def recorded_endpoint(reader: SecretReader, namespace: str, recorded: Mapping[str, Any], now: Endpoint,
-                      kept: Sequence[Endpoint] = ()) -> Endpoint:
+                      kept: Sequence[Endpoint] = (), defaults: Defaults | None = None) -> Endpoint:
     """The endpoint a status recorded (where the deployment lives), opened with the Secrets it names while they
     still hold a login, else with the login kept for it (wml_operator.login_copies), else with the spec's own (a
-    migration keeps one user on both endpoints)."""
+    migration keeps one user on both endpoints). Its CA: the Secret the status names, else the default CA when
+    it is the default endpoint, else the kept copy's, else the spec's."""
     copy = next((ep for ep in kept if ep.same_place(recorded)), None)
     credentials, creds_name = (copy.credentials, copy.credentials_secret) if copy else \
         (now.credentials, now.credentials_secret)
@@ -201,6 +243,10 @@ def recorded_endpoint(reader: SecretReader, namespace: str, recorded: Mapping[st
         with contextlib.suppress(ValueError):
             credentials, creds_name = WMLCredentials(data["username"], data["password"]), f"{creds_ns}/{name}"
     ca_pem, ca_name = (copy.ca_pem, copy.ca_secret) if copy else (now.ca_pem, now.ca_secret)
+    if defaults is not None and not recorded.get("caSecret"):
+        # The live default CA before the copy's, as for the login: a copy may predate a CA rotation.
+        with contextlib.suppress(SpecProblem):  # best effort: the call there says what is wrong
+            ca_pem = default_ca(reader, defaults, str(recorded.get("url"))) or ca_pem
     ca_ref, _, ca_key = str(recorded.get("caSecret") or "").partition("/")
     ca_data = reader.read(namespace, ca_ref) if ca_ref and ca_key else None
     if ca_data and "-----BEGIN CERTIFICATE-----" in (ca_data.get(ca_key) or ""):

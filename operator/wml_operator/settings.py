@@ -26,6 +26,12 @@ class OperatorSettings(BaseSettings):
         description="default WML instance id, for resources that name none")] = None
     wml_credentials_secret: Annotated[str | None, Field(
         pattern=r"^[^/]+/[^/]+$", description="default WML credentials Secret, as namespace/name")] = None
+    wml_ca_secret: Annotated[str | None, Field(
+        pattern=r"^[^/]+/[^/]+(/[^/]+)?$",
+        description="Secret with the PEM CA bundle that verifies the default WML URL's certificate, as "
+                    "namespace/name[/key] (key: ca.crt); read like the credentials Secret, so a new CA applies "
+                    "as soon as the Secret changes; a resource's own spec.wml.caSecretRef wins for its own URL; "
+                    "unset: the system's trust store")] = None
     namespaces: Annotated[tuple[str, ...], NoDecode, Field(
         description="comma-separated namespaces to watch; empty: every namespace")] = ()
     poll_fast_seconds: Annotated[float, Field(
@@ -56,7 +62,7 @@ class OperatorSettings(BaseSettings):
             return tuple(n.strip() for n in value.split(",") if n.strip())
         return value
 
-    @field_validator("wml_url", "wml_instance_id", "wml_credentials_secret", mode="before")
+    @field_validator("wml_url", "wml_instance_id", "wml_credentials_secret", "wml_ca_secret", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -64,7 +70,14 @@ class OperatorSettings(BaseSettings):
     @property
     def defaults(self) -> Defaults:
         return Defaults(url=self.wml_url, instance_id=self.wml_instance_id,
-                        credentials_secret=self.wml_credentials_secret)
+                        credentials_secret=self.wml_credentials_secret, ca_secret=self.wml_ca_secret)
+
+    @property
+    def default_secrets(self) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+        """(namespace, name) of the default credentials' Secret and of the default CA's, each or None."""
+        creds_ns, _, creds_name = (self.wml_credentials_secret or "").partition("/")
+        ca = self.defaults.ca_key()
+        return (creds_ns, creds_name) if creds_name else None, ca[:2] if ca else None
 
 
 def variables() -> list[str]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
+import logging
 import re
 import shutil
 import tempfile
@@ -18,6 +20,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -31,6 +34,21 @@ from wml_operator.secrets import Endpoint
 
 InstanceKey = tuple[str, str]  # (url, instance id)
 HANDLER_THREADS = 32  # kopf's settings.execution.max_workers (handlers.configure)
+
+
+log = logging.getLogger(__name__)
+
+
+def plain_off_loopback(url: str) -> bool:
+    """http:// to a host that is not loopback: logins and tokens cross a network unencrypted."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme != "http" or host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 MAX_CLIENTS = 256  # clients kept; each credentials rotation makes a new one, the least recently used goes
@@ -55,6 +73,9 @@ class ClientPool:
             if kept is not None:
                 self._clients.move_to_end(key)
                 return kept[0]
+            if plain_off_loopback(ep.url):  # once per client: a new login or CA makes a new one
+                log.warning("WML endpoint %s is plain HTTP off loopback: its login and tokens are not encrypted; "
+                            "use https:// (deploy/README.md, TLS)", ep.url)
             ca_bundle = None
             if ep.ca_pem:
                 # requests reads a CA bundle from a file only.

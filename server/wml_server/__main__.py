@@ -20,20 +20,42 @@ import uuid
 from wml_server import publish as publish_mod
 from wml_server import settings as settings_mod
 from wml_server.audit import CLI, AuditLog, AuditTrailError, os_user
+from wml_server.tls import CertReloader
 from wml_server.vault import KeyFileError
+
+STARTUP_FAILURE = 3  # uvicorn.run's exit code when the server did not start
 
 
 def _serve(s: settings_mod.Settings) -> int:
+    problem = s.exposure_problem()
+    if problem:
+        raise SystemExit(f"error: {problem}")
     import uvicorn
 
     from wml_server.app import create_app
 
     logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if s.tls_cert is None and not settings_mod.is_loopback(s.host):
+        logging.getLogger("wml_server").warning(
+            "serving plain HTTP on %s (%s=true): logins and tokens cross the network unencrypted", s.host,
+            settings_mod.env_var("plain_http"))
     app = create_app(s)
-    uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level,
-                ssl_certfile=str(s.tls_cert) if s.tls_cert else None,
-                ssl_keyfile=str(s.tls_key) if s.tls_key else None)
-    return 0
+    config = uvicorn.Config(app, host=s.host, port=s.port, log_level=s.log_level,
+                            ssl_certfile=str(s.tls_cert) if s.tls_cert else None,
+                            ssl_keyfile=str(s.tls_key) if s.tls_key else None)
+    config.load()  # makes the SSLContext now, so a renewed certificate can be loaded into it (wml_server.tls)
+    reloader = CertReloader(config.ssl, s.tls_cert, s.tls_key, s.tls_reload_seconds).start() \
+        if config.ssl and s.tls_cert and s.tls_key else None
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if reloader:
+            reloader.stop()
+    # As uvicorn.run: a server that never started (the port taken) is a failed start, exit code 3.
+    return 0 if server.started else STARTUP_FAILURE
 
 
 def _read_password(from_stdin: bool) -> str:

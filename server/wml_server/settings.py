@@ -6,6 +6,7 @@ command line wins over the variable, which wins over the default.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -57,6 +58,13 @@ class Settings(BaseSettings):
     plan: Annotated[str, Field(description="plan name reported by the instance and in plan-limit errors")] = "lite"
     tls_cert: Annotated[Path | None, Field(description="PEM certificate: serve HTTPS (with --tls-key)")] = None
     tls_key: Annotated[Path | None, Field(description="PEM private key for --tls-cert")] = None
+    tls_reload_seconds: Annotated[float, Field(
+        gt=0, description="how often --tls-cert and --tls-key are checked for a renewed pair, which is then "
+                          "served without a restart (a Secret volume's files change when cert-manager renews)")] = 30.0
+    plain_http: Annotated[bool, Field(
+        description="true: serve plain HTTP on a non-loopback --host (credentials and tokens then cross the "
+                    "network unencrypted); without it the service refuses to serve a non-loopback address "
+                    "without --tls-cert; loopback addresses serve plain HTTP without it")] = False
     run_streams: Annotated[bool, Field(
         description="true: run Kafka streams; false: accept deployments and report their status without "
                     "starting Kafka clients (for operator benchmarks at scale)")] = True
@@ -154,6 +162,15 @@ class Settings(BaseSettings):
             raise ValueError(f"--tls-cert and --tls-key ({ENV_PREFIX}TLS_CERT and {ENV_PREFIX}TLS_KEY) go together")
         return self
 
+    def exposure_problem(self) -> str | None:
+        """Why `serve` must refuse these settings: plain HTTP where traffic leaves loopback, unless asked for.
+        Only `serve` asks (add-user and the other commands run in the same image, with its 0.0.0.0)."""
+        if self.tls_cert is not None or self.plain_http or is_loopback(self.host):
+            return None
+        return (f"{flag('host')} {self.host} is not a loopback address and no certificate is given: serve HTTPS "
+                f"with {flag('tls_cert')} and {flag('tls_key')} ({env_var('tls_cert')}, {env_var('tls_key')}), "
+                f"or accept plain HTTP on the network with {flag('plain_http')} true ({env_var('plain_http')}=true)")
+
     @property
     def database(self) -> Path:
         return self.data_dir / "wml.sqlite3"
@@ -172,6 +189,17 @@ class Settings(BaseSettings):
         if self.audit_log == audit.STDOUT:
             return audit.STDOUT
         return Path(self.audit_log) if self.audit_log else self.data_dir / audit.DEFAULT_NAME
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: traffic that never leaves the machine. Anything else (0.0.0.0, ::, a name,
+    an interface's address) may be reached from the network."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def flag(name: str) -> str:

@@ -118,7 +118,8 @@ def test_the_base_with_both_components(kubectl: Kubectl, overlay: Path, namespac
     operator = docs[("Deployment", OPERATOR_NAMESPACE, "wml-stream-operator")]
     (container,) = operator["spec"]["template"]["spec"]["containers"]
     env = {item["name"]: item for item in container["env"]}
-    assert env["WML_OPERATOR_WML_URL"]["value"] == "http://wml-server.wml-stream-operator.svc:9443"
+    assert env["WML_OPERATOR_WML_URL"]["value"] == "https://wml-server.wml-stream-operator.svc:9443"
+    assert env["WML_OPERATOR_WML_CA_SECRET"]["value"] == f"{OPERATOR_NAMESPACE}/wml-server-tls"
     assert env["WML_OPERATOR_HEALTH_ADDRESS"]["value"] == "0.0.0.0:8080"  # the base's env is kept
     # namespaced-rbac: no cluster-wide Secret access left; a Role where the operator looks instead.
     assert ("ClusterRole", None, "wml-stream-operator-secrets") not in docs

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from wml_server.settings import Settings, add_arguments, env_var, flag, from_namespace, usable_cores
+from wml_server.__main__ import main
+from wml_server.settings import Settings, add_arguments, env_var, flag, from_namespace, is_loopback, usable_cores
 
 pytestmark = pytest.mark.unit
+ANY = "0.0.0.0"  # noqa: S104 (every interface: the address the rule is about)
 
 # The names the README, the manifests and the tests use; none may change.
 VARIABLES = {
@@ -21,7 +23,9 @@ VARIABLES = {
     "token_ttl_seconds": "WML_SERVER_TOKEN_TTL", "signing_key_file": "WML_SERVER_SIGNING_KEY_FILE",
     "key_file": "WML_SERVER_KEY_FILE",
     "deployment_limit": "WML_SERVER_DEPLOYMENT_LIMIT", "plan": "WML_SERVER_PLAN",
-    "tls_cert": "WML_SERVER_TLS_CERT", "tls_key": "WML_SERVER_TLS_KEY", "run_streams": "WML_SERVER_RUN_STREAMS",
+    "tls_cert": "WML_SERVER_TLS_CERT", "tls_key": "WML_SERVER_TLS_KEY", "plain_http": "WML_SERVER_PLAIN_HTTP",
+    "tls_reload_seconds": "WML_SERVER_TLS_RELOAD_SECONDS",
+    "run_streams": "WML_SERVER_RUN_STREAMS",
     "kafka_unreachable_timeout": "WML_SERVER_KAFKA_UNREACHABLE_TIMEOUT", "public_url": "WML_SERVER_PUBLIC_URL",
     "log_level": "WML_SERVER_LOG_LEVEL", "rate_limit": "WML_SERVER_RATE_LIMIT",
     "audit_log": "WML_SERVER_AUDIT_LOG",
@@ -100,6 +104,51 @@ def test_refusals_name_the_flag_and_the_variable(monkeypatch: pytest.MonkeyPatch
         monkeypatch.setenv(name, value)
     with pytest.raises(SystemExit, match=re.escape(message)):
         parse(*argv)
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True), ("localhost", True),
+    ("LOCALHOST", True), (ANY, False), ("::", False), ("10.1.2.3", False), ("wml.example", False),
+    ("", False)])
+def test_loopback_is_only_what_never_leaves_the_machine(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize(("argv", "env", "refused"), [
+    ([], {}, False),  # the default: 127.0.0.1
+    (["--host", "::1"], {}, False),
+    (["--host", "localhost"], {}, False),
+    (["--host", ANY], {}, True),
+    ([], {"WML_SERVER_HOST": ANY}, True),  # the image's setting, without TLS
+    (["--host", "10.1.2.3"], {}, True),
+    (["--host", ANY, "--tls-cert", "c.pem", "--tls-key", "k.pem"], {}, False),
+    (["--host", ANY, "--plain-http", "true"], {}, False),
+    ([], {"WML_SERVER_HOST": ANY, "WML_SERVER_PLAIN_HTTP": "true"}, False),
+    (["--host", ANY, "--plain-http", "false"], {}, True),
+])
+def test_plain_http_off_loopback_is_an_explicit_choice(monkeypatch: pytest.MonkeyPatch, argv: list[str],
+                                                       env: dict[str, str], refused: bool) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    problem = parse(*argv).exposure_problem()
+    assert (problem is not None) is refused
+    if problem:
+        for named in ("--tls-cert", "WML_SERVER_TLS_CERT", "--plain-http", "WML_SERVER_PLAIN_HTTP=true"):
+            assert named in problem
+
+
+def test_serve_refuses_plain_http_off_loopback_before_anything_starts(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit, match=r"--host 0\.0\.0\.0 is not a loopback address"):
+        main(["serve", "--host", ANY, "--port", "0", "--data-dir", str(tmp_path / "data")])
+    assert not (tmp_path / "data").exists()  # refused before the database or any key is touched
+
+
+def test_only_serve_applies_the_rule(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The image sets WML_SERVER_HOST=0.0.0.0 for every command: its init container's add-user must still run."""
+    monkeypatch.setenv("WML_SERVER_HOST", ANY)
+    assert main(["list-users", "--data-dir", str(tmp_path / "data")]) == 0
 
 
 def test_help_lists_every_setting_with_its_variable() -> None:

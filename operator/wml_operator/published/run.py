@@ -96,6 +96,7 @@ class Publisher:
         self._finished: dict[str, float] = {}  # uid -> when its last pass ended (monotonic)
         self.on_release: Callable[[list[tuple[str, str]]], None] | None = None  # Secrets no PublishedModel reads
         self.default_secret: tuple[str, str] | None = None
+        self.default_ca: tuple[str, str] | None = None  # the default endpoint's CA Secret
 
     def _pass_lock(self, uid: str) -> threading.Lock:
         with self._lock:
@@ -151,6 +152,8 @@ class Publisher:
                  if ref is not None}
         if not (spec.wml and spec.wml.credentials_secret_ref) and self.default_secret:
             names.add(self.default_secret)
+        if not (spec.wml and spec.wml.ca_secret_ref) and self.default_ca:
+            names.add(self.default_ca)
         with self._lock:
             before = self._secrets.get(uid, frozenset())
             self._secrets[uid] = frozenset(names)
