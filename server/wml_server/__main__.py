@@ -30,7 +30,9 @@ def _serve(s: settings_mod.Settings) -> int:
 
     logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(s)
-    uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level,
+    # proxy_headers off: uvicorn's default believes X-Forwarded-For from 127.0.0.1, so any local client could
+    # pick the address the token rate limit counts by. --trusted-proxies turns it on in create_app.
+    uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level, proxy_headers=False,
                 ssl_certfile=str(s.tls_cert) if s.tls_cert else None,
                 ssl_keyfile=str(s.tls_key) if s.tls_key else None)
     return 0

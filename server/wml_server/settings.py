@@ -6,6 +6,7 @@ command line wins over the variable, which wins over the default.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -91,6 +92,17 @@ class Settings(BaseSettings):
         ge=0, description="requests a minute per user (calls with a token) and per client address (token "
                           "requests), in bursts of up to that many; more get 429 rate_limit_exceeded with "
                           "Retry-After; 0: no limit")] = 0
+    token_rate_limit: Annotated[int, Field(
+        ge=0, description="token requests (either token path, GET or the PUT refresh) a minute per client "
+                          "address, in bursts of up to that many: password guessing is refused with 429 "
+                          "rate_limit_exceeded and Retry-After before the password is checked, and a correct "
+                          "login from that address waits too; 0: no limit. The address is the TCP peer's: behind "
+                          "a proxy every client shares the proxy's (see --trusted-proxies)")] = 60
+    trusted_proxies: Annotated[str, Field(
+        description="reverse proxies (addresses or CIDR networks, separated by commas; * for any) whose "
+                    "X-Forwarded-For and X-Forwarded-Proto the service believes: the client address the token "
+                    "rate limit counts by is then the one the proxy saw. Default none: the TCP peer's address, "
+                    "which no header can change")] = ""
 
     audit_log: Annotated[str, Field(
         description="where the audit trail goes, one JSON line per change (tokens issued and refused, "
@@ -120,6 +132,18 @@ class Settings(BaseSettings):
         from wml_server.spark.placement import parse_allowed
 
         return ",".join(parse_allowed(value))
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        for item in items:
+            if item != "*":
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is not an IP address or network") from None
+        return ",".join(items)
 
     @property
     def spark_master_list(self) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ VARIABLES = {
     "kafka_unreachable_timeout": "WML_SERVER_KAFKA_UNREACHABLE_TIMEOUT", "public_url": "WML_SERVER_PUBLIC_URL",
     "log_level": "WML_SERVER_LOG_LEVEL", "rate_limit": "WML_SERVER_RATE_LIMIT",
     "audit_log": "WML_SERVER_AUDIT_LOG",
+    "token_rate_limit": "WML_SERVER_TOKEN_RATE_LIMIT", "trusted_proxies": "WML_SERVER_TRUSTED_PROXIES",
     "pickled_models": "WML_SERVER_PICKLED_MODELS", "model_max_bytes": "WML_SERVER_MODEL_MAX_BYTES",
     "model_sandbox": "WML_SERVER_MODEL_SANDBOX", "model_memory_limit_mb": "WML_SERVER_MODEL_MEMORY_LIMIT_MB",
     "model_load_timeout": "WML_SERVER_MODEL_LOAD_TIMEOUT", "model_predict_timeout": "WML_SERVER_MODEL_PREDICT_TIMEOUT",
