@@ -15,7 +15,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from wml_server import errors
 from wml_server.api import deployments, identity, instances, repository
 from wml_server.api.deps import AppState, caller_before_body
-from wml_server.atrest import check_key, secure
+from wml_server.atrest import check_key, secure, signing_key
 from wml_server.audit import AuditLog
 from wml_server.auth import TokenIssuer, load_or_create_signing_key
 from wml_server.db import Database
@@ -60,7 +60,10 @@ def create_app(settings: Settings, *, models: ModelRegistry | None = None) -> Fa
     repository_service = RepositoryService(
         db, store, RepositoryRules(allow_pickled=settings.pickled_models, max_content_bytes=settings.model_max_bytes),
         load_check(options))
-    issuer = TokenIssuer(db, load_or_create_signing_key(settings.signing_key_path), settings.token_ttl_seconds)
+    # A signing key file named by the operator of the service (a mounted Secret) is theirs and used as it is;
+    # the key the service makes itself is stored encrypted beside the credentials.
+    key = load_or_create_signing_key(settings.signing_key_file) if settings.signing_key_file else signing_key(db)
+    issuer = TokenIssuer(db, key, settings.token_ttl_seconds)
     audit = AuditLog(settings.audit_target)
 
     @asynccontextmanager

@@ -41,14 +41,16 @@ class Settings(BaseSettings):
 
     host: Annotated[str, Field(description="address to bind; loopback unless you mean to expose it")] = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535, description="TCP port")] = 9443
-    data_dir: Annotated[Path, Field(description="folder for the SQLite database and the token signing key")] = \
-        Path("./wml-data")
+    data_dir: Annotated[Path, Field(description="folder for the SQLite database (deployments, users, the token "
+                                                "signing key) and users' models")] = Path("./wml-data")
     # The variable is WML_SERVER_TOKEN_TTL (as documented since the start), the flag --token-ttl-seconds.
     token_ttl_seconds: Annotated[int, Field(gt=0, validation_alias=f"{ENV_PREFIX}TOKEN_TTL",
                                             description="lifetime of issued tokens, in seconds "
                                                         "(8 h as the original)")] = 8 * 3600
     signing_key_file: Annotated[Path | None, Field(
-        description="file holding the HS256 key that signs tokens (made on first start when missing)")] = None
+        description="your own file holding the HS256 key that signs tokens (a mounted Secret: read as it is, "
+                    "made when missing, never encrypted by the service); default: a key the service makes and "
+                    "keeps in its database, encrypted by --key-file")] = None
     key_file: Annotated[Path | None, Field(
         description="file of Fernet keys (one a line; the first encrypts, all decrypt) that encrypt the "
                     "credentials the service stores; keep it apart from the data folder; required: make one "
@@ -187,10 +189,6 @@ class Settings(BaseSettings):
         return self.data_dir / "models"
 
     @property
-    def signing_key_path(self) -> Path:
-        return self.signing_key_file or self.data_dir / "signing.key"
-
-    @property
     def audit_target(self) -> Path | str:
         """The audit trail's file, or "-" (standard output)."""
         if self.audit_log == audit.STDOUT:
@@ -213,8 +211,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     checked alike."""
     group = parser.add_argument_group("settings (each flag's variable is its default)")
     for name, field in Settings.model_fields.items():
-        shown = "DATA_DIR/signing.key" if name == "signing_key_file" else \
-            "DATA_DIR/audit.jsonl" if name == "audit_log" else \
+        shown = "DATA_DIR/audit.jsonl" if name == "audit_log" else \
             "unset" if field.default is None else field.default
         metavar = "true|false" if field.annotation is bool else None
         group.add_argument(flag(name), dest=name, default=argparse.SUPPRESS, metavar=metavar,

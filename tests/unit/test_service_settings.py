@@ -60,7 +60,7 @@ def test_defaults() -> None:
     assert (s.host, s.port, s.token_ttl_seconds, s.run_streams, s.rate_limit) == ("127.0.0.1", 9443, 8 * 3600, True, 0)
     assert s.scoring_workers == usable_cores()  # a scoring worker per core the service may use
     assert parse("--scoring-workers", "0").scoring_workers == 0  # 0: in the service's own process
-    assert s.signing_key_path == Path("wml-data/signing.key")
+    assert s.signing_key_file is None  # the service's own key, in its database
 
 
 def test_model_worker_timeouts_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
