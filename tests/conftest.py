@@ -15,9 +15,11 @@ A missing prerequisite is an error, never a skip: a suite that did not run did n
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import json
 import os
+import sqlite3
 import subprocess
 import time
 import uuid
@@ -91,13 +93,16 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Figures]:
 def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory, figures: Figures) -> Iterator[None]:
     """After the whole run: no log that the run produced (operator, WML service, Kafka, control plane, demo,
     the fault proxy's record of every WML response, the dumps of each test namespace's events and statuses)
-    holds a password the tests handed out or a key of a WML service's key file; no file of a WML service's data
-    folder holds a stored credential or such a key in plaintext. Torn down last, so it sees every log."""
+    holds a password the tests handed out, a key of a WML service's key file or a service's token signing key;
+    no file of a WML service's data folder holds a stored credential or such a key in plaintext. Torn down last,
+    so it sees every log."""
     yield
     from wml_localplatform import wmlservice
 
     keys = {line.strip() for path in wmlservice.KEY_FILES if path.is_file()
             for line in path.read_text().splitlines() if line.strip()}
+    keys |= {key for data, key_file in zip(wmlservice.DATA_DIRS, wmlservice.KEY_FILES, strict=True)
+             if (key := signing_key_of(data, key_file))}  # each service's token signing key, from its database
     secrets = SCANNED_SECRETS | set(wmlservice.ISSUED_PASSWORDS) | keys
     leaks = []
     scanned = 0
@@ -119,6 +124,25 @@ def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory, figures: Figu
     assert not leaks, f"secrets found in logs: {leaks}"
     assert not stored, f"credentials stored in plaintext in a WML data folder: {stored}"
     assert not trails, f"secrets found in a WML service's audit trail: {trails}"
+
+
+def signing_key_of(data_dir: Path, key_file: Path) -> str | None:
+    """The token signing key a service keeps encrypted in its database, or None (no database or no such row, or a
+    key file that does not open it: a test of a wrong key)."""
+    from wml_server.vault import KeyFileError, Vault
+
+    database = data_dir / "wml.sqlite3"
+    if not database.is_file() or not key_file.is_file():
+        return None
+    wal = database.with_name(database.name + "-wal").exists()  # as atrest.check_key: no file made by reading
+    conn = sqlite3.connect(f"file:{database}?{'mode=ro' if wal else 'immutable=1'}", uri=True)
+    try:
+        row = conn.execute("SELECT token FROM signing_key").fetchone()
+        return base64.b64decode(Vault(key_file).decrypt(row[0])).decode("latin-1") if row else None
+    except (sqlite3.Error, KeyFileError):
+        return None
+    finally:
+        conn.close()
 
 
 def plaintext_in_data_folders(folders: list[Path], secrets: set[str],

@@ -40,7 +40,9 @@ def _serve(s: settings_mod.Settings) -> int:
             "serving plain HTTP on %s (%s=true): logins and tokens cross the network unencrypted", s.host,
             settings_mod.env_var("plain_http"))
     app = create_app(s)
-    config = uvicorn.Config(app, host=s.host, port=s.port, log_level=s.log_level,
+    # proxy_headers off: uvicorn's default believes X-Forwarded-For from 127.0.0.1, so any local client could
+    # pick the address the token rate limit counts by. --trusted-proxies turns it on in create_app.
+    config = uvicorn.Config(app, host=s.host, port=s.port, log_level=s.log_level, proxy_headers=False,
                             ssl_certfile=str(s.tls_cert) if s.tls_cert else None,
                             ssl_keyfile=str(s.tls_key) if s.tls_key else None)
     config.load()  # makes the SSLContext now, so a renewed certificate can be loaded into it (wml_server.tls)

@@ -10,14 +10,16 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from wml_server import errors
 from wml_server.api import deployments, identity, instances, repository
 from wml_server.api.deps import AppState, caller_before_body
-from wml_server.atrest import check_key, secure
+from wml_server.atrest import check_key, secure, signing_key
 from wml_server.audit import AuditLog
 from wml_server.auth import TokenIssuer, load_or_create_signing_key
 from wml_server.db import Database
+from wml_server.logins import LoginMetrics
 from wml_server.models.catalog import ModelCatalog
 from wml_server.models.published import WorkerOptions
 from wml_server.models.registry import ModelRegistry, default_registry
@@ -58,7 +60,10 @@ def create_app(settings: Settings, *, models: ModelRegistry | None = None) -> Fa
     repository_service = RepositoryService(
         db, store, RepositoryRules(allow_pickled=settings.pickled_models, max_content_bytes=settings.model_max_bytes),
         load_check(options))
-    issuer = TokenIssuer(db, load_or_create_signing_key(settings.signing_key_path), settings.token_ttl_seconds)
+    # A signing key file named by the operator of the service (a mounted Secret) is theirs and used as it is;
+    # the key the service makes itself is stored encrypted beside the credentials.
+    key = load_or_create_signing_key(settings.signing_key_file) if settings.signing_key_file else signing_key(db)
+    issuer = TokenIssuer(db, key, settings.token_ttl_seconds)
     audit = AuditLog(settings.audit_target)
 
     @asynccontextmanager
@@ -78,11 +83,17 @@ def create_app(settings: Settings, *, models: ModelRegistry | None = None) -> Fa
                   description="A service speaking the Watson Machine Learning v3 REST API for stream "
                               "deployments, running them on Kafka. Credentials are masked in responses.")
     app.state.wml = AppState(settings=settings, db=db, issuer=issuer, service=service, repository=repository_service,
-                             audit=audit, limiter=RateLimiter(settings.rate_limit) if settings.rate_limit > 0 else None)
+                             audit=audit, logins=LoginMetrics(metrics),
+                             limiter=RateLimiter(settings.rate_limit) if settings.rate_limit > 0 else None,
+                             token_limiter=RateLimiter(settings.token_rate_limit, what="token requests")
+                             if settings.token_rate_limit > 0 else None)
     errors.install(app, before_invalid=caller_before_body)
 
     # Model contents stream to disk within a limit of their own (WML_SERVER_MODEL_MAX_BYTES).
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, exempt=is_content_upload)
+    if settings.trusted_proxies:
+        # Only here: uvicorn runs with proxy_headers off, or it would believe any client on loopback.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
 
     app.include_router(identity.router)
     app.include_router(instances.router)

@@ -1,4 +1,5 @@
-"""Credentials at rest: the start's key check, the one-time migration of a plaintext database, and rotation.
+"""Credentials at rest: the start's key check, the one-time migration of a plaintext database and of a plaintext
+signing.key, the key that signs tokens, and rotation.
 
 The check runs before the database is opened for writing, on a read-only connection, so a refused start leaves
 every byte of the data folder as it was. The database keeps one value encrypted by the key (table key_check):
@@ -7,7 +8,9 @@ a wrong key is told apart from a right one even before any deployment exists.
 
 from __future__ import annotations
 
+import base64
 import logging
+import secrets
 import sqlite3
 from pathlib import Path
 
@@ -24,6 +27,8 @@ from wml_server.vault import (
 
 log = logging.getLogger(__name__)
 CHECK_TEXT = "wml-server key check"
+# Where services before the encrypted signing key kept it, in plaintext: taken over by signing_key().
+LEGACY_SIGNING_KEY = "signing.key"
 
 
 def check_key(database: Path, vault: Vault) -> None:
@@ -76,7 +81,8 @@ def secure(db: Database) -> int:
 
 
 def reencrypt(db: Database) -> int:
-    """Every stored credential and the key check encrypted under the key file's first key, in one transaction."""
+    """Every stored credential, the signing key and the key check encrypted under the key file's first key, in one
+    transaction."""
     statements = _reencrypt_statements(db, plaintext_only=False)
     statements.append(("INSERT OR REPLACE INTO key_check (id, token) VALUES (1, ?)", (db.seal(CHECK_TEXT),)))
     db.transaction(statements)
@@ -95,6 +101,37 @@ def _reencrypt_statements(db: Database, *, plaintext_only: bool) -> list[tuple[s
                 statements.append((f"UPDATE {table} SET {column} = ? WHERE id = ?",  # noqa: S608
                                    (db.vault.reencrypt(row["value"]), row["id"])))
     return statements
+
+
+def signing_key(db: Database) -> bytes:
+    """The HS256 key that signs tokens, kept in the database encrypted by the key file (table signing_key), so
+    a copy of the data folder cannot mint tokens. Made on the first start; the plaintext signing.key an older
+    service left in the data folder is taken over once (the tokens it signed stay valid), then removed. Called
+    after check_key and secure: the key file is known to open this database."""
+    legacy = db.path.parent / LEGACY_SIGNING_KEY
+    row = db.one("SELECT token FROM signing_key WHERE id = 1")
+    if row is not None:
+        key = base64.b64decode(db.unseal(row["token"]))
+        if legacy.exists():  # a take-over that stopped between the commit and the removal
+            _remove_legacy(legacy, key)
+        return key
+    old = legacy.read_bytes().strip() if legacy.exists() else b""
+    key = old or secrets.token_urlsafe(48).encode()
+    db.transaction([("INSERT INTO signing_key (id, token) VALUES (1, ?)",
+                     (db.seal(base64.b64encode(key).decode()),))])
+    if old:
+        _remove_legacy(legacy, key)
+        log.info("the token signing key of %s is now stored encrypted in the database; the plaintext file is "
+                 "removed", legacy)
+    return key
+
+
+def _remove_legacy(legacy: Path, key: bytes) -> None:
+    if legacy.read_bytes().strip() == key:
+        legacy.unlink()
+    else:  # not the key the database holds: someone's file, not ours to delete
+        log.warning("%s is not the token signing key this service uses (that one is in the database): left as "
+                    "it is; remove it, or name it with --signing-key-file to use it", legacy)
 
 
 def rotate(key_file: Path, database: Path, *, new: bool, drop_old: bool) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -43,12 +44,15 @@ def verify_password(password: str, stored: str) -> bool:
 
 
 def load_or_create_signing_key(path: Path) -> bytes:
+    """The key in the file --signing-key-file names: the operator of the service's own (a mounted Secret), read
+    as it is. Without that setting the key is the service's, encrypted in its database (atrest.signing_key)."""
     if path.exists():
         return path.read_bytes().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(48).encode()
-    path.write_bytes(key)
-    path.chmod(0o600)
+    # Created 0600, never readable by others even for a moment; O_EXCL: never over a file that appeared meanwhile.
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+        out.write(key)
     return key
 
 

@@ -2,7 +2,8 @@
 
 Deployments keep their create request whole, credentials included, because a RUNNING stream must resume
 after a restart; the database file is therefore created readable by its owner only, and the request and the
-Spark credentials are stored encrypted by the service's key (vault.py; migration and rotation in atrest.py).
+Spark credentials are stored encrypted by the service's key (vault.py; migration and rotation in atrest.py), as is
+the key that signs tokens (table signing_key).
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ CREATE TABLE IF NOT EXISTS key_check (id INTEGER PRIMARY KEY CHECK (id = 1), tok
 CREATE TABLE IF NOT EXISTS cleanups (
     id TEXT PRIMARY KEY, instance_id TEXT NOT NULL, model_id TEXT NOT NULL, model_version TEXT,
     body TEXT NOT NULL, on_spark INTEGER NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS signing_key (id INTEGER PRIMARY KEY CHECK (id = 1), token TEXT NOT NULL);
 """
 # The columns that hold credentials, by table: a deployment's create request (Kafka connections) and Spark
-# credentials; the create request a deleted deployment's cleanup still needs (cleanups, below).
-SECRET_COLUMNS = {"deployments": ("body", "spark"), "cleanups": ("body",)}
+# credentials; the create request a deleted deployment's cleanup still needs (cleanups, below); the key that signs
+# tokens (atrest.signing_key).
+SECRET_COLUMNS = {"deployments": ("body", "spark"), "cleanups": ("body",), "signing_key": ("token",)}
 
 
 def now_iso() -> str:

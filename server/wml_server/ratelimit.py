@@ -1,5 +1,6 @@
-"""Requests per minute per caller (WML_SERVER_RATE_LIMIT): a token bucket each, refused with 429 and Retry-After,
-as the original answered (`rate_limit_exceeded`)."""
+"""Requests per minute per caller (WML_SERVER_RATE_LIMIT, and WML_SERVER_TOKEN_RATE_LIMIT for token requests per
+client address): a token bucket each, refused with 429 and Retry-After, as the original answered
+(`rate_limit_exceeded`)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ _PRUNE_AT = 10_000
 class RateLimiter:
     """`per_minute` requests a minute per key, in bursts of up to `per_minute` (a full bucket)."""
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic, *,
+                 what: str = "requests") -> None:
         if per_minute <= 0:
             raise ValueError("per_minute must be positive")
         self.per_minute = per_minute
+        self.what = what  # named in the refusal, so a client can tell which limit it ran into
         self._rate = per_minute / 60.0  # tokens a second
         self._clock = clock
         self._lock = threading.Lock()
@@ -46,7 +49,7 @@ class RateLimiter:
         wait = self.wait(key)
         if wait > 0:
             raise APIError(429, "rate_limit_exceeded",
-                           f"Rate limit of {self.per_minute} requests per minute exceeded; retry after "
+                           f"Rate limit of {self.per_minute} {self.what} per minute exceeded; retry after "
                            f"{math.ceil(wait)} s.", {"Retry-After": str(math.ceil(wait))})
 
     def __len__(self) -> int:

@@ -41,14 +41,16 @@ class Settings(BaseSettings):
 
     host: Annotated[str, Field(description="address to bind; loopback unless you mean to expose it")] = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535, description="TCP port")] = 9443
-    data_dir: Annotated[Path, Field(description="folder for the SQLite database and the token signing key")] = \
-        Path("./wml-data")
+    data_dir: Annotated[Path, Field(description="folder for the SQLite database (deployments, users, the token "
+                                                "signing key) and users' models")] = Path("./wml-data")
     # The variable is WML_SERVER_TOKEN_TTL (as documented since the start), the flag --token-ttl-seconds.
     token_ttl_seconds: Annotated[int, Field(gt=0, validation_alias=f"{ENV_PREFIX}TOKEN_TTL",
                                             description="lifetime of issued tokens, in seconds "
                                                         "(8 h as the original)")] = 8 * 3600
     signing_key_file: Annotated[Path | None, Field(
-        description="file holding the HS256 key that signs tokens (made on first start when missing)")] = None
+        description="your own file holding the HS256 key that signs tokens (a mounted Secret: read as it is, "
+                    "made when missing, never encrypted by the service); default: a key the service makes and "
+                    "keeps in its database, encrypted by --key-file")] = None
     key_file: Annotated[Path | None, Field(
         description="file of Fernet keys (one a line; the first encrypts, all decrypt) that encrypt the "
                     "credentials the service stores; keep it apart from the data folder; required: make one "
@@ -99,6 +101,17 @@ class Settings(BaseSettings):
         ge=0, description="requests a minute per user (calls with a token) and per client address (token "
                           "requests), in bursts of up to that many; more get 429 rate_limit_exceeded with "
                           "Retry-After; 0: no limit")] = 0
+    token_rate_limit: Annotated[int, Field(
+        ge=0, description="token requests (either token path, GET or the PUT refresh) a minute per client "
+                          "address, in bursts of up to that many: password guessing is refused with 429 "
+                          "rate_limit_exceeded and Retry-After before the password is checked, and a correct "
+                          "login from that address waits too; 0: no limit. The address is the TCP peer's: behind "
+                          "a proxy every client shares the proxy's (see --trusted-proxies)")] = 60
+    trusted_proxies: Annotated[str, Field(
+        description="reverse proxies (addresses or CIDR networks, separated by commas; * for any) whose "
+                    "X-Forwarded-For and X-Forwarded-Proto the service believes: the client address the token "
+                    "rate limit counts by is then the one the proxy saw. Default none: the TCP peer's address, "
+                    "which no header can change")] = ""
 
     audit_log: Annotated[str, Field(
         description="where the audit trail goes, one JSON line per change (tokens issued and refused, "
@@ -128,6 +141,18 @@ class Settings(BaseSettings):
         from wml_server.spark.placement import parse_allowed
 
         return ",".join(parse_allowed(value))
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        for item in items:
+            if item != "*":
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is not an IP address or network") from None
+        return ",".join(items)
 
     @property
     def spark_master_list(self) -> tuple[str, ...]:
@@ -180,10 +205,6 @@ class Settings(BaseSettings):
         return self.data_dir / "models"
 
     @property
-    def signing_key_path(self) -> Path:
-        return self.signing_key_file or self.data_dir / "signing.key"
-
-    @property
     def audit_target(self) -> Path | str:
         """The audit trail's file, or "-" (standard output)."""
         if self.audit_log == audit.STDOUT:
@@ -217,8 +238,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     checked alike."""
     group = parser.add_argument_group("settings (each flag's variable is its default)")
     for name, field in Settings.model_fields.items():
-        shown = "DATA_DIR/signing.key" if name == "signing_key_file" else \
-            "DATA_DIR/audit.jsonl" if name == "audit_log" else \
+        shown = "DATA_DIR/audit.jsonl" if name == "audit_log" else \
             "unset" if field.default is None else field.default
         metavar = "true|false" if field.annotation is bool else None
         group.add_argument(flag(name), dest=name, default=argparse.SUPPRESS, metavar=metavar,

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 import requests
 
+from tests.conftest import signing_key_of
 from tests.integration.test_wml_repository_api import meta, skops_bytes
 from tests.integration.test_wml_service_api import MODEL, SECRET, SPARK_SECRET, body, client_for, spark
 from wml_localplatform.wmlservice import WMLService
@@ -65,7 +66,8 @@ def test_every_change_is_recorded_once_and_no_secret_is(make_wml_service: Callab
     text = trail.read_text()
     for secret in [user.password, WRONG_PASSWORD, SECRET, "key-" + SECRET, SPARK_SECRET, *tokens]:
         assert secret not in text, f"{secret[:6]}... is in the audit trail"
-    signing_key = (service.data_dir / "signing.key").read_text().strip()
+    signing_key = signing_key_of(service.data_dir, service.key_file)  # kept encrypted in the database
+    assert signing_key
     assert signing_key not in text
 
     records = service.audit_records()

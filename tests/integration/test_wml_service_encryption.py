@@ -1,5 +1,6 @@
 """Credentials at rest with the real service and Kafka (issue 21): a key rotated under a running stream, a
-database from before encryption migrated on start with its stream resuming, a wrong key refusing the start."""
+database from before encryption migrated on start with its stream resuming, a wrong key refusing the start; the
+token signing key kept encrypted, taken over from an older plaintext signing.key, rotated."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import requests
 from confluent_kafka import Consumer, Producer
 
-from tests.conftest import Figures, plaintext_in_data_folders
+from tests.conftest import Figures, plaintext_in_data_folders, signing_key_of
 from tests.integration.test_wml_service_streams import _deploy, _wait_status
 from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
@@ -86,7 +88,8 @@ def test_rotate_key_under_a_running_stream(make_wml_service: Callable[..., WMLSe
     old_key = read_key_lines(service.key_file)[0]
 
     started = time.monotonic()
-    assert "re-encrypted 2 stored credential(s)" in cli(service, "rotate-key")  # body and Spark credentials
+    # The body and Spark credentials, and the token signing key.
+    assert "re-encrypted 3 stored credential(s)" in cli(service, "rotate-key")
     rotate_seconds = time.monotonic() - started
     new_key = read_key_lines(service.key_file)[0]
     assert new_key != old_key
@@ -178,6 +181,7 @@ def test_a_wrong_key_refuses_the_start_and_changes_nothing(make_wml_service: Cal
     assert "do not decrypt the credentials" in str(refused.value)
     assert "WML_SERVER_KEY_FILE" in str(refused.value)
     assert {p.name: p.read_bytes() for p in service.data_dir.glob("wml.sqlite3*")} == before
+    assert not (service.data_dir / "signing.key").exists()  # nor was a signing key made beside it
     service.key_file.write_bytes(right)
     service.start()
     assert api.get_instance_deployment(did).id == did
@@ -185,3 +189,47 @@ def test_a_wrong_key_refuses_the_start_and_changes_nothing(make_wml_service: Cal
     figures.add("at_rest", case="start with another key file",
                 result="refused, exit 2, naming --key-file (WML_SERVER_KEY_FILE)",
                 detail=f"{len(before)} database file(s) byte for byte unchanged; the right key then started it")
+
+
+def test_the_signing_key_is_taken_over_from_plaintext_once_and_rotated(
+        make_wml_service: Callable[..., WMLService], figures: Figures) -> None:
+    service = make_wml_service(WML_SERVER_RUN_STREAMS="false")
+    user = service.add_user()
+    data = service.data_dir
+
+    def instance(token: str) -> int:
+        return requests.get(f"{service.url}/v3/wml_instances/{user.instance_id}",
+                            headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code
+
+    key = signing_key_of(data, service.key_file)
+    assert key is not None
+    assert not (data / "signing.key").exists()
+    # The folder as a service from before kept it: the same key in plaintext in signing.key, none in the database.
+    service.stop()
+    with sqlite3.connect(data / "wml.sqlite3") as conn:
+        conn.execute("DELETE FROM signing_key")
+    conn.close()
+    (data / "signing.key").write_text(key + "\n")
+    (data / "signing.key").chmod(0o600)
+    assert plaintext_in_data_folders([data], {key})[0]  # the scanner sees the old form
+    service.start()
+    assert not (data / "signing.key").exists()
+    token = requests.get(f"{service.url}/v3/identity/token", auth=(user.username, user.password),
+                         timeout=10).json()["token"]
+    assert instance(token) == 200
+    assert signing_key_of(data, service.key_file) == key  # the same key: tokens of the older service stay valid
+
+    assert "re-encrypted 1 stored credential(s)" in cli(service, "rotate-key")  # beside the running service
+    assert "kept only the first key" in cli(service, "rotate-key", "--drop-old")
+    assert instance(token) == 200
+    service.stop()
+    service.start()  # with the new key alone
+    assert instance(token) == 200  # a token issued before the rotation still verifies
+    assert signing_key_of(data, service.key_file) == key
+    service.stop()
+    found, files, _ = plaintext_in_data_folders([data], {key})
+    assert found == []
+    figures.add("at_rest", case="token signing key: a plaintext signing.key of an older service, then rotate-key "
+                                "--drop-old and a restart",
+                result="taken over on start (file removed), stored encrypted; a token issued before still verified",
+                detail=f"{len(found)} plaintext copies of the signing key in {files} files of the data folder")

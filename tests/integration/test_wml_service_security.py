@@ -1,8 +1,12 @@
 """The service's security basics: nothing but the token endpoints answers without a token; TLS with a given
-certificate, verified by the client."""
+certificate, verified by the client; rate limits, and password guessing limited per address and counted."""
 
 from __future__ import annotations
 
+import base64
+import http.client
+import re
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.conftest import Figures
 from wml_api import errors as E
 from wml_api.auth import TokenCache
 from wml_api.client import WMLClient
@@ -119,3 +124,85 @@ def test_a_rate_limit_answers_429_with_retry_after_per_user_and_per_address(
         assert limited.value.retry_after >= 1
     # Token requests count by the client's address (two made above: user one's, the client's): six in all.
     assert [token(one).status_code for _ in range(5)] == [200, 200, 200, 200, 429]
+
+
+def _failed_logins(service: WMLService) -> dict[str, float]:
+    """wml_token_requests_failed_total by reason, as /metrics shows it."""
+    text = requests.get(f"{service.url}/metrics", timeout=10).text
+    found = re.findall(r'^wml_token_requests_failed_total\{reason="(\w+)"\} (\S+)$', text, re.MULTILINE)
+    return {reason: float(value) for reason, value in found}
+
+
+def _token_from(service: WMLService, source: str, username: str, password: str,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
+    """A token request from another loopback address (127.0.0.0/8 is all local): a second client address."""
+    conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=10, source_address=(source, 0))
+    try:
+        auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+        conn.request("GET", "/v3/identity/token", headers={"Authorization": f"Basic {auth}", **(headers or {})})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}
+    finally:
+        conn.close()
+
+
+def test_password_guessing_is_limited_per_address_by_default_and_counted(
+        make_wml_service: Callable[..., WMLService], figures: Figures) -> None:
+    service = make_wml_service(WML_SERVER_RUN_STREAMS="false")  # no token setting: the default
+    user = service.add_user()
+    url = f"{service.url}/v3/identity/token"
+    started, guesses = time.monotonic(), 0
+    while (resp := requests.get(url, auth=(user.username, f"guess-{guesses}"), timeout=10)).status_code == 401:
+        guesses += 1
+        assert guesses < 400, "no limit on password guessing"
+    elapsed = time.monotonic() - started
+    # 60 a minute in bursts of 60: the burst, plus what refilled (one a second) while the guesses ran.
+    assert 60 <= guesses <= 60 + elapsed + 1, (guesses, elapsed)
+    assert resp.status_code == 429
+    assert resp.json()["errors"][0]["code"] == "rate_limit_exceeded"
+    assert int(resp.headers["Retry-After"]) >= 1
+    # A header cannot make the same client another address: X-Forwarded-For is not believed by default.
+    status, _ = _token_from(service, "127.0.0.1", user.username, user.password,
+                            headers={"X-Forwarded-For": "203.0.113.9"})
+    assert status == 429
+    # Another address has a bucket of its own: the right password works from there.
+    assert _token_from(service, "127.0.0.2", user.username, user.password)[0] == 200
+    counted = _failed_logins(service)
+    assert counted["bad_credentials"] == guesses
+    assert counted["rate_limited"] == 2
+    figures.add("security", check="password guessing on the token endpoint, default limit",
+                result=f"429 after {guesses} wrong passwords in {elapsed:.1f} s",
+                detail=f"counted in /metrics: {counted['bad_credentials']:.0f} bad_credentials, "
+                       f"{counted['rate_limited']:.0f} rate_limited; X-Forwarded-For ignored; another address served")
+
+
+def test_a_limited_address_waits_even_with_the_right_password(make_wml_service: Callable[..., WMLService]) -> None:
+    service = make_wml_service(WML_SERVER_RUN_STREAMS="false", WML_SERVER_TOKEN_RATE_LIMIT="3")
+    user = service.add_user()
+    url = f"{service.url}/v3/identity/token"
+    answers = [requests.get(url, auth=(user.username, "wrong"), timeout=10) for _ in range(4)]
+    assert [a.status_code for a in answers] == [401, 401, 401, 429]
+    right = requests.get(url, auth=(user.username, user.password), timeout=10)
+    assert right.status_code == 429
+    assert right.json()["errors"][0]["code"] == "rate_limit_exceeded"
+    assert "3 token requests per minute" in right.json()["errors"][0]["message"]
+    assert 15 <= int(right.headers["Retry-After"]) <= 20  # one request every 20 s at 3 a minute
+    refresh = requests.put(url, json={"token": "x.y.z"}, timeout=10)  # the refresh counts too
+    assert refresh.status_code == 429
+    assert _failed_logins(service) == {"bad_credentials": 3, "bad_request": 0, "bad_token": 0,
+                                       "rate_limited": 3, "other": 0}
+    text = requests.get(f"{service.url}/metrics", timeout=10).text
+    assert user.username not in text
+    assert re.search(r"^wml_tokens_issued_total 0\.0$", text, re.MULTILINE)
+
+
+def test_a_token_rate_limit_of_zero_is_no_limit(make_wml_service: Callable[..., WMLService]) -> None:
+    service = make_wml_service(WML_SERVER_RUN_STREAMS="false", WML_SERVER_TOKEN_RATE_LIMIT="0")
+    user = service.add_user()
+    url = f"{service.url}/v3/identity/token"
+    statuses = {requests.get(url, auth=(user.username, "wrong"), timeout=10).status_code for _ in range(70)}
+    assert statuses == {401}
+    assert requests.get(url, auth=(user.username, user.password), timeout=10).status_code == 200
+    assert _failed_logins(service)["bad_credentials"] == 70
+    assert _failed_logins(service)["rate_limited"] == 0

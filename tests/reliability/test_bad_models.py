@@ -36,7 +36,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from tests.conftest import SCANNED_SECRETS, Figures
+from tests.conftest import SCANNED_SECRETS, Figures, signing_key_of
 from tests.integration.test_wml_repository_api import Raw, error_code, meta, spark
 from tests.reliability.conftest import FULL
 from wml_api.client import WMLClient
@@ -129,7 +129,7 @@ def kinds() -> list[Kind]:
              lambda p: pickle.dumps(_Eval("__import__('nosuchmodule_wso')")), "refused"),
         # at load (the upload check loads it in a sandboxed worker)
         Kind("read the service's database", "load", _read("db", at="load"), "refused"),
-        Kind("read the signing key", "load", _read("key", at="load"), "refused", reduced=False),
+        Kind("read the service's key file", "load", _read("key", at="load"), "refused", reduced=False),
         Kind("read /proc/<service pid>/environ", "load", _read("environ", at="load"), "refused", reduced=False),
         Kind("read another instance's model file", "load", _read("other_model", at="load"), "refused",
              reduced=False),
@@ -140,7 +140,7 @@ def kinds() -> list[Kind]:
         Kind("loop forever", "load", _at_load("while True: pass"), "refused", reduced=False),
         # at predict (passes the upload check)
         Kind("read the service's database", "predict", _read("db", at="predict"), "model_error", reduced=False),
-        Kind("read the signing key", "predict", _read("key", at="predict"), "model_error"),
+        Kind("read the service's key file", "predict", _read("key", at="predict"), "model_error"),
         Kind("read /proc/<service pid>/environ", "predict", _read("environ", at="predict"), "model_error"),
         Kind("read another instance's model file", "predict", _read("other_model", at="predict"), "model_error"),
         Kind("TCP connect to 127.0.0.1", "predict", _at_predict(TCP + LABELS), "model_error"),
@@ -231,10 +231,13 @@ def test_bad_models_fail_alone(make_wml_service: Callable[..., WMLService], kafk
     assert service.proc is not None
     service_pid = service.proc.pid
     data = service.dir / "data"
-    signing_key = (data / "signing.key").read_bytes()
-    leak_markers = {canary_env, canary_word, signing_key.decode("latin-1").strip()[:32], "SQLite format 3"}
-    leak_markers |= {signing_key.hex()[:32]}
-    SCANNED_SECRETS.add(signing_key.decode("latin-1").strip())
+    # The token signing key is in the database (encrypted by the key file, which is outside the data folder).
+    signing_key = signing_key_of(data, service.key_file)
+    assert signing_key is not None
+    fernet_key = service.key_file.read_text().split()[0]
+    leak_markers = {canary_env, canary_word, signing_key[:32], fernet_key[:32], "SQLite format 3"}
+    leak_markers |= {signing_key.encode("latin-1").hex()[:32]}
+    SCANNED_SECRETS.add(signing_key)
 
     # The good deployment: another instance's skops TF-IDF model, fed the whole trial.
     good_user = service.add_user()
@@ -283,7 +286,7 @@ def test_bad_models_fail_alone(make_wml_service: Callable[..., WMLService], kafk
 
     threading.Thread(target=accept, daemon=True).start()
     written = tmp_path / "written-by-a-model"
-    paths = {"db": str(data / "wml.sqlite3"), "key": str(data / "signing.key"),
+    paths = {"db": str(data / "wml.sqlite3"), "key": str(service.key_file),
              "environ": f"/proc/{service_pid}/environ", "other_model": str(other_model),
              "port": str(listener.getsockname()[1]), "written": str(written), "canary_word": canary_word,
              "escape_seconds": str(ESCAPE_SECONDS)}

@@ -29,6 +29,7 @@ VARIABLES = {
     "kafka_unreachable_timeout": "WML_SERVER_KAFKA_UNREACHABLE_TIMEOUT", "public_url": "WML_SERVER_PUBLIC_URL",
     "log_level": "WML_SERVER_LOG_LEVEL", "rate_limit": "WML_SERVER_RATE_LIMIT",
     "audit_log": "WML_SERVER_AUDIT_LOG",
+    "token_rate_limit": "WML_SERVER_TOKEN_RATE_LIMIT", "trusted_proxies": "WML_SERVER_TRUSTED_PROXIES",
     "pickled_models": "WML_SERVER_PICKLED_MODELS", "model_max_bytes": "WML_SERVER_MODEL_MAX_BYTES",
     "model_sandbox": "WML_SERVER_MODEL_SANDBOX", "model_memory_limit_mb": "WML_SERVER_MODEL_MEMORY_LIMIT_MB",
     "model_load_timeout": "WML_SERVER_MODEL_LOAD_TIMEOUT", "model_predict_timeout": "WML_SERVER_MODEL_PREDICT_TIMEOUT",
@@ -63,7 +64,7 @@ def test_defaults() -> None:
     assert (s.host, s.port, s.token_ttl_seconds, s.run_streams, s.rate_limit) == ("127.0.0.1", 9443, 8 * 3600, True, 0)
     assert s.scoring_workers == usable_cores()  # a scoring worker per core the service may use
     assert parse("--scoring-workers", "0").scoring_workers == 0  # 0: in the service's own process
-    assert s.signing_key_path == Path("wml-data/signing.key")
+    assert s.signing_key_file is None  # the service's own key, in its database
 
 
 def test_model_worker_timeouts_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ from wml_server.audit import AuditLog
 from wml_server.auth import Principal, TokenIssuer
 from wml_server.db import Database
 from wml_server.errors import APIError
+from wml_server.logins import LoginMetrics
 from wml_server.ratelimit import RateLimiter
 from wml_server.repository.service import RepositoryService
 from wml_server.service import DeploymentService
@@ -36,7 +37,9 @@ class AppState:
     service: DeploymentService
     repository: RepositoryService
     audit: AuditLog  # WML_SERVER_AUDIT_LOG
+    logins: LoginMetrics
     limiter: RateLimiter | None = None  # WML_SERVER_RATE_LIMIT
+    token_limiter: RateLimiter | None = None  # WML_SERVER_TOKEN_RATE_LIMIT
 
 
 def state(request: Request) -> AppState:
@@ -63,13 +66,23 @@ def principal(request: Request,
 
 
 def client_address(request: Request) -> str:
+    """The TCP peer's address: behind a reverse proxy that is the proxy's, unless the service was told to believe
+    the proxy's X-Forwarded-For (WML_SERVER_TRUSTED_PROXIES)."""
     return request.client.host if request.client else "?"
 
 
 def limited_by_address(request: Request) -> None:
-    """Token requests, which have no token to count by, count by the client's address."""
-    if (limiter := state(request).limiter) is not None:
-        limiter.check(f"address {client_address(request)}")
+    """Token requests, which have no token to count by, count by the client's address. Runs before the route, so
+    a refused guess costs no scrypt hash (16 MiB and tens of milliseconds each) and learns nothing."""
+    app = state(request)
+    key = f"address {client_address(request)}"
+    try:
+        for limiter in (app.token_limiter, app.limiter):
+            if limiter is not None:
+                limiter.check(key)
+    except APIError as exc:
+        app.logins.refused(exc.code)
+        raise
 
 
 @dataclass(frozen=True)

@@ -62,12 +62,14 @@ def _token(app: State, audit: Audit, authorization: str | None, via: str) -> Tok
         # The name tried, never the password: a run of these from one client is what a brute force looks like.
         audit.log.record("token.refused", user=username, client=audit.client, outcome="refused",
                          reason=exc.code, via=via)
+        app.logins.refused(exc.code)  # in /metrics by reason only: no name there (logins.py)
         raise
-    return _issued(audit, who, app.issuer.issue(who), via)
+    return _issued(app, audit, who, app.issuer.issue(who), via)
 
 
-def _issued(audit: Audit, who: Principal, token: str, via: str) -> TokenResponse:
+def _issued(app: State, audit: Audit, who: Principal, token: str, via: str) -> TokenResponse:
     audit.record("token.issued", who, via=via)
+    app.logins.issued()
     return TokenResponse(token=token)
 
 
@@ -90,5 +92,6 @@ def refresh_token(app: State, audit: Audit, body: TokenRefreshRequest) -> TokenR
     except APIError as exc:
         audit.log.record("token.refused", client=audit.client, outcome="refused", reason=exc.code,
                          via="refresh")
+        app.logins.refused(exc.code)
         raise
-    return _issued(audit, who, app.issuer.issue(who), "refresh")
+    return _issued(app, audit, who, app.issuer.issue(who), "refresh")
