@@ -4,8 +4,9 @@ components/wml-server, through an overlay that changes only what this machine ne
 The overlay, and why each change:
 - the images built here (hack/build-images.sh), already in the node's containerd;
 - a PersistentVolume for the service's claim: no provisioner runs here, so a hostPath volume is bound to it;
-- the service's Service on a fixed cluster IP, and the operator's default endpoint at that IP: no cluster DNS
-  runs here to resolve wml-server.wml-stream-operator.svc (kube-proxy routes the IP as in any cluster).
+- the service's Service on a fixed cluster IP, and that IP for its name in the operator pod's /etc/hosts
+  (hostAliases): no cluster DNS runs here to resolve wml-server.wml-stream-operator.svc. The operator's URL,
+  HTTPS, and the CA it verifies the service with stay the component's (kube-proxy routes the IP as anywhere).
 Everything else (RBAC, ServiceAccount token, probes, security contexts, Recreate, the namespace's restricted
 Pod Security) is the manifests' own.
 """
@@ -24,6 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "wml-stream-operator"
 SERVICE_PORT = 9443
 SERVICE_IP = "10.0.0.80"  # in SERVICE_CLUSTER_IP_RANGE (kube.py)
+SERVICE_NAME = f"wml-server.{NAMESPACE}.svc"  # what the component's default endpoint names
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def write_overlay(folder: Path, volume: Path, operator_image: str, server_image:
         "components": [str(deploy / "components" / "wml-server")],
         "images": [image("ghcr.io/wmlstream/wml-stream-operator", operator_image),
                    image("ghcr.io/wmlstream/wml-server", server_image)],
-        "patches": [{"path": "service-ip.yaml"}, {"path": "operator-endpoint.yaml"}],
+        "patches": [{"path": "service-ip.yaml"}, {"path": "operator-hosts.yaml"}],
     }, sort_keys=False))
     (folder / "volume.yaml").write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "wso-wml-server-data"},
@@ -66,11 +68,10 @@ def write_overlay(folder: Path, volume: Path, operator_image: str, server_image:
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": "wml-server", "namespace": NAMESPACE},
         "spec": {"clusterIP": SERVICE_IP},
     }, sort_keys=False))
-    (folder / "operator-endpoint.yaml").write_text(yaml.safe_dump({
+    (folder / "operator-hosts.yaml").write_text(yaml.safe_dump({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "wml-stream-operator", "namespace": NAMESPACE},
-        "spec": {"template": {"spec": {"containers": [{"name": "operator", "env": [
-            {"name": "WML_OPERATOR_WML_URL", "value": f"http://{SERVICE_IP}:{SERVICE_PORT}"}]}]}}},
+        "spec": {"template": {"spec": {"hostAliases": [{"ip": SERVICE_IP, "hostnames": [SERVICE_NAME]}]}}},
     }, sort_keys=False))
     return folder
 

@@ -12,6 +12,7 @@ part is as it is. Root only, as a kubelet is.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ from wml_localplatform import wmlservice
 from wml_localplatform.config import PlatformConfig, read_versions
 from wml_localplatform.incluster import (
     NAMESPACE,
+    REPO,
     SERVICE_IP,
     SERVICE_PORT,
     InClusterLogin,
@@ -58,10 +60,13 @@ class Cluster:
     kafka: KafkaInfo
     login: InClusterLogin
     volume: Path
+    ca_file: Path  # the CA of the service's certificate (deploy/bootstrap-tls.sh)
 
     def wml(self) -> WMLClient:
-        return WMLClient(f"http://{SERVICE_IP}:{SERVICE_PORT}",
-                         WMLCredentials(self.login.username, self.login.password), self.login.instance_id)
+        """From this machine, at the Service's IP (in the certificate: bootstrap-tls.sh --san), verified."""
+        return WMLClient(f"https://{SERVICE_IP}:{SERVICE_PORT}",
+                         WMLCredentials(self.login.username, self.login.password), self.login.instance_id,
+                         ca_bundle=str(self.ca_file))
 
     def operator_pods(self) -> list[k8s.V1Pod]:
         pods: list[k8s.V1Pod] = k8s.CoreV1Api(self.api).list_namespaced_pod(NAMESPACE, label_selector=OPERATOR).items
@@ -99,14 +104,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         wmlservice.ISSUED_PASSWORDS.append(login.password)
         wmlservice.DATA_DIRS.append(volume)
         wmlservice.AUDIT_FILES.append(volume / "audit.jsonl")
-        # As deploy/README.md has a user do it: the namespace and its Secrets, then the one apply.
+        # As deploy/README.md has a user do it: the namespace, its Secrets and the service's certificate (the
+        # bootstrap for clusters without cert-manager), then the one apply.
         kubectl("create", "namespace", NAMESPACE)
         kubectl("apply", "-f", "-", input=yaml.safe_dump_all(secrets))
+        tools = base / "tools"
+        tools.mkdir()
+        (tools / "kubectl").symlink_to(config.kubectl())
+        subprocess.run([str(REPO / "deploy" / "bootstrap-tls.sh"), "--san", SERVICE_IP, "--dir", str(base / "tls")],
+                       env={**os.environ, "KUBECONFIG": kubeconfig, "PATH": f"{tools}:{os.environ['PATH']}"},
+                       check=True, capture_output=True, timeout=120)
         kubectl("apply", "-k", str(overlay))
         for deployment in ("wml-server", "wml-stream-operator"):
             kubectl("rollout", "status", f"deployment/{deployment}", "-n", NAMESPACE, "--timeout=180s")
         api = k8s_config.new_client_from_config(config_file=kubeconfig)
-        yield Cluster(kubectl, api, kafka, login, volume)
+        yield Cluster(kubectl, api, kafka, login, volume, base / "tls" / "ca.crt")
         _delete_streams(kubectl)
     finally:
         node.stop()
@@ -176,6 +188,8 @@ def test_the_pods_run_as_deploy_declares_them_with_green_probes(cluster: Cluster
         assert pod.spec.node_name == "wso-node"
         for container in pod.spec.containers:
             assert container.liveness_probe is not None
+            if pod.metadata.labels["app.kubernetes.io/name"] == "wml-server":
+                assert container.liveness_probe.http_get.scheme == "HTTPS"
             assert container.security_context.read_only_root_filesystem is True
             assert container.security_context.capabilities.drop == ["ALL"]
     # The namespace enforces the restricted Pod Security standard; the pods were admitted under it.
@@ -188,6 +202,10 @@ def test_the_pods_run_as_deploy_declares_them_with_green_probes(cluster: Cluster
     assert any(v.projected is not None for v in operator.spec.volumes), "no ServiceAccount token mounted"
     # The service's data is on the PersistentVolume: its database, encrypted (the session's scanner reads it).
     assert (cluster.volume / "wml.sqlite3").is_file()
+    # The operator's default endpoint is the component's own HTTPS URL, verified with the default CA Secret.
+    env = {e.name: e.value for e in operator.spec.containers[0].env if e.value is not None}
+    assert env["WML_OPERATOR_WML_URL"] == "https://wml-server.wml-stream-operator.svc:9443"
+    assert env["WML_OPERATOR_WML_CA_SECRET"] == "wml-stream-operator/wml-server-tls"
 
 
 def test_the_lifecycle_create_flip_recreate_delete(cluster: Cluster, stream: StreamEnv) -> None:
