@@ -104,24 +104,62 @@ a record twice after such faults; ours is a transaction per input partition and 
 partition's offset too)."""),
     "security": ("Secrets and access", """\
 What the suite checked about secrets and access in the same run."""),
-    "at_rest": ("Credentials at rest", """\
+    "at_rest": ("Security of the WML service: at rest, in transit, audit, brute force", """\
 What the service stores encrypted (issue 21), with what, and how it was tried
-(`tests/integration/test_wml_service_encryption.py`, `tests/unit/test_service_encryption.py`):
+(`tests/integration/test_wml_service_encryption.py`, `tests/unit/test_service_encryption.py`,
+`tests/unit/test_service_signing_key.py`):
 
 | stored | where | encrypted with |
 |---|---|---|
 | Kafka connections (user, password, api_key): each deployment's whole create request | `deployments.body` \
 | Fernet (AES-128-CBC, HMAC-SHA256; `cryptography`), `enc:v1:` prefix |
 | Spark credentials (`X-Spark-Service-Instance`: tenant secret, ...) | `deployments.spark` | the same |
+| what a deleted deployment's cleanup still needs (its create request) until its group is deleted | \
+`cleanups.body` | the same |
+| the token signing key the service makes (a plaintext `signing.key` of an older service is taken over once) \
+| `signing_key` | the same |
 | a check value, so a wrong key is refused before any deployment exists | `key_check` | the same |
 | the key itself | `WML_SERVER_KEY_FILE`, outside the data folder (a Secret in a cluster) | not stored by the service |
 
-Not under that key: the token signing key (`signing.key`), users' scrypt password hashes, model contents. A Spark
-driver gets its credentials on stdin (`spark/supervisor.py`), not in a file: the Spark test reads every file of
-the data folder (the driver's checkpoint, status and log included) before the delete, and finds none. After a
-run, every file of every data folder a test's service used is read raw for each Kafka password, Spark secret and
-service key the tests handed out (a row of Secrets and access). Rotation was tried with the built-in engine, not
-with a stream on Spark."""),
+Not under that key: users' scrypt password hashes, model contents, a signing key file the service's operator
+names (`WML_SERVER_SIGNING_KEY_FILE`, theirs). A Spark driver gets its credentials on stdin
+(`spark/supervisor.py`), not in a file: the Spark test reads every file of the data folder (the driver's
+checkpoint, status and log included) before the delete, and finds none. After a run, every file of every data
+folder a test's service used (the in-cluster service's PersistentVolume included) is read raw for each Kafka
+password, Spark secret, service key and signing key the tests handed out (a row of Secrets and access). Rotation
+(`rotate-key`, `--drop-old`, beside a RUNNING stream; tokens issued before it still verify) was tried with the
+built-in engine, not with a stream on Spark.
+
+TLS paths tried:
+
+| path | tested by |
+|---|---|
+| the in-cluster service serves HTTPS with the certificate `deploy/bootstrap-tls.sh` made; the operator pod \
+verifies it with the default CA Secret (`WML_OPERATOR_WML_CA_SECRET`) through the whole lifecycle | \
+`tests/e2e/test_in_cluster.py` |
+| a client with the bootstrap CA verifies each of the Service's four names; another name and the system trust \
+store are refused | `tests/integration/test_wml_tls_default_ca.py` |
+| the operator with the default CA: a wrong CA is Stalled `WMLTLSError` with a Warning event and no unverified \
+call; a missing CA Secret is Stalled naming the setting; the right CA put back is Ready again | \
+`tests/integration/test_wml_tls_default_ca.py`, `tests/integration/test_operator_process_tls.py` |
+| a renewed certificate served without a restart; a rotated CA bundle (new and previous) used at once | \
+`tests/integration/test_wml_tls_default_ca.py`, `tests/unit/test_bootstrap_tls.py` |
+| a resource's own `caSecretRef` against a service with its own CA | `tests/integration/test_wml_api_tls.py` |
+| plain HTTP off loopback refused unless `WML_SERVER_PLAIN_HTTP` says so (the image's 0.0.0.0 included) | \
+`tests/unit/test_service_settings.py`, `tests/unit/test_deploy_tls.py` |
+
+The audit trail (one JSON line per change, `WML_SERVER_AUDIT_LOG`, default `<data dir>/audit.jsonl`, 0600): every
+event (`token.issued`, `token.refused` (429s included), `deployment.created`/`patched`/`deleted`,
+`model.created`/`published`/`version.deleted`/`deleted`, `user.added`/`removed`) is checked line by line against
+a real service (`tests/integration/test_wml_service_audit.py`), and read back after the operator's
+create/stop/start/delete and a re-create (`tests/e2e/test_lifecycle.py`, `tests/e2e/test_handover.py`): each
+line has time, user, instance and client address, and no secret; the scanner reads every trail.
+
+Brute force: token requests are limited per client address by default (`WML_SERVER_TOKEN_RATE_LIMIT`, 60 a minute
+in bursts of 60; 429 with Retry-After before the password is checked; `X-Forwarded-For` believed only from
+`WML_SERVER_TRUSTED_PROXIES`), and counted in `/metrics` (`wml_token_requests_failed_total{reason}`,
+`wml_tokens_issued_total`): `tests/integration/test_wml_service_security.py` guesses passwords against a real
+service (the row below)."""),
 }
 
 
