@@ -15,11 +15,7 @@ tools=(buildah podman mmdebstrap)
 missing=()
 for t in "${tools[@]}"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
 if [ ${#missing[@]} -gt 0 ]; then
-  command -v apt-get >/dev/null 2>&1 || die "${missing[*]} missing and apt-get is not available: install them"
-  [ "$(id -u)" -eq 0 ] || die "${missing[*]} missing: run 'apt-get install buildah podman mmdebstrap' as root"
-  mkdir -p "$WSO_CACHE/logs"
-  run_with_progress "apt-get install ${missing[*]}" "$WSO_CACHE/logs/install-image-tools.log" \
-    bash -c "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q buildah podman mmdebstrap"
+  apt_install install-image-tools buildah podman mmdebstrap
 fi
 
 # The base: what the Dockerfile's stages need of python:3.11-slim (python, python -m venv, groupadd/useradd,

@@ -31,3 +31,13 @@ run_with_progress() {
   fi
   log "$what: done in $((SECONDS - start)) s"
 }
+
+# Installs Debian packages once, as root, with the output in a log: `apt_install LOGNAME package...`.
+apt_install() {
+  local logname=$1; shift
+  command -v apt-get >/dev/null 2>&1 || die "$* missing and apt-get is not available: install them"
+  [ "$(id -u)" -eq 0 ] || die "$* missing: run 'apt-get install $*' as root"
+  mkdir -p "$WSO_CACHE/logs"
+  run_with_progress "apt-get install $*" "$WSO_CACHE/logs/$logname.log" \
+    bash -c "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $*"
+}

@@ -13,13 +13,11 @@ command -v containerd >/dev/null 2>&1 || packages+=(containerd)
 command -v runc >/dev/null 2>&1 || packages+=(runc)
 [ -x /usr/lib/cni/bridge ] || packages+=(containernetworking-plugins)
 command -v iptables >/dev/null 2>&1 || packages+=(iptables)
-command -v gcc >/dev/null 2>&1 || packages+=(gcc libc6-dev)
+command -v ip >/dev/null 2>&1 || packages+=(iproute2)
+command -v gcc >/dev/null 2>&1 || packages+=(gcc)
+[ -f "/usr/lib/$(uname -m)-linux-gnu/libc.a" ] || packages+=(libc6-dev)  # the pause program is static
 if [ ${#packages[@]} -gt 0 ]; then
-  command -v apt-get >/dev/null 2>&1 || die "${packages[*]} missing and apt-get is not available: install them"
-  [ "$(id -u)" -eq 0 ] || die "${packages[*]} missing: run 'apt-get install ${packages[*]}' as root"
-  mkdir -p "$WSO_CACHE/logs"
-  run_with_progress "apt-get install ${packages[*]}" "$WSO_CACHE/logs/install-node-tools.log" \
-    bash -c "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ${packages[*]}"
+  apt_install install-node-tools "${packages[@]}"
 fi
 need buildah "run hack/build-images.sh first (it installs buildah)"
 

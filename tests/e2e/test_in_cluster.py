@@ -173,6 +173,23 @@ def ready(cluster: Cluster) -> None:
     cluster.kubectl("wait", "--for=condition=Ready", "--timeout=120s", "-n", TEAM, "sdep/tweets")
 
 
+def running(cluster: Cluster, env: StreamEnv, out: Output, records: int) -> tuple[list[str], str]:
+    """`records` tweets, then the resource applied RUNNING and all of them scored: their keys, its deployment."""
+    first = [f"a{i}" for i in range(records)]
+    produce(env, first)
+    cluster.kubectl("apply", "-f", "-", input=manifest(env))
+    ready(cluster)
+    scored(out, first)
+    return first, str(status(cluster)["deploymentId"])
+
+
+def recreated(cluster: Cluster, old: str, timeout: float = 90) -> str:
+    found = wait_for("the re-created deployment", lambda: status(cluster).get("deploymentId") not in (None, old)
+                     and status(cluster)["deploymentId"], timeout=timeout)
+    ready(cluster)
+    return str(found)
+
+
 def operator_log(cluster: Cluster) -> str:
     return cluster.kubectl("logs", "-n", NAMESPACE, "deployment/wml-stream-operator", check=False).stdout
 
@@ -212,12 +229,7 @@ def test_the_lifecycle_create_flip_recreate_delete(cluster: Cluster, stream: Str
     env = stream
     out = Output(env)
     try:
-        first = [f"a{i}" for i in range(40)]
-        produce(env, first)
-        cluster.kubectl("apply", "-f", "-", input=manifest(env))
-        ready(cluster)
-        old = status(cluster)["deploymentId"]
-        scored(out, first)
+        first, old = running(cluster, env, out, 40)
         assert [d.id for d in cluster.wml().list_instance_deployments()] == [old]
 
         cluster.kubectl("patch", "sdep", "tweets", "-n", TEAM, "--type=merge", "-p", '{"spec": {"state": "STOPPED"}}')
@@ -232,9 +244,7 @@ def test_the_lifecycle_create_flip_recreate_delete(cluster: Cluster, stream: Str
         # A model change re-creates the deployment, handing its position over: nothing lost or repeated.
         cluster.kubectl("patch", "sdep", "tweets", "-n", TEAM, "--type=merge", "-p",
                         json.dumps({"spec": {"modelId": THREE_CLASSES}}))
-        new = wait_for("the re-created deployment", lambda: status(cluster).get("deploymentId") not in (None, old)
-                       and status(cluster)["deploymentId"], timeout=90)
-        ready(cluster)
+        new = recreated(cluster, old)
         after = [f"c{i}" for i in range(30)]
         produce(env, after)
         scored(out, first + stopped + after)
@@ -252,12 +262,7 @@ def test_deleting_the_operator_pod_mid_change_converges(cluster: Cluster, stream
     env = stream
     out = Output(env)
     try:
-        first = [f"a{i}" for i in range(50)]
-        produce(env, first)
-        cluster.kubectl("apply", "-f", "-", input=manifest(env))
-        ready(cluster)
-        old = status(cluster)["deploymentId"]
-        scored(out, first)
+        first, old = running(cluster, env, out, 50)
         (doomed,) = cluster.operator_pods()
         # The change and, right behind it, the pod's deletion (as a node drain or `kubectl delete pod` does).
         cluster.kubectl("patch", "sdep", "tweets", "-n", TEAM, "--type=merge", "-p",
@@ -268,9 +273,7 @@ def test_deleting_the_operator_pod_mid_change_converges(cluster: Cluster, stream
         wait_for("a new operator pod, Ready", lambda: [
             p.metadata.name for p in cluster.operator_pods() if p.metadata.name != doomed.metadata.name
             and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])], timeout=120)
-        new = wait_for("the re-created deployment", lambda: status(cluster).get("deploymentId") not in (None, old)
-                       and status(cluster)["deploymentId"], timeout=120)
-        ready(cluster)
+        new = recreated(cluster, old, timeout=120)
         after = [f"c{i}" for i in range(50)]
         produce(env, after)
         scored(out, first + during + after)
