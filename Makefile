@@ -8,7 +8,7 @@ PYTEST := $(PY) -m pytest
 PYTEST_ARGS ?=
 
 .PHONY: help venv platform-build platform-up platform-down platform-env platform-status \
-        images node lint test test-unit test-integration test-e2e test-reliability reliability demo demo-down bench clean
+        images node cluster-up cluster-down lint test test-unit test-integration test-e2e test-reliability reliability demo demo-down bench clean
 
 help:
 	@echo "make demo            the whole scenario on the local platform (make demo-down stops it)"
@@ -18,6 +18,7 @@ help:
 	@echo "make platform-up | platform-down | platform-env | platform-status"
 	@echo "make images          both images of the Dockerfile, built with buildah (no Docker engine needed)"
 	@echo "make node            what the local node needs: containerd, runc, CNI plugins, its pause image"
+	@echo "make cluster-up      a control plane with a node of this machine (root), deploy/ applied on it"
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed: set PYTHON=python3.11")'
@@ -42,6 +43,14 @@ images:
 # tests/e2e/test_in_cluster.py starts the node itself (localplatform/wml_localplatform/node.py).
 node: platform-build images
 	@hack/setup-node.sh
+
+# A control plane with a node of this machine, a broker its pods reach, and `kubectl apply -k` of deploy/ with
+# components/wml-server on it: the operator and the service as pods (root only; one per machine).
+cluster-up: venv node
+	@$(PY) -m wml_localplatform cluster-up
+
+cluster-down: venv
+	@$(PY) -m wml_localplatform cluster-down
 
 platform-up: venv platform-build
 	@$(PY) -m wml_localplatform up

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from wml_localplatform.config import PlatformConfig
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "wml-stream-operator"
@@ -35,6 +38,45 @@ class InClusterLogin:
     username: str
     password: str
     instance_id: str
+
+
+@dataclass(frozen=True)
+class Installed:
+    login: InClusterLogin
+    volume: Path  # the host folder behind the service's data volume
+    ca_file: Path  # the CA of the service's certificate
+    key_file: Path  # a copy of the service's key (the Secret wml-server-key), for the tests' secret scanner
+
+
+def install(config: PlatformConfig, kubeconfig: str, base: Path, operator_image: str, server_image: str,
+            timeout: int = 180) -> Installed:
+    """As deploy/README.md has a user do it: the namespace, its Secrets (the first user, the service's key) and
+    the service's certificate (deploy/bootstrap-tls.sh, the bootstrap for clusters without cert-manager), then
+    the one `kubectl apply -k`; returns once both Deployments are rolled out."""
+    def kubectl(*args: str, input: str | None = None) -> None:
+        subprocess.run([str(config.kubectl()), f"--kubeconfig={kubeconfig}", *args], input=input, text=True,
+                       capture_output=True, check=True, timeout=timeout)
+
+    login = new_login()
+    volume = base / "volumes" / "wml-server-data"
+    overlay = write_overlay(base / "overlay", volume, operator_image, server_image)
+    made = bootstrap_secrets(login)
+    key_file = base / "wml-server.key"
+    key_file.write_text(str(made[1]["stringData"]["wml.key"]) + "\n")  # type: ignore[index]
+    key_file.chmod(0o600)
+    kubectl("create", "namespace", NAMESPACE)
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(made))
+    tools = base / "tools"  # the script runs `kubectl`: this platform's
+    tools.mkdir(exist_ok=True)
+    if not (tools / "kubectl").exists():
+        (tools / "kubectl").symlink_to(config.kubectl())
+    subprocess.run([str(REPO / "deploy" / "bootstrap-tls.sh"), "--san", SERVICE_IP, "--dir", str(base / "tls")],
+                   env={**os.environ, "KUBECONFIG": kubeconfig, "PATH": f"{tools}:{os.environ['PATH']}"},
+                   check=True, capture_output=True, timeout=timeout)
+    kubectl("apply", "-k", str(overlay))
+    for deployment in ("wml-server", "wml-stream-operator"):
+        kubectl("rollout", "status", f"deployment/{deployment}", "-n", NAMESPACE, f"--timeout={timeout}s")
+    return Installed(login, volume, base / "tls" / "ca.crt", key_file)
 
 
 def write_overlay(folder: Path, volume: Path, operator_image: str, server_image: str) -> Path:

@@ -12,7 +12,6 @@ part is as it is. Root only, as a kubelet is.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -34,16 +33,7 @@ from wml_api.client import WMLClient
 from wml_api.credentials import WMLCredentials
 from wml_localplatform import wmlservice
 from wml_localplatform.config import PlatformConfig, read_versions
-from wml_localplatform.incluster import (
-    NAMESPACE,
-    REPO,
-    SERVICE_IP,
-    SERVICE_PORT,
-    InClusterLogin,
-    bootstrap_secrets,
-    new_login,
-    write_overlay,
-)
+from wml_localplatform.incluster import NAMESPACE, SERVICE_IP, SERVICE_PORT, InClusterLogin, install
 from wml_localplatform.kafka import KafkaBroker, KafkaInfo
 from wml_localplatform.kube import KubeControlPlane
 from wml_localplatform.node import NODE_IP, LocalNode
@@ -93,32 +83,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             return subprocess.run([str(config.kubectl()), f"--kubeconfig={kubeconfig}", *args], input=input,
                                   capture_output=True, text=True, check=check, timeout=180)
 
-        login = new_login()
-        volume = base / "volumes" / "wml-server-data"
-        overlay = write_overlay(base / "overlay", volume, versions["OPERATOR_IMAGE"], versions["SERVER_IMAGE"])
-        secrets = bootstrap_secrets(login)
-        key_file = base / "wml-server.key"  # what the scanner must find in no log and no file in plaintext
-        key_file.write_text(str(secrets[1]["stringData"]["wml.key"]) + "\n")  # type: ignore[index]
-        key_file.chmod(0o600)
-        wmlservice.KEY_FILES.append(key_file)
-        wmlservice.ISSUED_PASSWORDS.append(login.password)
-        wmlservice.DATA_DIRS.append(volume)
-        wmlservice.AUDIT_FILES.append(volume / "audit.jsonl")
-        # As deploy/README.md has a user do it: the namespace, its Secrets and the service's certificate (the
-        # bootstrap for clusters without cert-manager), then the one apply.
-        kubectl("create", "namespace", NAMESPACE)
-        kubectl("apply", "-f", "-", input=yaml.safe_dump_all(secrets))
-        tools = base / "tools"
-        tools.mkdir()
-        (tools / "kubectl").symlink_to(config.kubectl())
-        subprocess.run([str(REPO / "deploy" / "bootstrap-tls.sh"), "--san", SERVICE_IP, "--dir", str(base / "tls")],
-                       env={**os.environ, "KUBECONFIG": kubeconfig, "PATH": f"{tools}:{os.environ['PATH']}"},
-                       check=True, capture_output=True, timeout=120)
-        kubectl("apply", "-k", str(overlay))
-        for deployment in ("wml-server", "wml-stream-operator"):
-            kubectl("rollout", "status", f"deployment/{deployment}", "-n", NAMESPACE, "--timeout=180s")
+        done = install(config, kubeconfig, base, versions["OPERATOR_IMAGE"], versions["SERVER_IMAGE"])
+        wmlservice.KEY_FILES.append(done.key_file)  # what the scanner must find in no log and no file in plaintext
+        wmlservice.ISSUED_PASSWORDS.append(done.login.password)
+        wmlservice.DATA_DIRS.append(done.volume)
+        wmlservice.AUDIT_FILES.append(done.volume / "audit.jsonl")
         api = k8s_config.new_client_from_config(config_file=kubeconfig)
-        yield Cluster(kubectl, api, kafka, login, volume, base / "tls" / "ca.crt")
+        yield Cluster(kubectl, api, kafka, done.login, done.volume, done.ca_file)
         _delete_streams(kubectl)
     finally:
         node.stop()
