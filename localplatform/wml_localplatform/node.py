@@ -86,6 +86,7 @@ class LocalNode:
         self.run_dir = Path("/run") / f"wso-node-{hashlib.sha256(str(directory).encode()).hexdigest()[:10]}"
         self.socket = self.run_dir / "containerd.sock"
         self.logs = directory / "logs"
+        self._killed: set[str] = set()  # containers stop() killed itself, not through the kubelet
 
     def _pid(self, name: str) -> Path:
         return self.dir / f"{name}.pid"
@@ -101,6 +102,8 @@ class LocalNode:
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        netns = Path("/run/netns")
+        (self.dir / "netns-before").write_text(" ".join(p.name for p in netns.iterdir()) if netns.is_dir() else "")
         self._network_up()
         self._start_containerd(timeout)
         for image in (self.config.pause_image, *images):
@@ -266,7 +269,8 @@ state = "{self.run_dir / 'state'}"
     def stop(self) -> None:
         """Pods' containers, kubelet, containerd and every shim, mounts, network: nothing stays."""
         if process.is_running(self._pid("kubelet")) and process.is_running(self._pid("containerd")):
-            self._remove_pods()
+            self._drain()
+            self._remove_pods()  # what the kubelet did not stop in time
         for name in ("kube-proxy", "kube-scheduler", "kubelet"):
             process.stop_pid_file(self._pid(name))
         if (self.config.cache / "bin" / f"kube-proxy-{self.config.k8s_version}").is_file():
@@ -276,15 +280,51 @@ state = "{self.run_dir / 'state'}"
         self._unmount_below((self.dir, self.run_dir))
         shutil.rmtree(self.run_dir, ignore_errors=True)
         self._network_down()
+        self._remove_host_traces()
+
+    def _drain(self, timeout: float = 60.0) -> None:
+        """The kubelet stops every pod (its network torn down by CNI): the node cordoned, its pods deleted."""
+        self.kubectl("cordon", NODE_NAME, check=False)
+        self.kubectl("delete", "pods", "--all-namespaces", f"--field-selector=spec.nodeName={NODE_NAME}",
+                     "--grace-period=0", "--force", "--wait=false", check=False)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and b"RUNNING" in self._ctr("tasks", "list", check=False).stdout:
+            time.sleep(0.5)
 
     def _remove_pods(self) -> None:
-        """Every pod sandbox through the CRI (containerd tears down their networks and mounts)."""
+        """Every container left (stopped by the kubelet, or still running: killed), deleted through containerd
+        (CNI's cached results of the killed ones go in _remove_host_traces)."""
         listed = self._ctr("containers", "list", "-q", check=False).stdout.decode().split()
+        running = self._ctr("tasks", "list", check=False).stdout.decode().splitlines()[1:]
+        self._killed.update(line.split()[0] for line in running if "RUNNING" in line)
         for container in listed:
             self._ctr("tasks", "kill", "-s", "SIGKILL", container, check=False)
         for container in listed:
             self._ctr("tasks", "delete", "-f", container, check=False)
             self._ctr("containers", "delete", container, check=False)
+
+    def _remove_host_traces(self) -> None:
+        """What containerd and the kubelet keep outside their roots: the log links of this node's containers,
+        CNI's cached results of its network, and the network namespaces of sandboxes killed above (the ones
+        that did not exist when this node started)."""
+        logs = Path("/var/log/containers")
+        if logs.is_dir():
+            for link in logs.iterdir():
+                if link.is_symlink() and str(link.readlink()).startswith(str(self.dir)):
+                    link.unlink()
+        results = Path("/var/lib/cni/results")
+        if results.is_dir():
+            for cached in results.iterdir():  # <network>-<container id>-<interface>
+                if cached.name.startswith("wso-") or any(f"-{c}-" in cached.name for c in self._killed):
+                    cached.unlink()
+        before = set((self.dir / "netns-before").read_text().split()) if (self.dir / "netns-before").is_file() \
+            else None
+        netns = Path("/run/netns")
+        if before is not None and netns.is_dir():
+            for ns in netns.glob("cni-*"):
+                if ns.name not in before:
+                    _run("umount", "-l", str(ns), check=False)
+                    ns.unlink(missing_ok=True)
 
     def _kill_shims(self) -> None:
         """containerd's shims outlive containerd: those of this node's socket are stopped by PID."""
