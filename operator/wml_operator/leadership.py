@@ -164,7 +164,13 @@ class Elector:
         """Renews every retryPeriod; returns when no renewal succeeded for renewDeadline: leadership is lost."""
         while True:
             await asyncio.sleep(self.config.retry_period_seconds)
-            renewed = await self._step()
+            # A step may hang on a partitioned network (a read and a write, each up to its timeout): it must not
+            # carry us past the deadline, or a standby could lead (after leaseDuration) while we still act.
+            left = self.config.renew_deadline_seconds - (self.clock() - self.last_renewed)
+            try:
+                renewed = await asyncio.wait_for(self._step(), timeout=max(0.0, left))
+            except TimeoutError:
+                renewed = False
             if not renewed and self.clock() - self.last_renewed >= self.config.renew_deadline_seconds:
                 self.leading = False
                 log.error("lost the Lease %s/%s: not renewed for %.0f s", self.config.namespace, self.config.name,

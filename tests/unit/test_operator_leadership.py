@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import itertools
+import threading
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -170,3 +172,24 @@ def test_settings_refuse_durations_in_the_wrong_order(env: dict[str, str], monke
         monkeypatch.setenv(key, value)
     with pytest.raises(ValidationError, match="retry_period < renew_deadline < lease_seconds"):
         OperatorSettings()
+
+
+def test_a_renewal_that_hangs_does_not_carry_the_leader_past_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = FakeLeases()
+    a = Elector(api, ElectionConfig(namespace="ns", name="lease", identity="a",  # type: ignore[arg-type]
+                                    renew_deadline_seconds=0.5, retry_period_seconds=0.01, lease_seconds=1),
+                wall=lambda: WALL)
+    a.try_acquire_or_renew()
+    hung = threading.Event()
+
+    def hang(*_: Any, **__: Any) -> None:
+        hung.wait(10)
+
+    monkeypatch.setattr(api, "read_namespaced_lease", hang)
+    started = time.monotonic()
+    try:
+        asyncio.run(asyncio.wait_for(a.keep(), 5))
+    finally:
+        hung.set()
+    assert not a.leading
+    assert time.monotonic() - started < 2  # the deadline (0.5 s), not the hung call (10 s)
