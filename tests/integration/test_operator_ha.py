@@ -139,3 +139,17 @@ def test_sigterm_releases_the_lease_and_the_standby_takes_over_within_seconds(pa
     generation = pair.change("m-3")
     # Well below the Lease's 15 s: the standby did not wait for it to expire.
     pair.reconciled(generation, within=LEASE_SECONDS - 5)
+
+
+def test_a_leader_that_cannot_renew_exits(pair: Pair, k8s_api: k8s.ApiClient) -> None:
+    """Another holder written into the Lease (as after a partition healed, when a standby took it): the leader's
+    renewals fail from then on, and it exits within its renew deadline instead of acting beside the other."""
+    leases = k8s.CoordinationV1Api(k8s_api)
+    leases.patch_namespaced_lease(LEASE, OPERATOR_NAMESPACE, {"spec": {"holderIdentity": "another-replica"}})
+    deadline = time.monotonic() + 10 + 30  # the renew deadline and a margin
+    while pair.first.running():
+        assert time.monotonic() < deadline, f"the leader still runs:\n{pair.first.text()[-3000:]}"
+        time.sleep(0.2)
+    assert "lost the Lease" in pair.first.text()
+    # The standby takes the Lease once "another-replica" has not renewed it for its duration, and reconciles.
+    pair.reconciled(pair.change("m-2"), within=LEASE_SECONDS + 30)
