@@ -139,7 +139,10 @@ class ContainerOperator(WMLOperator):
         owned_by_image_user(mounted)
         env = {"KUBECONFIG": MOUNTED_KUBECONFIG,
                "WML_OPERATOR_HEALTH_ADDRESS": f"127.0.0.1:{self.health_port}",
-               "WML_OPERATOR_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_port}", **self.env}
+               "WML_OPERATOR_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_port}",
+               # Off, as for the host process (WMLOperator.start says why); tests/integration/test_operator_ha.py
+               # runs the election under the ServiceAccount.
+               "WML_OPERATOR_LEADER_ELECTION": "false", **self.env}
         proc = process.start(self.name, [podman(), *hardened(self.name),
                                          "--volume", f"{mounted}:{Path(MOUNTED_KUBECONFIG).parent}:ro",
                                          *env_options(env), self.image], self.log, self.pid_file)

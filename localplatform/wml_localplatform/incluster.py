@@ -7,7 +7,7 @@ The overlay, and why each change:
 - the service's Service on a fixed cluster IP, and that IP for its name in the operator pod's /etc/hosts
   (hostAliases): no cluster DNS runs here to resolve wml-server.wml-stream-operator.svc. The operator's URL,
   HTTPS, and the CA it verifies the service with stay the component's (kube-proxy routes the IP as anywhere).
-Everything else (RBAC, ServiceAccount token, probes, security contexts, Recreate, the namespace's restricted
+Everything else (RBAC, ServiceAccount token, probes, security contexts, the rollout strategy, the namespace's restricted
 Pod Security) is the manifests' own.
 """
 

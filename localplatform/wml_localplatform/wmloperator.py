@@ -108,6 +108,12 @@ class WMLOperator:
                "WML_OPERATOR_HEALTH_ADDRESS": f"127.0.0.1:{self.health_port}",
                "WML_OPERATOR_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_port}",
                "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("operator", "server")),
+               # Leader election off unless a caller turns it on (tests/integration/test_operator_ha.py): many
+               # tests run operators side by side against one apiserver, each for its own namespaces, and
+               # restart them with kill -9 (a shared Lease would block each behind the other, and every restart
+               # after a kill by its duration); the fault suite stops the apiserver for longer than the renew
+               # deadline, after which an elected operator exits by design, and no kubelet restarts it here.
+               "WML_OPERATOR_LEADER_ELECTION": "false",
                **self.env}
         proc = process.start("wml_operator", [sys.executable, "-m", "wml_operator"], self.log, self.pid_file,
                              env=env)

@@ -1,5 +1,5 @@
-"""`python -m wml_operator`: run the operator (kopf, standalone: no peering), configured by environment;
-`--help` lists the settings."""
+"""`python -m wml_operator`: run the operator (kopf, standalone: no kopf peering; replicas elect one leader on a
+Lease instead, wml_operator.elected), configured by environment; `--help` lists the settings."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
+from wml_operator import elected
 from wml_operator.settings import OperatorSettings, unknown_variables, usage
 
 
@@ -45,11 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     import wml_operator.handlers  # noqa: F401 - registers the handlers
     from wml_operator.app import OperatorApp
 
-    try:
-        asyncio.run(kopf.operator(
+    def operator() -> Coroutine[Any, Any, None]:
+        # The app is built here, not before: under leader election a standby builds nothing and starts nothing.
+        return kopf.operator(
             standalone=True, clusterwide=not settings.namespaces, namespaces=list(settings.namespaces),
             liveness_endpoint=f"http://{settings.health_address}/healthz",
-            memo=kopf.Memo(app=OperatorApp.build(settings))))
+            memo=kopf.Memo(app=OperatorApp.build(settings)))
+
+    try:
+        asyncio.run(elected.run(settings, operator) if settings.leader_election else operator())
     except KeyboardInterrupt:
         return 130
     return 0

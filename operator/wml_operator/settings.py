@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from wml_operator.secrets import Defaults
@@ -51,9 +51,33 @@ class OperatorSettings(BaseSettings):
     sweep_seconds: Annotated[float, Field(
         gt=0, description="how often copies of logins whose resource is gone are deleted")] = 600.0
 
+    leader_election: Annotated[bool, Field(
+        description="run only while holding the Lease (coordination.k8s.io) leader_election_lease in "
+                    "pod_namespace; a replica without it stands by, serving only /healthz; off: run at once "
+                    "(one replica only)")] = True
+    leader_election_lease: Annotated[str, Field(
+        min_length=1, description="name of the Lease the replicas elect their leader with")] = "wml-stream-operator"
+    leader_election_lease_seconds: Annotated[float, Field(
+        ge=1, description="a standby takes the Lease when its holder has not renewed it for this long "
+                          "(client-go's leaseDuration)")] = 15.0
+    leader_election_renew_deadline_seconds: Annotated[float, Field(
+        gt=0, description="the leader exits when it could not renew the Lease for this long (renewDeadline; "
+                          "below the lease's duration)")] = 10.0
+    leader_election_retry_period_seconds: Annotated[float, Field(
+        gt=0, description="how often the leader renews and a standby tries (retryPeriod)")] = 2.0
+
     model_max_bytes: Annotated[int, Field(
         gt=0, description="largest model content a PublishedModel may fetch (bytes); larger: Stalled "
                           "ModelTooLarge")] = 512 << 20
+
+    @model_validator(mode="after")
+    def _election_order(self) -> OperatorSettings:
+        # client-go's rule: the leader must give up (renew deadline) before a standby may take over (duration),
+        # and try more than once within its deadline.
+        if not (self.leader_election_retry_period_seconds < self.leader_election_renew_deadline_seconds
+                < self.leader_election_lease_seconds):
+            raise ValueError("leader election needs retry_period < renew_deadline < lease_seconds")
+        return self
 
     @field_validator("namespaces", mode="before")
     @classmethod

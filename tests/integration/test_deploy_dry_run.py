@@ -36,6 +36,8 @@ BASE_OBJECTS = {
     "clusterrolebinding.rbac.authorization.k8s.io/wml-stream-operator-secrets",
     "role.rbac.authorization.k8s.io/wml-stream-operator-login-copies",
     "rolebinding.rbac.authorization.k8s.io/wml-stream-operator-login-copies",
+    "role.rbac.authorization.k8s.io/wml-stream-operator-leader-election",
+    "rolebinding.rbac.authorization.k8s.io/wml-stream-operator-leader-election",
     "deployment.apps/wml-stream-operator",
 }
 DRY_RUN_LINE = re.compile(r"^(\S+) (created|configured|unchanged) \(server dry run\)$")
@@ -95,6 +97,7 @@ def test_the_base_builds_to_the_expected_objects(kubectl: Kubectl) -> None:
         ("ClusterRole", "wml-stream-operator"), ("ClusterRole", "wml-stream-operator-secrets"),
         ("ClusterRoleBinding", "wml-stream-operator"), ("ClusterRoleBinding", "wml-stream-operator-secrets"),
         ("Role", "wml-stream-operator-login-copies"), ("RoleBinding", "wml-stream-operator-login-copies"),
+        ("Role", "wml-stream-operator-leader-election"), ("RoleBinding", "wml-stream-operator-leader-election"),
         ("Deployment", "wml-stream-operator"),
     ])
     for doc in docs:

@@ -111,11 +111,23 @@ def test_every_container_has_a_read_only_root_a_writable_tmp_and_bounded_resourc
             assert {"cpu", "memory"} <= set(container["resources"][bound]), f"{name}: {bound}"
 
 
-def test_a_standalone_operator_never_runs_twice() -> None:
-    """kopf --standalone has no peering: two pods would both act on every resource, even during a rollout."""
+def test_replicas_elect_one_leader_and_spread_over_nodes() -> None:
+    """kopf --standalone has no peering: two pods would both act on every resource, unless only the holder of the
+    Lease runs (leader election on). Then a rollout keeps one replica at all times, on another node if any."""
     operator = only(DEPLOY / "operator.yaml", "Deployment")
-    assert operator["spec"]["replicas"] <= 1
-    assert operator["spec"]["strategy"]["type"] == "Recreate"
+    env = env_values(operator_container())
+    assert env.get("WML_OPERATOR_LEADER_ELECTION", "true") == "true"
+    assert operator["spec"]["replicas"] == 2
+    assert operator["spec"]["strategy"] == {"type": "RollingUpdate",
+                                            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    (term,) = operator["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == operator["spec"]["selector"]["matchLabels"]
+    # The Lease the operator elects on lives in its namespace; its Role lets it read, create and renew it.
+    (role,) = [d for d in load(DEPLOY / "rbac.yaml")
+               if d["kind"] == "Role" and d["metadata"]["name"] == "wml-stream-operator-leader-election"]
+    assert role["metadata"]["namespace"] == operator["metadata"]["namespace"]
 
 
 def test_the_operator_starts_with_the_settings_its_deployment_gives_it(operator_env: Any) -> None:

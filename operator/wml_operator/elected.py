@@ -1,0 +1,87 @@
+"""The process under leader election: /healthz while standing by, everything else only while leading.
+
+`python -m wml_operator` calls `run` when WML_OPERATOR_LEADER_ELECTION is on (wml_operator.leadership has the
+rules). Nothing of the operator is built or started before the Lease is ours: not kopf, not OperatorApp's
+threads and tasks. Losing the Lease ends the process at once (exit 1; the kubelet restarts it as a standby);
+kopf stopping on SIGTERM releases the Lease after kopf's cleanup, so the standby starts after ours stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+
+import aiohttp.web
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from wml_operator.leadership import ElectionConfig, Elector
+from wml_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+LOST_EXIT_CODE = 1
+
+
+def identity() -> str:
+    """The pod's name (its hostname) and the pid: unique among replicas, and between two runs on one host."""
+    return f"{socket.gethostname()}_{os.getpid()}"
+
+
+def election_config(settings: OperatorSettings) -> ElectionConfig:
+    return ElectionConfig(namespace=settings.pod_namespace, name=settings.leader_election_lease,
+                          identity=identity(), lease_seconds=settings.leader_election_lease_seconds,
+                          renew_deadline_seconds=settings.leader_election_renew_deadline_seconds,
+                          retry_period_seconds=settings.leader_election_retry_period_seconds)
+
+
+def coordination_api() -> k8s.CoordinationV1Api:
+    try:
+        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+    return k8s.CoordinationV1Api()
+
+
+async def standby_health(address: str) -> aiohttp.web.AppRunner:
+    """/healthz while standing by: the liveness probe must not kill a standby (kopf serves it once leading)."""
+    async def healthz(_: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.json_response({"standby": True})
+
+    app = aiohttp.web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = aiohttp.web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    host, _, port = address.rpartition(":")
+    await aiohttp.web.TCPSite(runner, host or None, int(port), reuse_address=True).start()
+    return runner
+
+
+def _lost() -> None:
+    """Leadership lost: another replica may lead within seconds, so nothing of ours may act any more. No cleanup
+    (it would act): exit now, as controller-runtime does."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(LOST_EXIT_CODE)
+
+
+async def run(settings: OperatorSettings, operator: Callable[[], Awaitable[None]],
+              elector: Elector | None = None) -> None:
+    """Stands by until elected, then runs `operator()` (kopf, which builds the app) while the Lease is kept."""
+    elector = elector or Elector(coordination_api(), election_config(settings))
+    health = await standby_health(settings.health_address)
+    try:
+        await elector.acquire()
+    finally:
+        await health.cleanup()  # kopf's liveness endpoint takes the address over
+    keeper = asyncio.create_task(elector.keep(), name="leader-election")
+    keeper.add_done_callback(lambda task: None if task.cancelled() else _lost())
+    try:
+        await operator()
+    finally:
+        keeper.cancel()
+        await asyncio.get_running_loop().run_in_executor(None, elector.release)
