@@ -2,7 +2,8 @@
 service as pods on a real node (kubelet, containerd, runc), from the images built here. The operator talks to
 the apiserver with its mounted ServiceAccount token under deploy/'s RBAC; the service keeps its data on a
 PersistentVolume. On them: the lifecycle (create, flip, re-create, delete), a deletion of the operator's pod
-mid-change, and a change of the operator's Deployment rolled out with its Recreate strategy.
+mid-change (the active one of its two replicas: the standby takes over), and a change of the operator's
+Deployment rolled out (RollingUpdate: an operator pod is up throughout, one holds the Lease).
 
 The module starts its own control plane (with the controllers a node needs), node and broker (with a listener
 on the node's address for the pods): localplatform/wml_localplatform/node.py and incluster.py say why each
@@ -61,6 +62,15 @@ class Cluster:
     def operator_pods(self) -> list[k8s.V1Pod]:
         pods: list[k8s.V1Pod] = k8s.CoreV1Api(self.api).list_namespaced_pod(NAMESPACE, label_selector=OPERATOR).items
         return pods
+
+    def leader(self) -> str | None:
+        """The pod holding the Lease (its identity is `<pod name>_<pid>`), None when nobody holds it."""
+        try:
+            lease = k8s.CoordinationV1Api(self.api).read_namespaced_lease("wml-stream-operator", NAMESPACE)
+        except k8s.ApiException:
+            return None
+        holder = lease.spec.holder_identity or ""
+        return holder.rsplit("_", 1)[0] or None
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +178,8 @@ def operator_log(cluster: Cluster) -> str:
 def test_the_pods_run_as_deploy_declares_them_with_green_probes(cluster: Cluster) -> None:
     core = k8s.CoreV1Api(cluster.api)
     pods = core.list_namespaced_pod(NAMESPACE).items
-    assert sorted(p.metadata.labels["app.kubernetes.io/name"] for p in pods) == ["wml-server", "wml-stream-operator"]
+    assert sorted(p.metadata.labels["app.kubernetes.io/name"] for p in pods) == [
+        "wml-server", "wml-stream-operator", "wml-stream-operator"]
     for pod in pods:
         ready_condition = next(c for c in pod.status.conditions if c.type == "Ready")
         assert ready_condition.status == "True", pod.metadata.name
@@ -185,7 +196,10 @@ def test_the_pods_run_as_deploy_declares_them_with_green_probes(cluster: Cluster
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
     (server,) = (p for p in pods if p.metadata.labels["app.kubernetes.io/name"] == "wml-server")
     assert server.spec.containers[0].readiness_probe is not None  # out of the Service while it cannot answer
-    operator = cluster.operator_pods()[0]
+    # Two operator replicas, both Ready (the standby serves /healthz), exactly one of them holding the Lease.
+    operators = cluster.operator_pods()
+    assert cluster.leader() in {p.metadata.name for p in operators}
+    operator = operators[0]
     assert operator.spec.service_account_name == "wml-stream-operator"
     assert any(v.projected is not None for v in operator.spec.volumes), "no ServiceAccount token mounted"
     # The service's data is on the PersistentVolume: its database, encrypted (the session's scanner reads it).
@@ -234,16 +248,15 @@ def test_deleting_the_operator_pod_mid_change_converges(cluster: Cluster, stream
     out = Output(env)
     try:
         first, old = running(cluster, env, out, 50)
-        (doomed,) = cluster.operator_pods()
-        # The change and, right behind it, the pod's deletion (as a node drain or `kubectl delete pod` does).
+        doomed = wait_for("the Lease's holder", cluster.leader, timeout=30)
+        # The change and, right behind it, the active pod's deletion (as a node drain or `kubectl delete pod`
+        # does): the standby takes over, and the ReplicaSet starts a new standby.
         cluster.kubectl("patch", "sdep", "tweets", "-n", TEAM, "--type=merge", "-p",
                         json.dumps({"spec": {"modelId": THREE_CLASSES}}))
-        cluster.kubectl("delete", "pod", "-n", NAMESPACE, doomed.metadata.name, "--wait=false")
+        cluster.kubectl("delete", "pod", "-n", NAMESPACE, str(doomed), "--wait=false")
         during = [f"b{i}" for i in range(50)]
         produce(env, during)
-        wait_for("a new operator pod, Ready", lambda: [
-            p.metadata.name for p in cluster.operator_pods() if p.metadata.name != doomed.metadata.name
-            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])], timeout=120)
+        wait_for("another pod holding the Lease", lambda: cluster.leader() not in (None, doomed), timeout=120)
         new = recreated(cluster, old, timeout=120)
         after = [f"c{i}" for i in range(50)]
         produce(env, after)
@@ -254,39 +267,40 @@ def test_deleting_the_operator_pod_mid_change_converges(cluster: Cluster, stream
         out.close()
 
 
-def test_a_rollout_of_the_operator_recreates_its_pod_and_reconciles_after(cluster: Cluster,
-                                                                          stream: StreamEnv) -> None:
+def test_a_rollout_of_the_operator_keeps_one_active_and_reconciles_after(cluster: Cluster,
+                                                                         stream: StreamEnv) -> None:
     env = stream
     cluster.kubectl("apply", "-f", "-", input=manifest(env))
     ready(cluster)
-    (old,) = cluster.operator_pods()
+    before = {p.metadata.name for p in cluster.operator_pods()}
     deployment = k8s.AppsV1Api(cluster.api).read_namespaced_deployment("wml-stream-operator", NAMESPACE)
-    assert deployment.spec.strategy.type == "Recreate"
-    # A change of the pod template (what an image upgrade is): Recreate stops the old pod before the new one
-    # starts, so two operators never reconcile at once.
+    assert (deployment.spec.replicas, deployment.spec.strategy.type) == (2, "RollingUpdate")
+    assert deployment.spec.strategy.rolling_update.max_unavailable == 0
+    # A change of the pod template (what an image upgrade is): a new pod comes up before an old one goes, and the
+    # Lease (released by the old leader on SIGTERM) passes to a pod of the new template.
     cluster.kubectl("patch", "deployment", "wml-stream-operator", "-n", NAMESPACE, "-p", json.dumps(
         {"spec": {"template": {"metadata": {"annotations": {"wmlstream.dev/rollout": str(time.time())}}}}}))
-    seen_together = []
-    deadline = time.monotonic() + 180
+    none_running, holders = 0, []
+    deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         pods = cluster.operator_pods()
         names = {p.metadata.name for p in pods}
-        # An old pod may still be listed once its container has ended (phase Succeeded): two running at once
-        # is what Recreate rules out.
-        running = sorted(p.metadata.name for p in pods
-                         if any(s.state.running for s in p.status.container_statuses or []))
-        if len(running) > 1:
-            seen_together.append(running)
-        if names and old.metadata.name not in names and cluster.kubectl(
+        if not any(s.state.running for p in pods for s in p.status.container_statuses or []):
+            none_running += 1
+        holder = cluster.leader()
+        if holder and (not holders or holders[-1] != holder):
+            holders.append(holder)
+        if names and not names & before and holder in names and cluster.kubectl(
                 "rollout", "status", "deployment/wml-stream-operator", "-n", NAMESPACE, "--timeout=1s",
                 check=False).returncode == 0:
             break
         time.sleep(0.2)
     else:
         raise AssertionError(f"the rollout did not finish:\n{operator_log(cluster)[-3000:]}")
-    assert seen_together == [], f"old and new operator running at once: {seen_together[:3]}"
-    # The new pod reconciles: a flip reaches the service.
+    assert none_running == 0, "no operator pod was running at some point of the rollout"
+    assert holders[-1] not in before, holders
+    # The new leader reconciles: a flip reaches the service.
     cluster.kubectl("patch", "sdep", "tweets", "-n", TEAM, "--type=merge", "-p", '{"spec": {"state": "STOPPED"}}')
-    wait_for("STOPPED by the new pod", lambda: status(cluster).get("wmlStatus") == "STOPPED", timeout=90)
+    wait_for("STOPPED by the new leader", lambda: status(cluster).get("wmlStatus") == "STOPPED", timeout=90)
     deployment_id = status(cluster)["deploymentId"]
     assert cluster.wml().get_instance_deployment(deployment_id).status == "STOPPED"
