@@ -19,6 +19,10 @@ from wml_operator.status import KOPF
 SecretKey = tuple[str, str]
 
 
+TLS_SECRET_TYPE = "kubernetes.io/tls"  # noqa: S105 (a Secret type, not a password)
+TLS_PRIVATE_KEY = "tls.key"
+
+
 def decode(data: Mapping[str, bytes | str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in (data or {}).items():
@@ -125,6 +129,10 @@ class SecretStore:
                 if self._on_read is not None:
                     self._on_read()
             data = decode(secret.data)
+            if secret.type == TLS_SECRET_TYPE:
+                # The operator reads a TLS Secret (wml-server-tls, say) only for its CA: its private key is not
+                # held in memory, where a heap dump or a core file would show it.
+                data.pop(TLS_PRIVATE_KEY, None)
             with self._lock:
                 if self._epoch == epoch and watched:
                     self._data[key] = (secret.metadata.resource_version if secret.metadata else None, data)

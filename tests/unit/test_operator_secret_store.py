@@ -113,3 +113,28 @@ def test_a_copy_that_does_not_decode_holds_nothing() -> None:
     assert _content(base64.b64encode(b"\xff\xfe").decode()) == "[]"
     assert _content("not base64 !") == "[]"
     assert _content(None) == "[]"
+
+
+def test_the_private_key_of_a_tls_secret_is_not_held() -> None:
+    """The default CA comes from the service's kubernetes.io/tls Secret: its ca.crt is read, its tls.key never kept."""
+    api = API()
+    api.data[("wml-system", "wml-server-tls")] = ("1", {"ca.crt": "CA", "tls.crt": "CERT", "tls.key": "KEY"})
+    original = api.read_namespaced_secret
+
+    def typed(name: str, namespace: str) -> k8s.V1Secret:
+        secret = original(name, namespace)
+        secret.type = "kubernetes.io/tls"
+        return secret
+
+    api.read_namespaced_secret = typed  # type: ignore[method-assign]
+    store, _ = store_of(api)
+    assert store.read("wml-system", "wml-server-tls") == {"ca.crt": "CA", "tls.crt": "CERT"}
+    assert store.read("wml-system", "wml-server-tls") == {"ca.crt": "CA", "tls.crt": "CERT"}
+    assert api.reads == 1  # the second came from what the store holds, without the key
+
+
+def test_an_opaque_secret_keeps_a_key_named_tls_key() -> None:
+    api = API()
+    api.data[("team", "odd")] = ("1", {"tls.key": "value"})
+    store, _ = store_of(api)
+    assert store.read("team", "odd") == {"tls.key": "value"}
