@@ -74,23 +74,48 @@ class AuditLog:
             self._fd = 1  # the descriptor, not sys.stdout: one write() a line, past any buffer of Python's
             self._owned = False
         else:
-            path = Path(target)
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except OSError as exc:
-                raise AuditTrailError(f"cannot open the audit trail {path} (WML_SERVER_AUDIT_LOG, --audit-log): "
-                                      f"{exc.strerror}") from None
             self._owned = True
-            try:
-                # O_CREAT's mode applies only to a new file (and through the umask): an older, wider one is narrowed.
-                os.fchmod(self._fd, 0o600)
-            except PermissionError:
-                log.warning("cannot make the audit file %s 0600: it is not this user's", path)
+            self._fd = -1
+            self._open()
+
+    def _open(self) -> None:
+        path = Path(self.target)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise AuditTrailError(f"cannot open the audit trail {path} (WML_SERVER_AUDIT_LOG, --audit-log): "
+                                  f"{exc.strerror}") from None
+        try:
+            # O_CREAT's mode applies only to a new file (and through the umask): an older, wider one is narrowed.
+            os.fchmod(fd, 0o600)
+        except PermissionError:
+            log.warning("cannot make the audit file %s 0600: it is not this user's", path)
+        self._fd = fd
+
+    def _follow_rotation(self) -> None:
+        """A trail moved or deleted (logrotate's default `create`, or by hand) is not written to any more: the next
+        line starts a new file at the configured path, as logging's WatchedFileHandler does. One stat a change."""
+        try:
+            now_at_path = os.stat(self.target)
+            held = os.fstat(self._fd)
+            if (now_at_path.st_dev, now_at_path.st_ino) == (held.st_dev, held.st_ino):
+                return
+        except FileNotFoundError:
+            pass
+        old = self._fd
+        try:
+            self._open()
+        except AuditTrailError as exc:
+            log.error("%s; still writing to the moved file", exc)
+            return
+        os.close(old)
 
     def record(self, event: str, **fields: str | None) -> None:
         data = line(event, **fields)
         with self._lock:
+            if self._owned and self._fd >= 0:
+                self._follow_rotation()
             try:
                 written = os.write(self._fd, data)
                 while written < len(data):  # only on a signal or a full disk; the rest follows at once

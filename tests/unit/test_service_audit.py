@@ -181,3 +181,23 @@ def test_a_trail_that_cannot_be_opened_stops_the_command_before_any_change(tmp_p
     assert "error: cannot open the audit trail" in capsys.readouterr().err
     assert main(["list-users", "--data-dir", str(data)]) == 0
     assert "alice" not in capsys.readouterr().out
+
+
+def test_a_moved_or_deleted_trail_is_followed_by_a_new_file(tmp_path: Path) -> None:
+    """logrotate's default (`create`) moves the file away; nobody has to tell the service: the next line starts a
+    new 0600 file at the configured path, and the moved one keeps what it had."""
+    path = tmp_path / "audit.jsonl"
+    trail = AuditLog(path)
+    try:
+        trail.record("user.added", username="alice", client="cli")
+        path.rename(tmp_path / "audit.jsonl.1")
+        trail.record("user.added", username="bob", client="cli")
+        path.unlink()
+        trail.record("user.added", username="carol", client="cli")
+        trail.record("user.added", username="dave", client="cli")
+    finally:
+        trail.close()
+    names = [json.loads(x)["username"] for x in (tmp_path / "audit.jsonl.1").read_text().splitlines()]
+    assert names == ["alice"]
+    assert [json.loads(x)["username"] for x in path.read_text().splitlines()] == ["carol", "dave"]
+    assert path.stat().st_mode & 0o777 == 0o600
