@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -69,19 +70,50 @@ def _lost() -> None:
     os._exit(LOST_EXIT_CODE)
 
 
-async def run(settings: OperatorSettings, operator: Callable[[], Awaitable[None]],
+def stop_on_signals(stopping: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set `stopping` until kopf puts its own handlers in their place. Without this, a signal
+    between winning the Lease and kopf's start (a rollout stopping the pod that just took over) killed the
+    process with the Lease held, and the next leader waited out its whole duration."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+
+
+async def until_stopped(work: Awaitable[None], stopping: asyncio.Event) -> bool:
+    """Runs `work` unless `stopping` is set first (then cancels it): whether it finished."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done() and not stopping.is_set():
+        task.result()
+        return True
+    task.cancel()
+    return False
+
+
+async def run(settings: OperatorSettings, operator: Callable[[asyncio.Event], Awaitable[None]],
               elector: Elector | None = None) -> None:
-    """Stands by until elected, then runs `operator()` (kopf, which builds the app) while the Lease is kept."""
+    """Stands by until elected, then runs `operator(stopping)` (kopf, which builds the app and stops when
+    `stopping` is set) while the Lease is kept."""
     elector = elector or Elector(coordination_api(), election_config(settings))
+    stopping = asyncio.Event()
+    stop_on_signals(stopping)
     health = await standby_health(settings.health_address)
     try:
-        await elector.acquire()
+        elected = await until_stopped(elector.acquire(), stopping)
     finally:
         await health.cleanup()  # kopf's liveness endpoint takes the address over
+    if not elected:
+        await elector.resign()  # a write of the cancelled try may have won the Lease after all
+        log.info("stopped while standing by")
+        return
     keeper = asyncio.create_task(elector.keep(), name="leader-election")
     keeper.add_done_callback(lambda task: None if task.cancelled() else _lost())
     try:
-        await operator()
+        await operator(stopping)
     finally:
         keeper.cancel()
-        await asyncio.get_running_loop().run_in_executor(None, elector.release)
+        await elector.resign()

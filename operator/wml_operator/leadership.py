@@ -149,6 +149,11 @@ class Elector:
         except Exception as exc:
             log.warning("cannot release the Lease %s/%s: %s", cfg.namespace, cfg.name, type(exc).__name__)
 
+    async def resign(self) -> None:
+        """release(), after any step still under way (a cancelled acquire's or keep's write may yet succeed):
+        the same single thread runs them in order, so a Lease that step wins is released too."""
+        await asyncio.get_running_loop().run_in_executor(self._pool, self.release)
+
     async def _step(self) -> bool:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.try_acquire_or_renew)
 

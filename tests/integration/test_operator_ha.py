@@ -153,3 +153,15 @@ def test_a_leader_that_cannot_renew_exits(pair: Pair, k8s_api: k8s.ApiClient) ->
     assert "lost the Lease" in pair.first.text()
     # The standby takes the Lease once "another-replica" has not renewed it for its duration, and reconciles.
     pair.reconciled(pair.change("m-2"), within=LEASE_SECONDS + 30)
+
+
+def test_a_standby_stopped_by_sigterm_leaves_gently_and_the_leader_keeps_leading(pair: Pair, tmp_path: Path) -> None:
+    third = WMLOperator(tmp_path / "third", pair.first.kubeconfig, env=pair.first.env)
+    third.start()
+    wait_log(third, "standing by for the Lease")
+    third.stop()  # SIGTERM, and waits until it exited
+    log = third.text()
+    assert "stopped while standing by" in log
+    assert "acquired the Lease" not in log
+    pair.reconciled(pair.change("m-2"), within=60)
+    assert "acquired the Lease" not in pair.second.text()

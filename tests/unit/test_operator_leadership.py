@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import itertools
+import os
+import signal
 import threading
 import time
 from types import SimpleNamespace
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from wml_operator import elected
 from wml_operator.leadership import ElectionConfig, Elector, micro_time
 
 WALL = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
@@ -193,3 +196,78 @@ def test_a_renewal_that_hangs_does_not_carry_the_leader_past_its_deadline(monkey
         hung.set()
     assert not a.leading
     assert time.monotonic() - started < 2  # the deadline (0.5 s), not the hung call (10 s)
+
+
+# --- elected.run: signals before kopf's own handlers --------------------------------------------------------------
+
+STANDBY = SimpleNamespace(health_address="127.0.0.1:0")
+
+
+def real_elector(api: FakeLeases, identity: str) -> Elector:
+    return Elector(api, ElectionConfig(namespace="ns", name="lease", identity=identity,  # type: ignore[arg-type]
+                                       retry_period_seconds=0.05, renew_deadline_seconds=1, lease_seconds=2),
+                   wall=lambda: WALL)
+
+
+def test_sigterm_while_standing_by_ends_the_process_gently_without_the_operator() -> None:
+    api = FakeLeases()
+    assert real_elector(api, "other").try_acquire_or_renew()
+    ran: list[bool] = []
+
+    async def operator(stopping: asyncio.Event) -> None:
+        ran.append(True)
+
+    async def main() -> None:
+        asyncio.get_running_loop().call_later(0.3, os.kill, os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(elected.run(STANDBY, operator, real_elector(api, "me")), 10)  # type: ignore[arg-type]
+
+    asyncio.run(main())
+    assert ran == []
+    assert api.holder == "other"
+
+
+def test_sigterm_right_after_winning_the_lease_stops_and_releases_it() -> None:
+    """The window a rollout hits: the pod that just took over is stopped before kopf handles signals. The
+    signal still stops it, and the Lease is released for the next pod instead of held for its duration."""
+    api = FakeLeases()
+    me = real_elector(api, "me")
+    won = me.acquire
+
+    async def acquire_then_signal() -> None:
+        await won()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    me.acquire = acquire_then_signal  # type: ignore[method-assign]
+    seen: list[bool] = []
+
+    async def operator(stopping: asyncio.Event) -> None:  # as kopf.operator(stop_flag=stopping) does
+        await asyncio.wait_for(stopping.wait(), 5)
+        seen.append(stopping.is_set())
+
+    asyncio.run(asyncio.wait_for(elected.run(STANDBY, operator, me), 10))  # type: ignore[arg-type]
+    assert seen in ([], [True])  # stopped before the operator started, or the operator saw the stop
+    assert api.holder is None
+    assert not me.leading
+
+
+def test_a_write_that_wins_after_its_acquire_was_cancelled_is_released() -> None:
+    api = FakeLeases()
+    slow = threading.Event()
+    create = api.create_namespaced_lease
+
+    def slow_create(*args: Any, **kwargs: Any) -> SimpleNamespace:
+        slow.wait(5)
+        return create(*args, **kwargs)
+
+    api.create_namespaced_lease = slow_create  # type: ignore[method-assign]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
+        loop.call_later(0.4, slow.set)  # the write lands after the stop cancelled the acquire
+        await asyncio.wait_for(elected.run(STANDBY, lambda _: asyncio.sleep(0), real_elector(api, "me")),  # type: ignore[arg-type]
+                               10)
+
+    asyncio.run(main())
+    assert api.body is not None  # the write did land
+    assert api.holder is None  # and was released
