@@ -139,6 +139,8 @@ bench: venv platform-build
 		--json $(BENCH_FIGURES)/operator_churn.json $(BENCH_CHURN_ARGS)
 	$(PY) bench/operator_secrets.py \
 		--json $(BENCH_FIGURES)/operator_secrets.json $(BENCH_SECRETS_ARGS)
+	$(PY) bench/operator_failover.py \
+		--json $(BENCH_FIGURES)/operator_failover.json
 	$(PY) bench/write_performance.py \
 		--dir $(BENCH_FIGURES) --out docs/PERFORMANCE.md
 

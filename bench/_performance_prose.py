@@ -375,3 +375,15 @@ resources its RSS there was still 89 MB (quiet for 3 s before the list arrived);
   Secrets (1.1 GB on disk after the run); no quota was changed. The kube-apiserver's RSS rose to about 2.3 GB
   with them (its watch cache). Creating the 10,000 took 40-61 s with 16 in flight.
 """
+
+
+PROSE_FAILOVER = """\
+How long reconciliation stops when the active operator dies (issue 20; the decision is in docs/ARCHITECTURE.md,
+"High availability"). Two replicas run as host processes against their own kube-apiserver and etcd, each a small
+kopf operator that stamps a labelled ConfigMap's value; each round kills the active one with kill -9 (what a
+node's loss is, seen from the apiserver), changes the ConfigMap at once, and times until the standby stamped it.
+Last, SIGTERM of the active (a rollout's hand-over) is timed the same way. `lease` is the operator's own leader
+election (`wml_operator.elected`, the code `python -m wml_operator` runs, client-go's 15/10/2 s); `peering` is
+kopf's peering at each lifetime. The reference is one replica on a lost node with Kubernetes' defaults: the node
+is unreachable after the 50 s grace period, and the pod is evicted after its 300 s toleration, before its
+replacement starts elsewhere (44.8 s and 300 s measured on the local node)."""

@@ -3,11 +3,11 @@
     .venv/bin/python bench/write_performance.py --dir FIGURES [--out PATH]
 
 FIGURES holds model_accuracy.json, stream_throughput.json, operator_scale.json, operator_churn.json,
-operator_secrets.json, train_sample_models.json and spark_throughput.json (each benchmark's --json); a missing one
-leaves its section saying so, or, with --keep-missing, keeps that benchmark's section and summary rows as the page at
---out has them (to add one benchmark's figures without running the others again). Tables are generated; the
-explanatory prose lives in bench/_performance_prose.py, so the page is never edited by hand: change the prose there,
-run `make bench` for the figures.
+operator_secrets.json, train_sample_models.json, spark_throughput.json and operator_failover.json (each
+benchmark's --json); a missing one leaves its section saying so, or, with --keep-missing, keeps that benchmark's
+section and summary rows as the page at --out has them (to add one benchmark's figures without running the others
+again). Tables are generated; the explanatory prose lives in bench/_performance_prose.py, so the page is never
+edited by hand: change the prose there, run `make bench` for the figures.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 from _performance_prose import (
     PROSE_CHURN_FINDINGS,
     PROSE_CHURN_SETUP,
+    PROSE_FAILOVER,
     PROSE_MODEL,
     PROSE_OPERATOR_CHANGES,
     PROSE_OPERATOR_LIMITS,
@@ -36,7 +37,9 @@ from _performance_prose import (
 Figures = dict[str, Any]
 FILES = {"model": "model_accuracy.json", "stream": "stream_throughput.json", "operator": "operator_scale.json",
          "churn": "operator_churn.json", "secrets": "operator_secrets.json", "samples": "train_sample_models.json",
-         "spark": "spark_throughput.json"}
+         "spark": "spark_throughput.json", "failover": "operator_failover.json"}
+# One replica on a lost node, with Kubernetes' defaults: unreachable after 50 s, evicted 300 s later.
+ONE_REPLICA_NODE_LOSS_S = 350.0
 
 
 # -- formatting ----------------------------------------------------------------------------------------------------
@@ -82,6 +85,7 @@ make bench        # all of them (the operator's at N = 1,000 takes most of the t
 .venv/bin/python bench/operator_churn.py --cycles 1000 --json /tmp/churn.json
 .venv/bin/python bench/operator_secrets.py --secrets 2000 --json FIGURES/operator_secrets.json
 .venv/bin/python bench/train_sample_models.py --spark --json FIGURES/train_sample_models.json
+.venv/bin/python bench/operator_failover.py --rounds 3 --json FIGURES/operator_failover.json
 .venv/bin/python bench/write_performance.py --dir FIGURES --out docs/PERFORMANCE.md
 .venv/bin/python bench/write_performance.py --dir FIGURES --keep-missing   # one benchmark's figures, the rest kept
 ```
@@ -184,8 +188,9 @@ def summary(figs: dict[str, Figures], previous: str | None = None) -> str:
     if spark:
         by["spark"] = [[f"spark: {f['name'].replace('_', ' ')}", value(f), reference(f), goal(f), verdict(f["met"])]
                        for f in spark["figures"] if f.get("met") is not None]
+    by["failover"] = failover_summary(figs.get("failover"))
     kept = kept_rows(previous) if previous else {}
-    rows = [row for key in ("operator", "churn", "secrets", "model", "stream", "spark")
+    rows = [row for key in ("operator", "churn", "secrets", "model", "stream", "spark", "failover")
             for row in (by.get(key, []) if key in figs else kept.get(key, []))]
     return "## Every figure beside its reference and target\n\n" + table(
         ["figure", "measured", "reference (same run)", "target", "verdict"], rows, "lrlll")
@@ -610,6 +615,28 @@ def spark_section(s: Figures | None) -> str:
     return "\n\n".join(parts)
 
 
+def failover_summary(f: Figures | None) -> list[list[str]]:
+    if not f:
+        return []
+    return [[f"failover: kill -9 of the active, {r['mechanism']}" + (f" (lifetime {r['lifetime_s']} s)"
+             if r["mechanism"] == "peering" else "") + ": until the standby reconciled, max",
+             num(r["kill9_max_s"], 1, "s"), f"one replica on a lost node: ~{ONE_REPLICA_NODE_LOSS_S:.0f} s (defaults)",
+             "shorter than one replica", verdict(r["kill9_max_s"] < ONE_REPLICA_NODE_LOSS_S)]
+            for r in f["results"]]
+
+
+def failover_section(f: Figures | None) -> str:
+    title = "## Operator failover, two replicas: `bench/operator_failover.py`"
+    if not f:
+        return f"{title}\n\nNot run in this `make bench`."
+    rows = [[r["mechanism"], f"{r['lifetime_s']} s", ", ".join(num(g, 1) for g in r["kill9_gaps_s"]),
+             num(r["kill9_mean_s"], 1, "s"), num(r["kill9_max_s"], 1, "s"), num(r["sigterm_handover_s"], 1, "s")]
+            for r in f["results"]]
+    return "\n\n".join([title, PROSE_FAILOVER, table(
+        ["mechanism", "lease / lifetime", "kill -9 → reconciled (s)", "mean", "max", "SIGTERM → reconciled"],
+        rows, "llllll")])
+
+
 # -- keeping the sections of benchmarks that did not run (--keep-missing) -----------------------------------------
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC")
 SCRIPTS = {key: f"bench/{name.removesuffix('.json')}.py" for key, name in FILES.items()}
@@ -640,6 +667,8 @@ def row_owner(first: str) -> str:
         return "stream"
     if first.startswith("spark:"):
         return "spark"
+    if first.startswith("failover:"):
+        return "failover"
     return "operator"
 
 
@@ -665,7 +694,7 @@ def render(figs: dict[str, Figures], previous: str | None = None) -> str:
     """The page; with `previous` (the page as it was), the sections of benchmarks without figures are kept."""
     sections = {"operator": operator_section, "churn": churn_section, "secrets": secrets_section,
                 "model": model_section, "samples": samples_section, "stream": stream_section,
-                "spark": spark_section}
+                "spark": spark_section, "failover": failover_section}
     body = [(key not in figs and kept_section(previous, key)) or make(figs.get(key)) for key, make in sections.items()]
     return "\n\n".join([header(figs, previous).rstrip(), machine_section(figs, previous), summary(figs, previous),
                         *body]) + "\n"
