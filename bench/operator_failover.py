@@ -81,8 +81,8 @@ def replica(mechanism: str, priority: int, lifetime: int, health_port: int) -> N
     from wml_operator.settings import OperatorSettings
     settings = OperatorSettings(health_address=f"127.0.0.1:{health_port}", pod_namespace=NAMESPACE,
                                 leader_election_lease=PEERING)
-    asyncio.run(elected.run(settings, lambda stopping: kopf.operator(
-        standalone=True, namespaces=[NAMESPACE], clusterwide=False, stop_flag=stopping,
+    asyncio.run(elected.run(settings, lambda: kopf.operator(
+        standalone=True, namespaces=[NAMESPACE], clusterwide=False,
         liveness_endpoint=f"http://127.0.0.1:{health_port}/healthz")))
 
 

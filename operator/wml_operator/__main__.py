@@ -48,12 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     import wml_operator.handlers  # noqa: F401 - registers the handlers
     from wml_operator.app import OperatorApp
 
-    def operator(stopping: asyncio.Event | None = None) -> Coroutine[Any, Any, None]:
+    def operator() -> Coroutine[Any, Any, None]:
         # The app is built here, not before: under leader election a standby builds nothing and starts nothing.
-        # `stopping`: a signal that came before kopf's own handlers stops kopf as gently as one after them.
         return kopf.operator(
             standalone=True, clusterwide=not settings.namespaces, namespaces=list(settings.namespaces),
-            liveness_endpoint=f"http://{settings.health_address}/healthz", stop_flag=stopping,
+            liveness_endpoint=f"http://{settings.health_address}/healthz",
             memo=kopf.Memo(app=OperatorApp.build(settings)))
 
     try:

@@ -70,15 +70,6 @@ def _lost() -> None:
     os._exit(LOST_EXIT_CODE)
 
 
-def stop_on_signals(stopping: asyncio.Event) -> None:
-    """SIGTERM and SIGINT set `stopping` until kopf puts its own handlers in their place. Without this, a signal
-    between winning the Lease and kopf's start (a rollout stopping the pod that just took over) killed the
-    process with the Lease held, and the next leader waited out its whole duration."""
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-
-
 async def until_stopped(work: Awaitable[None], stopping: asyncio.Event) -> bool:
     """Runs `work` unless `stopping` is set first (then cancels it): whether it finished."""
     task = asyncio.ensure_future(work)
@@ -94,26 +85,43 @@ async def until_stopped(work: Awaitable[None], stopping: asyncio.Event) -> bool:
     return False
 
 
-async def run(settings: OperatorSettings, operator: Callable[[asyncio.Event], Awaitable[None]],
+async def run(settings: OperatorSettings, operator: Callable[[], Awaitable[None]],
               elector: Elector | None = None) -> None:
-    """Stands by until elected, then runs `operator(stopping)` (kopf, which builds the app and stops when
-    `stopping` is set) while the Lease is kept."""
+    """Stands by until elected, then runs `operator()` (kopf, which builds the app) while the Lease is kept.
+
+    SIGTERM and SIGINT are ours until kopf puts its own handlers in their place. Without that, a signal while
+    standing by killed the process by its default, and one between winning the Lease and kopf's start (a rollout
+    stopping the pod that has just taken over) ended it with the Lease held: the next leader waited out its whole
+    duration. Now a standby stops at once, and a signal during kopf's start is sent again until kopf's handler
+    has it, so kopf stops gently and the Lease is released. (kopf's `stop_flag` would do it too, but kopf then
+    waits 5 s at every stop for that flag's waiter, which nothing cancels.)
+    """
     elector = elector or Elector(coordination_api(), election_config(settings))
+    loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    stop_on_signals(stopping)
+    kopf_starting = False
+
+    def on_signal(signum: int) -> None:
+        stopping.set()
+        if kopf_starting:  # kopf's handler replaces this one once it is in place; it gets the signal then
+            loop.call_later(0.1, os.kill, os.getpid(), signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
     health = await standby_health(settings.health_address)
     try:
         elected = await until_stopped(elector.acquire(), stopping)
     finally:
         await health.cleanup()  # kopf's liveness endpoint takes the address over
-    if not elected:
+    if not elected or stopping.is_set():
         await elector.resign()  # a write of the cancelled try may have won the Lease after all
-        log.info("stopped while standing by")
+        log.info("stopped before leading")
         return
     keeper = asyncio.create_task(elector.keep(), name="leader-election")
     keeper.add_done_callback(lambda task: None if task.cancelled() else _lost())
+    kopf_starting = True
     try:
-        await operator(stopping)
+        await operator()
     finally:
         keeper.cancel()
         await elector.resign()

@@ -161,7 +161,7 @@ def test_a_standby_stopped_by_sigterm_leaves_gently_and_the_leader_keeps_leading
     wait_log(third, "standing by for the Lease")
     third.stop()  # SIGTERM, and waits until it exited
     log = third.text()
-    assert "stopped while standing by" in log
+    assert "stopped before leading" in log
     assert "acquired the Lease" not in log
     pair.reconciled(pair.change("m-2"), within=60)
     assert "acquired the Lease" not in pair.second.text()
