@@ -103,6 +103,8 @@ class AuditLog:
                 return
         except FileNotFoundError:
             pass
+        except OSError:
+            return  # cannot tell (a folder made unreadable): keep the file held rather than fail the change
         old = self._fd
         try:
             self._open()
