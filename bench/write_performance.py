@@ -620,7 +620,8 @@ def failover_summary(f: Figures | None) -> list[list[str]]:
         return []
     return [[f"failover: kill -9 of the active, {r['mechanism']}" + (f" (lifetime {r['lifetime_s']} s)"
              if r["mechanism"] == "peering" else "") + ": until the standby reconciled, max",
-             num(r["kill9_max_s"], 1, "s"), f"one replica on a lost node: ~{ONE_REPLICA_NODE_LOSS_S:.0f} s (defaults)",
+             num(r["kill9_max_s"], 1, "s"),
+             f"one replica on a lost node: ~{ONE_REPLICA_NODE_LOSS_S:.0f} s (Kubernetes' defaults; not this run)",
              "shorter than one replica", verdict(r["kill9_max_s"] < ONE_REPLICA_NODE_LOSS_S)]
             for r in f["results"]]
 
